@@ -1,0 +1,120 @@
+"""Keras layers around the categorical memory (Sec. 3.2, Fig. 3).
+
+- ``CategoricalMemory`` holds ``M`` (``N x C``, non-trainable, float32 even under mixed precision).
+- ``MemoryUpdateNetwork`` is ``U``: ``relu(x + BN(conv1x1(x)))``, applied to the L2-normalised ``F``.
+- ``MemoryReadFuse`` is eqs. 4-5: read ``M`` with ``q = normalize(F)`` and fuse
+  ``R = ReLU(BN(conv1x1([q, W^T M])))``.
+
+Each layer computes with the memory passed in as a tensor, never assigning it: the meta step runs them on
+fast weights and candidate memories. The maths lives in ``mgml_tf.memory``.
+"""
+import keras
+import tensorflow as tf
+
+from mgml_tf import memory as memory_ops
+from mgml_tf.layers.normalization import MetaBatchNormalization
+
+
+def _memory_dtype(policy):
+    """float32 under float16/bfloat16 policies (DESIGN §2), float64 under a float64 policy."""
+    return "float64" if policy.variable_dtype == "float64" else "float32"
+
+
+@keras.saving.register_keras_serializable(package="mgml_tf")
+class CategoricalMemory(keras.layers.Layer):
+    """The memory ``M``: one row per class, ``num_classes x channels``, rows of unit norm once written.
+
+    A non-trainable variable; it starts at zero (no class seen) and is written by
+    ``mgml_tf.memory.initial_memory`` / ``update_memory`` through ``assign``. Its dtype is float32 whatever
+    the compute dtype (float64 when the whole model is float64, as in the gradient tests).
+    """
+
+    def __init__(self, num_classes, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.channels = int(channels)
+        self.memory = self.add_weight(
+            name="memory", shape=(self.num_classes, self.channels), initializer="zeros",
+            trainable=False, dtype=_memory_dtype(self.dtype_policy))
+        self.built = True
+
+    def call(self, features):
+        """Reads the current memory: ``(readout, weights)`` of eq. 4 for ``features [B, h, w, C]``."""
+        return memory_ops.read_memory(self.memory, features)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "channels": self.channels}
+
+
+@keras.saving.register_keras_serializable(package="mgml_tf")
+class MemoryUpdateNetwork(keras.layers.Layer):
+    """``U(x) = relu(x + BN(conv1x1(x)))`` (the paper's 1x1 convolution with a residual connection).
+
+    Input is the L2-normalised encoder feature map; the output ``Z`` is normalised again inside
+    ``update_memory``.
+    """
+
+    def __init__(self, channels, bn_momentum=0.9, synchronized_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        self.bn_momentum = bn_momentum
+        self.synchronized_bn = synchronized_bn
+        self.conv = keras.layers.Conv2D(self.channels, 1, use_bias=False, dtype=self.dtype_policy,
+                                        name="conv")
+        self.norm = MetaBatchNormalization(momentum=bn_momentum, synchronized=synchronized_bn,
+                                           dtype=self.dtype_policy, name="bn")
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        self.norm.build(input_shape[:-1] + (self.channels,))
+        self.built = True
+
+    def call(self, x, training=None):
+        return keras.ops.relu(x + self.norm(self.conv(x), training=training))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "bn_momentum": self.bn_momentum,
+                "synchronized_bn": self.synchronized_bn}
+
+
+@keras.saving.register_keras_serializable(package="mgml_tf")
+class MemoryReadFuse(keras.layers.Layer):
+    """Eqs. 4-5: ``R = ReLU(BN(conv1x1([q, W^T M])))``, ``2C -> C`` channels, no conv bias.
+
+    ``call(features, memory, gumbel_noise=None)`` returns ``(R, weights, scores)``: the memory-guided
+    feature map, the memory weights ``W`` and the cosine scores (for the cohesion loss, eq. 6). The read
+    itself runs in the memory's dtype (float32 under mixed precision); the fusion in the compute dtype.
+    """
+
+    def __init__(self, channels, temperature=1.0, bn_momentum=0.9, synchronized_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        self.temperature = float(temperature)
+        self.bn_momentum = bn_momentum
+        self.synchronized_bn = synchronized_bn
+        self.conv = keras.layers.Conv2D(self.channels, 1, use_bias=False, dtype=self.dtype_policy,
+                                        name="conv")
+        self.norm = MetaBatchNormalization(momentum=bn_momentum, synchronized=synchronized_bn,
+                                           dtype=self.dtype_policy, name="bn")
+
+    def build(self, input_shape):
+        self.conv.build(input_shape[:-1] + (2 * self.channels,))
+        self.norm.build(input_shape[:-1] + (self.channels,))
+        self.built = True
+
+    def call(self, features, memory, gumbel_noise=None, training=None):
+        memory = tf.convert_to_tensor(memory)
+        readout, weights, scores = memory_ops.read_memory_with_scores(
+            memory, features, gumbel_noise, self.temperature)
+        query = memory_ops.l2_normalize(tf.cast(features, memory.dtype))
+        fused = tf.concat([query, readout], axis=-1)
+        fused = tf.cast(fused, self.compute_dtype)
+        r = keras.ops.relu(self.norm(self.conv(fused), training=training))
+        return r, weights, scores
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "temperature": self.temperature,
+                "bn_momentum": self.bn_momentum, "synchronized_bn": self.synchronized_bn}

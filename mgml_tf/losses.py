@@ -1,0 +1,70 @@
+"""Losses of Sec. 3.3 as pure functions (eqs. 6-8) with the reference code's weights as defaults.
+
+Functional on purpose: Keras ``Loss`` objects divide by the replica count inside a replica context, which
+would silently shrink the inner learning rate of the meta step (DESIGN §5). Every function returns the
+mean over the pixels (or rows) it averages, in float32 (float64 under a float64 policy).
+"""
+import tensorflow as tf
+
+# Defaults of the reference implementation (DESIGN §3).
+SEG_WEIGHT = 1.0
+AUX_WEIGHT = 0.4
+COHESION_WEIGHT = 0.02
+DIVERGENCE_CLASSIFICATION_WEIGHT = 0.2
+DIVERGENCE_COSINE_WEIGHT = 0.4
+
+
+def _loss_dtype(x):
+    return tf.float64 if x.dtype == tf.float64 else tf.float32
+
+
+def pixel_cross_entropy_sum(labels, logits, ignore_index=255):
+    """``(sum of per-pixel CE over labelled pixels, number of labelled pixels)``.
+
+    ``logits [B, h, w, N]`` are resized bilinearly to the labels' ``[B, H, W]`` when their sizes differ.
+    Labels equal to ``ignore_index`` (or outside ``[0, N)``) carry no loss. The sum/count form lets a
+    distribution strategy normalise by the global pixel count.
+    """
+    logits = tf.convert_to_tensor(logits)
+    logits = tf.cast(logits, _loss_dtype(logits))
+    labels = tf.cast(labels, tf.int32)
+    num_classes = logits.shape[-1]
+    if logits.shape[1:3] != labels.shape[1:3] or labels.shape[1] is None:
+        logits = tf.image.resize(logits, tf.shape(labels)[1:3], method="bilinear")
+    valid = tf.logical_and(labels >= 0, labels < num_classes)
+    safe = tf.where(valid, labels, tf.zeros_like(labels))
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
+    mask = tf.cast(valid, ce.dtype)
+    return tf.reduce_sum(ce * mask), tf.reduce_sum(mask)
+
+
+def segmentation_loss(labels, logits, ignore_index=255):
+    """``L_seg``: mean per-pixel cross-entropy over labelled pixels; 0 when no pixel is labelled."""
+    total, count = pixel_cross_entropy_sum(labels, logits, ignore_index)
+    return total / tf.maximum(count, 1.0)
+
+
+def cohesion_loss(labels, scores, ignore_index=255, temperature=1.0):
+    """``L_coh`` (eq. 6): cross-entropy of the memory weights ``W = softmax(scores / T)`` against labels.
+
+    ``scores [B, h, w, N]`` are the cosine similarities ``q . M^T`` (``mgml_tf.memory.memory_scores``);
+    as in the reference they are resized to label resolution before the cross-entropy.
+    """
+    return segmentation_loss(labels, scores / temperature, ignore_index)
+
+
+def memory_classification_loss(classifier_logits):
+    """First term of eq. 7: mean over rows of ``-log G(M_hat[n])[n]`` (row ``n`` should be class ``n``)."""
+    logits = tf.convert_to_tensor(classifier_logits)
+    logits = tf.cast(logits, _loss_dtype(logits))
+    targets = tf.range(tf.shape(logits)[0])
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits))
+
+
+def memory_cosine_loss(memory):
+    """Second term of eq. 7 (without its factor): ``sum_{n != n'} relu(M[n] . M[n']) / (N (N - 1))``."""
+    memory = tf.convert_to_tensor(memory)
+    n = tf.cast(tf.shape(memory)[0], memory.dtype)
+    gram = tf.matmul(memory, memory, transpose_b=True)
+    off_diagonal = gram - tf.linalg.diag(tf.linalg.diag_part(gram))
+    return tf.reduce_sum(tf.nn.relu(off_diagonal)) / (n * (n - 1.0))

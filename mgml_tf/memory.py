@@ -1,0 +1,158 @@
+"""The categorical memory's maths as pure functions (Sec. 3.2, eqs. 1, 2 and 4).
+
+Nothing here touches a variable: each function maps tensors to tensors, so the meta-learning step can call
+them on fast weights and differentiate through them to any order. The layers in ``mgml_tf.layers.memory``
+wrap them around the memory variable.
+
+Shapes are channels-last: features ``[B, h, w, C]``, labels ``[B, H, W]`` (int, ``ignore_index`` marks
+pixels that carry no class), memory ``[N, C]``.
+
+Labels to the feature grid (the rule eq. 1 needs and the paper leaves open). Eq. 1 averages ``Z`` over the
+``K_n`` pixels of class ``n``. Here each label pixel votes for the feature cell that covers it: the one-hot
+label map is average-pooled onto the feature grid, so a cell's weight for class ``n`` is the fraction of its
+pixels labelled ``n`` (ignored pixels count for no class). When the label size is an integer multiple of the
+feature size (the case of training crops, e.g. 768 at output stride 16) this is exact: it is eq. 1 with ``Z``
+upsampled by nearest neighbour to label resolution, ``K_n`` the pixel count. Otherwise area resampling
+(``tf.image.resize(method="area")``) approximates the same. Labels already at feature resolution are a plain
+one-hot. (The reference code instead resizes the one-hot map bilinearly with align_corners=True, which
+mixes labels of neighbouring cells at boundaries.)
+"""
+import tensorflow as tf
+
+EPSILON = 1e-12
+
+
+def l2_normalize(x, axis=-1):
+    """``x / max(||x||, 1e-6)`` along ``axis``; a zero vector stays zero and its gradient stays finite."""
+    return tf.math.l2_normalize(x, axis=axis, epsilon=EPSILON)
+
+
+def class_weights_on_grid(labels, grid_size, num_classes, ignore_index=255, dtype=tf.float32):
+    """Per-cell class fractions ``[B, h, w, N]`` of integer ``labels [B, H, W]`` on a ``(h, w)`` grid.
+
+    See the module docstring for the rule. Labels outside ``[0, N)`` other than ``ignore_index`` are the
+    caller's error; here they count for no class, like ``ignore_index``.
+    """
+    labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank != 3:
+        raise ValueError(f"labels must be [batch, height, width], got shape {labels.shape}")
+    h, w = grid_size
+    one_hot = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=dtype)  # ignore -> all zeros
+    height, width = labels.shape[1], labels.shape[2]
+    if height is not None and width is not None and h is not None and w is not None \
+            and isinstance(h, int) and isinstance(w, int):
+        if (height, width) == (h, w):
+            return one_hot
+        if height % h == 0 and width % w == 0:
+            sh, sw = height // h, width // w
+            blocks = tf.reshape(one_hot, [-1, h, sh, w, sw, num_classes])
+            return tf.reduce_mean(blocks, axis=[2, 4])
+    return tf.cast(tf.image.resize(one_hot, [h, w], method="area"), dtype)
+
+
+def class_feature_sums(features, labels, num_classes, ignore_index=255):
+    """Per-class sums of per-pixel L2-normalised ``features`` and the class weights, ``([N, C], [N])``.
+
+    The numerator and ``K_n`` of eq. 1 for one batch. Kept separate from the division so that a
+    distribution strategy can all-reduce sums and counts and obtain the single-device update exactly.
+    """
+    features = tf.convert_to_tensor(features)
+    z = l2_normalize(features)
+    grid = tf.shape(features)[1:3] if features.shape[1] is None or features.shape[2] is None \
+        else (int(features.shape[1]), int(features.shape[2]))
+    y = class_weights_on_grid(labels, grid, num_classes, ignore_index, dtype=z.dtype)
+    sums = tf.einsum("bhwn,bhwc->nc", y, z)
+    counts = tf.reduce_sum(y, axis=[0, 1, 2])
+    return sums, counts
+
+
+def update_memory_from_sums(memory, sums, counts, momentum=0.8):
+    """Eq. 2 from class sums: ``M[n] <- m M[n] + (1-m) Zhat[n]`` for classes present, rows re-normalised.
+
+    ``Zhat[n] = sums[n] / counts[n]`` (eq. 1). Classes with ``counts[n] == 0`` keep their row. The old memory
+    is a constant (``stop_gradient``): gradients reach the features through ``Zhat`` only.
+    """
+    memory = tf.stop_gradient(tf.convert_to_tensor(memory))
+    sums = tf.cast(sums, memory.dtype)
+    counts = tf.cast(counts, memory.dtype)
+    present = counts > 0
+    zhat = sums / tf.maximum(counts, EPSILON)[:, None]
+    moved = momentum * memory + (1.0 - momentum) * zhat
+    return l2_normalize(tf.where(present[:, None], moved, memory))
+
+
+def update_memory(memory, features, labels, momentum=0.8, ignore_index=255):
+    """Eqs. 1-2: the memory after writing one batch.
+
+    Args:
+      memory: ``[N, C]`` current memory ``M`` (treated as a constant).
+      features: ``[B, h, w, C]`` update-network output ``Z = U(F)``, any norm (normalised here per pixel).
+      labels: ``[B, H, W]`` integer labels at image or feature resolution; ``ignore_index`` is no class.
+      momentum: ``m`` of eq. 2 (0.8 in the paper).
+
+    Returns:
+      ``[N, C]`` new memory: per class present in the batch the moving average of eq. 2, other rows as they
+      were; every row L2-normalised. Differentiable w.r.t. ``features``.
+    """
+    memory = tf.convert_to_tensor(memory)
+    features = tf.cast(features, memory.dtype)
+    sums, counts = class_feature_sums(features, labels, int(memory.shape[0]), ignore_index)
+    return update_memory_from_sums(memory, sums, counts, momentum)
+
+
+def memory_scores(memory, features):
+    """Cosine similarities ``q . M[n]`` ``[B, h, w, N]`` with ``q`` the L2-normalised features (eq. 4, 6)."""
+    memory = tf.convert_to_tensor(memory)
+    q = l2_normalize(tf.cast(features, memory.dtype))
+    return tf.einsum("bhwc,nc->bhwn", q, memory)
+
+
+def read_memory(memory, features, gumbel_noise=None, temperature=1.0):
+    """Eq. 4 and the readout of eq. 5: ``W = softmax_n(q . M[n])``, ``readout = W^T M``.
+
+    Args:
+      memory: ``[N, C]`` memory with unit (or zero) rows.
+      features: ``[B, h, w, C]`` encoder features ``F`` (normalised here per pixel).
+      gumbel_noise: optional ``[B, h, w, N]`` Gumbel(0, 1) samples; when given, the weights are the
+        Gumbel-softmax ``softmax((scores + g) / temperature)`` (the reference's training read).
+      temperature: softmax temperature (1 in the paper).
+
+    Returns:
+      ``(readout [B, h, w, C], weights [B, h, w, N])``.
+    """
+    readout, weights, _ = read_memory_with_scores(memory, features, gumbel_noise, temperature)
+    return readout, weights
+
+
+def read_memory_with_scores(memory, features, gumbel_noise=None, temperature=1.0):
+    """``read_memory`` that also returns the cosine scores (for eq. 6): ``(readout, weights, scores)``."""
+    memory = tf.convert_to_tensor(memory)
+    scores = memory_scores(memory, features)
+    logits = scores if gumbel_noise is None else scores + tf.cast(gumbel_noise, scores.dtype)
+    weights = tf.nn.softmax(logits / temperature, axis=-1)
+    readout = tf.einsum("bhwn,nc->bhwc", weights, memory)
+    return readout, weights, scores
+
+
+def memory_from_sums(sums, counts):
+    """Class-mean initial memory: ``sums[n] / counts[n]`` with rows L2-normalised; unseen classes get 0."""
+    sums = tf.convert_to_tensor(sums)
+    counts = tf.cast(counts, sums.dtype)
+    means = sums / tf.maximum(counts, EPSILON)[:, None]
+    return l2_normalize(tf.where((counts > 0)[:, None], means, tf.zeros_like(means)))
+
+
+def initial_memory(feature_label_batches, num_classes, ignore_index=255, dtype=tf.float32):
+    """Initial memory from an iterable of ``(features [B,h,w,C], labels [B,H,W])`` (Sec. 3.2).
+
+    Per class, the mean of the L2-normalised encoder features over all pixels of that class in all batches
+    (labels brought to the feature grid by the module's rule), then rows L2-normalised; a class never seen
+    gets a zero row. Features are those of the encoder, before the update network.
+    """
+    sums, counts = None, None
+    for features, labels in feature_label_batches:
+        s, c = class_feature_sums(tf.cast(features, dtype), labels, num_classes, ignore_index)
+        sums, counts = (s, c) if sums is None else (sums + s, counts + c)
+    if sums is None:
+        raise ValueError("initial_memory got no batches: pass at least one (features, labels) batch")
+    return memory_from_sums(sums, counts)

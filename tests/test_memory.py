@@ -1,0 +1,190 @@
+"""The memory maths (eqs. 1, 2, 4 and the class-mean initialisation) against plain NumPy references."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mgml_tf import memory as mem
+
+N, C = 5, 8
+IGNORE = 255
+
+
+def np_normalize(x, axis=-1):
+    norm = np.sqrt(np.sum(x * x, axis=axis, keepdims=True))
+    return x / np.maximum(norm, 1e-12)
+
+
+def np_update(memory, features, labels, momentum):
+    """Eqs. 1-2 written out pixel by pixel: Z upsampled to label resolution by nearest neighbour (each
+    label pixel takes the feature of the cell covering it), per-class mean over the K_n labelled pixels,
+    moving average for present classes, rows normalised."""
+    b, h, w, c = features.shape
+    _, H, W = labels.shape
+    z = np_normalize(features)
+    z_up = np.repeat(np.repeat(z, H // h, axis=1), W // w, axis=2)
+    out = memory.copy()
+    for n in range(memory.shape[0]):
+        mask = labels == n
+        k = mask.sum()
+        if k == 0:
+            continue
+        zhat = z_up[mask].sum(axis=0) / k
+        out[n] = momentum * memory[n] + (1 - momentum) * zhat
+    return np_normalize(out)
+
+
+def random_memory(rng, n=N, c=C):
+    return np_normalize(rng.normal(size=(n, c)))
+
+
+def random_labels(rng, shape, classes, ignore_fraction=0.2):
+    labels = rng.choice(classes, size=shape)
+    labels[rng.random(shape) < ignore_fraction] = IGNORE
+    return labels
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_update_matches_numpy(scale):
+    rng = np.random.default_rng(scale)
+    memory = random_memory(rng)
+    features = rng.normal(size=(2, 3, 4, C))
+    labels = random_labels(rng, (2, 3 * scale, 4 * scale), [0, 1, 3])  # classes 2 and 4 absent
+    got = mem.update_memory(tf.constant(memory), tf.constant(features), tf.constant(labels), 0.8).numpy()
+    want = np_update(memory, features, labels, 0.8)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got[[2, 4]], memory[[2, 4]], rtol=0, atol=1e-15)
+    assert not np.allclose(got[[0, 1, 3]], memory[[0, 1, 3]])
+
+
+def test_update_float32_and_momentum():
+    rng = np.random.default_rng(7)
+    memory = random_memory(rng).astype(np.float32)
+    features = rng.normal(size=(3, 4, 4, C)).astype(np.float32)
+    labels = random_labels(rng, (3, 8, 8), range(N))
+    for m in (0.0, 0.5, 0.8, 0.99):
+        got = mem.update_memory(memory, features, labels, momentum=m).numpy()
+        np.testing.assert_allclose(got, np_update(memory.astype(np.float64), features.astype(np.float64),
+                                                  labels, m), atol=2e-6)
+
+
+def test_all_ignore_batch_leaves_memory_and_no_nan():
+    rng = np.random.default_rng(1)
+    memory = random_memory(rng)
+    memory[3] = 0.0  # a class never seen: zero row
+    features = rng.normal(size=(2, 4, 4, C))
+    labels = np.full((2, 16, 16), IGNORE)
+    got = mem.update_memory(memory, features, labels).numpy()
+    np.testing.assert_allclose(got, memory, atol=1e-15)
+    assert np.isfinite(got).all()
+
+
+def test_labels_outside_range_count_for_nothing():
+    rng = np.random.default_rng(2)
+    memory = random_memory(rng)
+    features = rng.normal(size=(1, 2, 2, C))
+    labels = np.array([[[0, 0], [1, 1]]])
+    with_odd = labels.copy()
+    got = mem.update_memory(memory, features, labels).numpy()
+    features2 = np.concatenate([features, rng.normal(size=(1, 2, 2, C))], axis=0)
+    labels2 = np.concatenate([with_odd, np.full((1, 2, 2), IGNORE)], axis=0)
+    np.testing.assert_allclose(mem.update_memory(memory, features2, labels2).numpy(), got, atol=1e-12)
+
+
+def test_non_divisible_label_size_uses_area_rule():
+    """Not an integer multiple: area resampling; a constant-class image still moves only that row."""
+    rng = np.random.default_rng(3)
+    memory = random_memory(rng)
+    features = rng.normal(size=(1, 3, 3, C))
+    labels = np.full((1, 10, 10), 2)
+    got = mem.update_memory(memory, features, labels).numpy()
+    zhat = np_normalize(features).reshape(-1, C).mean(axis=0)
+    want = memory.copy()
+    want[2] = 0.8 * memory[2] + 0.2 * zhat
+    np.testing.assert_allclose(got, np_normalize(want), atol=1e-10)
+
+
+def test_update_gradient_reaches_features_never_old_memory():
+    rng = np.random.default_rng(4)
+    memory = tf.constant(random_memory(rng))
+    features = tf.constant(rng.normal(size=(2, 3, 3, C)))
+    labels = tf.constant(random_labels(rng, (2, 6, 6), range(N)))
+    probe = tf.constant(rng.normal(size=(N, C)))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([memory, features])
+        out = tf.reduce_sum(mem.update_memory(memory, features, labels) * probe)
+    g_features = tape.gradient(out, features)
+    g_memory = tape.gradient(out, memory, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    assert np.abs(g_features.numpy()).max() > 1e-3
+    assert np.abs(g_memory.numpy()).max() == 0.0
+
+
+def test_update_gradient_matches_finite_differences():
+    rng = np.random.default_rng(5)
+    memory = tf.constant(random_memory(rng))
+    labels = tf.constant(random_labels(rng, (2, 4, 4), range(N)))
+    probe = tf.constant(rng.normal(size=(N, C)))
+
+    def f(x):
+        return tf.reduce_sum(mem.update_memory(memory, x, labels) * probe)
+
+    theoretical, numerical = tf.test.compute_gradient(f, [tf.constant(rng.normal(size=(2, 2, 2, C)))])
+    np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-6, atol=1e-8)
+
+
+def test_read_matches_numpy():
+    rng = np.random.default_rng(6)
+    memory = random_memory(rng)
+    features = rng.normal(size=(2, 3, 4, C)) * 3.0
+    readout, weights = mem.read_memory(memory, features)
+    q = np_normalize(features)
+    scores = q @ memory.T
+    e = np.exp(scores - scores.max(-1, keepdims=True))
+    w = e / e.sum(-1, keepdims=True)
+    np.testing.assert_allclose(weights.numpy(), w, rtol=1e-12)
+    np.testing.assert_allclose(readout.numpy(), w @ memory, rtol=1e-12)
+    np.testing.assert_allclose(mem.memory_scores(memory, features).numpy(), scores, rtol=1e-12)
+    # Cosine similarity: scaling the features changes nothing.
+    np.testing.assert_allclose(mem.read_memory(memory, features * 7.0)[1].numpy(), w, rtol=1e-10)
+
+
+def test_read_with_gumbel_noise_and_temperature():
+    rng = np.random.default_rng(8)
+    memory = random_memory(rng)
+    features = rng.normal(size=(1, 2, 2, C))
+    noise = rng.gumbel(size=(1, 2, 2, N))
+    _, weights = mem.read_memory(memory, features, gumbel_noise=noise, temperature=0.5)
+    logits = (np_normalize(features) @ memory.T + noise) / 0.5
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    np.testing.assert_allclose(weights.numpy(), e / e.sum(-1, keepdims=True), rtol=1e-10)
+
+
+def test_initial_memory_is_class_mean_of_normalised_features():
+    rng = np.random.default_rng(9)
+    batches, feats, labs = [], [], []
+    for _ in range(3):
+        f = rng.normal(size=(2, 2, 3, C))
+        lab = random_labels(rng, (2, 4, 6), [0, 1, 2, 4])  # class 3 never seen
+        batches.append((tf.constant(f), tf.constant(lab)))
+        feats.append(np.repeat(np.repeat(np_normalize(f), 2, 1), 2, 2))
+        labs.append(lab)
+    got = mem.initial_memory(batches, N, dtype=tf.float64).numpy()
+    z, y = np.concatenate(feats), np.concatenate(labs)
+    for n in range(N):
+        if n == 3:
+            np.testing.assert_array_equal(got[n], 0.0)
+        else:
+            np.testing.assert_allclose(got[n], np_normalize(z[y == n].mean(axis=0)), rtol=1e-10)
+    with pytest.raises(ValueError, match="no batches"):
+        mem.initial_memory([], N)
+
+
+def test_sums_and_counts_combine_exactly():
+    """Splitting a batch (as replicas do) and adding sums and counts gives the single-batch update."""
+    rng = np.random.default_rng(10)
+    memory = random_memory(rng)
+    features = rng.normal(size=(4, 2, 2, C))
+    labels = random_labels(rng, (4, 4, 4), range(N))
+    s1, c1 = mem.class_feature_sums(features[:2], labels[:2], N)
+    s2, c2 = mem.class_feature_sums(features[2:], labels[2:], N)
+    split = mem.update_memory_from_sums(memory, s1 + s2, c1 + c2).numpy()
+    np.testing.assert_allclose(split, mem.update_memory(memory, features, labels).numpy(), atol=1e-14)
