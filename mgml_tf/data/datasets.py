@@ -1,0 +1,563 @@
+"""Loaders for the published dataset layouts, all mapped to the 19 Cityscapes train ids (255 = ignore).
+
+`load_domain(name, root, split)` lists and pairs the files (in Python, once) and returns a `Domain`;
+`Domain.as_dataset()` reads, decodes and maps them in `tf.data` (TF ops only: no Pillow, no OpenCV).
+
+Errors are `DataError` subclasses (also `ValueError` / `FileNotFoundError`) with one-line messages that
+say what to do. A corrupt or truncated file met while the `tf.data` pipeline runs raises a TensorFlow
+`InvalidArgumentError` whose message names the file (structural checks run before decoding);
+`check_files=True` decodes every file up front instead, and `skip_bad=True` drops bad pairs and records
+them in `Domain.skipped`.
+"""
+import concurrent.futures
+import dataclasses
+import glob
+import logging
+import os
+import struct
+
+import numpy as np
+import tensorflow as tf
+
+from mgml_tf.data import labels as L
+
+AUTOTUNE = tf.data.AUTOTUNE
+KNOWN_DATASETS = ("gtav", "synthia", "cityscapes", "bdd100k", "mapillary", "idd")
+
+_log = logging.getLogger("mgml_tf.data")
+_MAX_NAMED = 3  # how many file names an error message lists
+
+
+# ----------------------------------------------------------------------------------------------- errors
+class DataError(Exception):
+    """Base class of every data loading error raised by `mgml_tf.data`."""
+
+
+class DatasetNotFoundError(DataError, FileNotFoundError):
+    """The dataset root (or a folder of its layout) does not exist."""
+
+
+class NoFilesFoundError(DataError, FileNotFoundError):
+    """The layout's folders exist but hold no matching files."""
+
+
+class SplitListError(DataError, FileNotFoundError):
+    """A split-list file is missing or names files that do not exist."""
+
+
+class UnpairedFilesError(DataError, ValueError):
+    """Images without labels, or labels without images."""
+
+
+class UnknownDatasetError(DataError, ValueError):
+    """The dataset name is not one of `KNOWN_DATASETS`."""
+
+
+class SizeMismatchError(DataError, ValueError):
+    """An image and its label have different heights or widths."""
+
+
+class CorruptFileError(DataError, ValueError):
+    """A file cannot be decoded (corrupt, truncated, or not a PNG/JPEG)."""
+
+
+def _names(paths, total=None):
+    paths = list(paths)
+    total = len(paths) if total is None else total
+    shown = ", ".join(repr(p) for p in paths[:_MAX_NAMED])
+    more = f" and {total - _MAX_NAMED} more" if total > _MAX_NAMED else ""
+    return shown + more
+
+
+# ------------------------------------------------------------------------------------------ label formats
+@dataclasses.dataclass(frozen=True)
+class LabelFormat:
+    """How a dataset's label PNG becomes train ids.
+
+    kind: "ids" (8-bit grey PNG of ids), "ids16" (channel 0 of an 8- or 16-bit PNG: SYNTHIA),
+    "ids_or_colors" (grey PNG of ids, or a colour/palette PNG read through `color_map`).
+    """
+    kind: str
+    id_map: dict
+    color_map: dict = None
+
+
+_CITYSCAPES_FMT = LabelFormat("ids", L.CITYSCAPES_LABEL_ID_TO_TRAIN_ID)
+_TRAIN_ID_FMT = LabelFormat("ids", L.TRAIN_ID_IDENTITY)
+LABEL_FORMATS = {
+    "gtav": LabelFormat("ids_or_colors", L.CITYSCAPES_LABEL_ID_TO_TRAIN_ID, L.GTAV_COLOR_TO_TRAIN_ID),
+    "synthia": LabelFormat("ids16", L.SYNTHIA_ID_TO_TRAIN_ID),
+    "cityscapes": _CITYSCAPES_FMT,
+    "bdd100k": _TRAIN_ID_FMT,
+    "mapillary": LabelFormat("ids_or_colors", L.MAPILLARY_ID_TO_TRAIN_ID, L.MAPILLARY_COLOR_TO_TRAIN_ID),
+    "idd": _TRAIN_ID_FMT,
+}
+
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIG = b"\xff\xd8"
+
+
+def _png_bit_depth(data):
+    """Bit depth byte of a PNG's IHDR (offset 24), as int32; 8 if the string is too short."""
+    n = tf.strings.length(data)
+    byte = tf.strings.substr(data, tf.minimum(24, tf.maximum(n - 1, 0)), 1)
+    return tf.cast(tf.io.decode_raw(byte, tf.uint8)[0], tf.int32)
+
+
+def _structure_ok(data, allow_jpeg):
+    """True if `data` looks like a complete PNG (signature + final IEND) or JPEG (SOI + EOI in the tail)."""
+    n = tf.strings.length(data)
+    head8 = tf.strings.substr(data, 0, 8)
+    is_png = tf.equal(head8, _PNG_SIG)
+    png_end = tf.equal(tf.strings.substr(data, tf.maximum(n - 8, 0), 4), b"IEND")
+    png_ok = is_png & png_end & (n >= 57)
+    if not allow_jpeg:
+        return png_ok
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), _JPEG_SIG)
+    tail = tf.io.decode_raw(tf.strings.substr(data, tf.maximum(n - 64, 0), 64), tf.uint8)
+    eoi = tf.reduce_any((tail[:-1] == 0xFF) & (tail[1:] == 0xD9))
+    jpeg_ok = is_jpeg & eoi & (n >= 4)
+    return png_ok | jpeg_ok
+
+
+def _read_checked(path, allow_jpeg):
+    data = tf.io.read_file(path)
+    ok = _structure_ok(data, allow_jpeg)
+    what = "PNG/JPEG" if allow_jpeg else "PNG"
+    check = tf.debugging.Assert(ok, [
+        f"mgml_tf.data: corrupt, truncated or non-{what} file (re-extract it, or load the domain with "
+        "check_files=True / skip_bad=True):", path], summarize=1)
+    with tf.control_dependencies([check]):
+        return tf.identity(data)
+
+
+def decode_image(data):
+    """uint8 [H, W, 3] from PNG (8/16-bit, grey/palette/RGB/RGBA) or JPEG bytes, TF ops."""
+    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def decode_label(data, fmt):
+    """uint8 [H, W] train ids (255 ignore) from label PNG bytes in the given `LabelFormat`, TF ops."""
+    if fmt.kind == "ids":
+        ids = tf.io.decode_png(data, channels=1)[..., 0]
+        out = L.map_ids(ids, fmt.id_map)
+    elif fmt.kind == "ids16":
+        def sixteen():
+            return tf.cast(tf.io.decode_png(data, channels=0, dtype=tf.uint16)[..., 0], tf.int32)
+
+        def eight():
+            return tf.cast(tf.io.decode_png(data, channels=0, dtype=tf.uint8)[..., 0], tf.int32)
+
+        ids = tf.cond(_png_bit_depth(data) == 16, sixteen, eight)
+        out = L.map_ids(ids, fmt.id_map)
+    elif fmt.kind == "ids_or_colors":
+        raw = tf.io.decode_png(data, channels=0)  # palettes come out as RGB(A)
+        out = tf.cond(tf.shape(raw)[-1] <= 2,
+                      lambda: L.map_ids(raw[..., 0], fmt.id_map),
+                      lambda: L.map_colours(raw, fmt.color_map))
+    else:
+        raise ValueError(f"unknown label format kind {fmt.kind!r}")
+    out.set_shape([None, None])
+    return out
+
+
+def read_pair(image_path, label_path, fmt):
+    """(uint8 image [H,W,3], uint8 train ids [H,W]) for one pair, in TF ops (usable inside tf.data).
+
+    Structural problems (truncation, wrong format) and a size mismatch raise `InvalidArgumentError`
+    naming the file(s).
+    """
+    image = decode_image(_read_checked(image_path, allow_jpeg=True))
+    label = decode_label(_read_checked(label_path, allow_jpeg=False), fmt)
+    ishape, lshape = tf.shape(image)[:2], tf.shape(label)[:2]
+    same = tf.reduce_all(tf.equal(ishape, lshape))
+    check = tf.debugging.Assert(same, [
+        "mgml_tf.data: image and label sizes differ (fix or remove the pair, or load the domain with "
+        "skip_bad=True):", image_path, ishape, label_path, lshape], summarize=4)
+    with tf.control_dependencies([check]):
+        return tf.identity(image), tf.identity(label)
+
+
+# ------------------------------------------------------------------------- cheap header checks (Python)
+def _header_size(path):
+    """(height, width) from a PNG/JPEG header and whether the file ends properly; raises CorruptFileError."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+            f.seek(max(size - 64, 0))
+            tail = f.read()
+    except OSError as e:
+        raise CorruptFileError(f"cannot read {path!r}: {e}; check the file and its permissions") from e
+    if head.startswith(_PNG_SIG):
+        if len(head) < 33 or head[12:16] != b"IHDR" or b"IEND" not in tail[-12:]:
+            raise CorruptFileError(f"truncated or corrupt PNG {path!r}; re-extract it or drop the pair")
+        w, h = struct.unpack(">II", head[16:24])
+        return h, w
+    if head.startswith(_JPEG_SIG):
+        if b"\xff\xd9" not in tail:
+            raise CorruptFileError(f"truncated JPEG {path!r} (no end marker); re-extract it or drop the pair")
+        i = 2
+        while i + 9 < len(head):
+            if head[i] != 0xFF:
+                i += 1
+                continue
+            marker = head[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                i += 1 if marker == 0xFF else 2
+                continue
+            seg = struct.unpack(">H", head[i + 2:i + 4])[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack(">HH", head[i + 5:i + 9])
+                return h, w
+            i += 2 + seg
+        return None  # size not in the first 64 KiB: leave it to decoding
+    raise CorruptFileError(f"{path!r} is neither PNG nor JPEG; remove it from the dataset folder")
+
+
+# ---------------------------------------------------------------------------------------------- Domain
+class Domain:
+    """One dataset split: sorted (image, label) file pairs and how to read them.
+
+    Attributes: `name`, `root`, `split`, `pairs` (sorted list of (image_path, label_path)), `label_format`,
+    `skipped` (list of (image_path, label_path, reason) dropped by `skip_bad=True`).
+    """
+
+    def __init__(self, name, root, split, pairs, label_format=None, skipped=(), skip_bad=False):
+        self.name = name
+        self.root = root
+        self.split = split
+        self.pairs = sorted(pairs)
+        self.label_format = label_format or LABEL_FORMATS[name]
+        self.skipped = list(skipped)
+        self.skip_bad = skip_bad
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __repr__(self):
+        extra = f", skipped={len(self.skipped)}" if self.skipped else ""
+        return f"Domain({self.name!r}, root={self.root!r}, split={self.split!r}, pairs={len(self)}{extra})"
+
+    @property
+    def image_paths(self):
+        return [p[0] for p in self.pairs]
+
+    @property
+    def label_paths(self):
+        return [p[1] for p in self.pairs]
+
+    def read(self, image_path, label_path):
+        """TF-op read of one pair: (uint8 [H,W,3], uint8 [H,W] train ids)."""
+        return read_pair(image_path, label_path, self.label_format)
+
+    def as_dataset(self, num_parallel_calls=AUTOTUNE, deterministic=True):
+        """`tf.data.Dataset` of (uint8 image [H,W,3], uint8 train ids [H,W]) in file order, unaugmented."""
+        ds = tf.data.Dataset.from_tensor_slices((self.image_paths, self.label_paths))
+        ds = ds.map(self.read, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+        if self.skip_bad:
+            ds = ds.ignore_errors(log_warning=True)
+        return ds
+
+
+# ------------------------------------------------------------------------------------------- layouts
+_LAYOUTS = {
+    "gtav": "ROOT/images/*.png with ROOT/labels/*.png (same file names; GTAV as distributed)",
+    "synthia": "ROOT/RGB/*.png with ROOT/GT/LABELS/*.png (SYNTHIA RAND_CITYSCAPES as distributed)",
+    "cityscapes": ("ROOT/leftImg8bit/{split}/CITY/*_leftImg8bit.png with "
+                   "ROOT/gtFine/{split}/CITY/*_gtFine_labelIds.png"),
+    "bdd100k": ("ROOT/images/10k/{split}/*.jpg with ROOT/labels/sem_seg/masks/{split}/*.png "
+                "(or the older ROOT/seg/images/{split}/*.jpg with ROOT/seg/labels/{split}/*_train_id.png)"),
+    "mapillary": ("ROOT/{msplit}/images/*.jpg with ROOT/{msplit}/labels/*.png "
+                  "(or ROOT/{msplit}/v1.2/labels/*.png of the v2.0 package)"),
+    "idd": ("ROOT/leftImg8bit/{split}/SEQ/*_leftImg8bit.png with "
+            "ROOT/gtFine/{split}/SEQ/*_gtFine_labelcsTrainIds.png (run IDD's createLabels first)"),
+}
+_MAPILLARY_SPLITS = {"train": "training", "training": "training", "val": "validation",
+                     "validation": "validation", "test": "testing", "testing": "testing"}
+
+
+def _layout(name, root, split):
+    text = _LAYOUTS[name].replace("ROOT", root).replace("{split}", split)
+    return text.replace("{msplit}", _MAPILLARY_SPLITS.get(split, split))
+
+
+def _need_dir(name, root, split, path):
+    if not os.path.isdir(path):
+        raise DatasetNotFoundError(
+            f"{name}: folder {path!r} not found; expected {_layout(name, root, split)}")
+
+
+def _glob(pattern):
+    return sorted(glob.glob(pattern))
+
+
+def _by_key(paths, base, suffix):
+    """Map key (path relative to `base` without `suffix`) -> path."""
+    out = {}
+    for p in paths:
+        rel = os.path.relpath(p, base)
+        if suffix and rel.endswith(suffix):
+            rel = rel[: -len(suffix)]
+        out[rel] = p
+    return out
+
+
+def _pair(name, root, split, images, labels, image_hint, label_hint):
+    """Pair two key->path dicts; raise NoFilesFoundError / UnpairedFilesError with the first few names."""
+    if not images and not labels:
+        raise NoFilesFoundError(
+            f"{name}: no files found for split {split!r}; expected {_layout(name, root, split)}")
+    if not images:
+        raise NoFilesFoundError(f"{name}: found {len(labels)} labels but no images ({image_hint}); "
+                                f"expected {_layout(name, root, split)}")
+    if not labels:
+        raise NoFilesFoundError(f"{name}: found {len(images)} images but no labels ({label_hint}); "
+                                f"expected {_layout(name, root, split)}")
+    no_label = sorted(set(images) - set(labels))
+    no_image = sorted(set(labels) - set(images))
+    if no_label or no_image:
+        parts = []
+        if no_label:
+            parts.append(f"{len(no_label)} image(s) without a label: "
+                         f"{_names([images[k] for k in no_label])}")
+        if no_image:
+            parts.append(f"{len(no_image)} label(s) without an image: "
+                         f"{_names([labels[k] for k in no_image])}")
+        raise UnpairedFilesError(f"{name}: " + "; ".join(parts)
+                                 + "; complete the extraction or remove the strays")
+    return [(images[k], labels[k]) for k in sorted(images)]
+
+
+def _read_split_list(name, path):
+    if not os.path.isfile(path):
+        raise SplitListError(f"{name}: split list {path!r} not found; give a text file of file stems, "
+                             "one per line, or split_list=None to use every file")
+    with open(path) as f:
+        stems = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    return [os.path.splitext(s)[0] for s in stems]
+
+
+def _apply_split_list(name, pairs_by_key, split_list):
+    stems = _read_split_list(name, split_list)
+    missing = [s for s in stems if s not in pairs_by_key]
+    if missing:
+        raise SplitListError(f"{name}: split list {split_list!r} names {len(missing)} file(s) not in the "
+                             f"dataset: {_names(missing)}; fix the list or the dataset root")
+    if not stems:
+        raise SplitListError(f"{name}: split list {split_list!r} is empty")
+    return [pairs_by_key[s] for s in dict.fromkeys(stems)]
+
+
+def _flat_pairs(name, root, split, split_list, image_dir, label_dir, image_exts, label_ext):
+    """GTAV / SYNTHIA: flat folders (or their {split}/ subfolders when present), optional split list."""
+    _need_dir(name, root, split, image_dir)
+    _need_dir(name, root, split, label_dir)
+    if os.path.isdir(os.path.join(image_dir, split)) and os.path.isdir(os.path.join(label_dir, split)):
+        image_dir, label_dir = os.path.join(image_dir, split), os.path.join(label_dir, split)
+    images = {}
+    for ext in image_exts:
+        images.update({os.path.splitext(os.path.basename(p))[0]: p
+                       for p in _glob(os.path.join(image_dir, "*" + ext))})
+    labels = {os.path.splitext(os.path.basename(p))[0]: p
+              for p in _glob(os.path.join(label_dir, "*" + label_ext))}
+    if split_list is not None:
+        keep = set(_read_split_list(name, split_list))
+        images = {k: v for k, v in images.items() if k in keep}
+        labels = {k: v for k, v in labels.items() if k in keep}
+        missing = sorted(keep - set(images))
+        if missing:
+            raise SplitListError(f"{name}: split list {split_list!r} names {len(missing)} file(s) with no "
+                                 f"image in {image_dir!r}: {_names(missing)}; fix the list or the root")
+    return _pair(name, root, split, images, labels, image_dir, label_dir)
+
+
+def _list_gtav(root, split, split_list):
+    return _flat_pairs("gtav", root, split, split_list, os.path.join(root, "images"),
+                       os.path.join(root, "labels"), (".png", ".jpg"), ".png")
+
+
+def _list_synthia(root, split, split_list):
+    return _flat_pairs("synthia", root, split, split_list, os.path.join(root, "RGB"),
+                       os.path.join(root, "GT", "LABELS"), (".png",), ".png")
+
+
+def _city_style(name, root, split, split_list, label_suffix, image_suffixes=("_leftImg8bit.png",)):
+    idir = os.path.join(root, "leftImg8bit", split)
+    ldir = os.path.join(root, "gtFine", split)
+    _need_dir(name, root, split, idir)
+    _need_dir(name, root, split, ldir)
+    images = {}
+    for suf in image_suffixes:
+        images.update(_by_key(_glob(os.path.join(idir, "*", "*" + suf)), idir, suf))
+    labels = _by_key(_glob(os.path.join(ldir, "*", "*" + label_suffix)), ldir, label_suffix)
+    pairs = _pair(name, root, split, images, labels, idir, ldir)
+    if split_list is not None:
+        by_stem = {os.path.basename(i).split("_leftImg8bit")[0]: (i, l) for i, l in pairs}
+        pairs = _apply_split_list(name, by_stem, split_list)
+    return pairs
+
+
+def _list_cityscapes(root, split, split_list):
+    return _city_style("cityscapes", root, split, split_list, "_gtFine_labelIds.png")
+
+
+def _list_idd(root, split, split_list):
+    return _city_style("idd", root, split, split_list, "_gtFine_labelcsTrainIds.png",
+                       ("_leftImg8bit.png", "_leftImg8bit.jpg"))
+
+
+def _list_bdd100k(root, split, split_list):
+    name = "bdd100k"
+    if os.path.isdir(os.path.join(root, "images", "10k")) or not os.path.isdir(os.path.join(root, "seg")):
+        idir = os.path.join(root, "images", "10k", split)
+        ldir = os.path.join(root, "labels", "sem_seg", "masks", split)
+        lsuf = ".png"
+    else:
+        idir = os.path.join(root, "seg", "images", split)
+        ldir = os.path.join(root, "seg", "labels", split)
+        lsuf = "_train_id.png"
+    _need_dir(name, root, split, idir)
+    _need_dir(name, root, split, ldir)
+    images = _by_key(_glob(os.path.join(idir, "*.jpg")), idir, ".jpg")
+    labels = _by_key(_glob(os.path.join(ldir, "*" + lsuf)), ldir, lsuf)
+    pairs = _pair(name, root, split, images, labels, idir, ldir)
+    if split_list is not None:
+        pairs = _apply_split_list(name, {os.path.basename(i)[:-4]: (i, l) for i, l in pairs}, split_list)
+    return pairs
+
+
+def _list_mapillary(root, split, split_list):
+    name = "mapillary"
+    msplit = _MAPILLARY_SPLITS.get(split, split)
+    idir = os.path.join(root, msplit, "images")
+    ldir = os.path.join(root, msplit, "labels")
+    if not os.path.isdir(ldir) and os.path.isdir(os.path.join(root, msplit, "v1.2", "labels")):
+        ldir = os.path.join(root, msplit, "v1.2", "labels")
+    _need_dir(name, root, split, idir)
+    _need_dir(name, root, split, ldir)
+    images = _by_key(_glob(os.path.join(idir, "*.jpg")), idir, ".jpg")
+    labels = _by_key(_glob(os.path.join(ldir, "*.png")), ldir, ".png")
+    pairs = _pair(name, root, split, images, labels, idir, ldir)
+    if split_list is not None:
+        pairs = _apply_split_list(name, {os.path.basename(i)[:-4]: (i, l) for i, l in pairs}, split_list)
+    return pairs
+
+
+_LISTERS = {
+    "gtav": _list_gtav, "synthia": _list_synthia, "cityscapes": _list_cityscapes,
+    "bdd100k": _list_bdd100k, "mapillary": _list_mapillary, "idd": _list_idd,
+}
+
+
+# ------------------------------------------------------------------------------------ file checking
+def _check_header(pair):
+    image_path, label_path = pair
+    try:
+        isz = _header_size(image_path)
+        lsz = _header_size(label_path)
+    except CorruptFileError as e:
+        return str(e)
+    if isz is not None and lsz is not None and isz != lsz:
+        return (f"image {image_path!r} is {isz[0]}x{isz[1]} but label {label_path!r} is "
+                f"{lsz[0]}x{lsz[1]}")
+    return None
+
+
+def _check_decode(pair, fmt):
+    image_path, label_path = pair
+    decoded = []
+    for kind, path in (("image", image_path), ("label", label_path)):
+        try:
+            data = tf.io.read_file(path)
+            if not bool(_structure_ok(data, allow_jpeg=kind == "image")):
+                return f"truncated or corrupt {kind} {path!r} (bad signature or missing end marker)"
+            decoded.append(decode_image(data) if kind == "image" else decode_label(data, fmt))
+        except tf.errors.OpError as e:
+            return f"corrupt {kind} {path!r}: " + e.message.strip().splitlines()[0]
+    image, label = decoded
+    if tuple(image.shape[:2]) != tuple(label.shape[:2]):
+        return (f"image {image_path!r} is {image.shape[0]}x{image.shape[1]} but label {label_path!r} is "
+                f"{label.shape[0]}x{label.shape[1]}")
+    return None
+
+
+def _check_all(name, pairs, fn, skip_bad):
+    workers = max(1, min(len(pairs), os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        reasons = list(pool.map(fn, pairs))
+    bad = [(p[0], p[1], r) for p, r in zip(pairs, reasons) if r is not None]
+    if bad and not skip_bad:
+        first = bad[0][2]
+        more = f" ({len(bad) - 1} more bad pair(s))" if len(bad) > 1 else ""
+        cls = SizeMismatchError if " but label " in first else CorruptFileError
+        raise cls(f"{name}: {first}{more}; fix or remove the file(s), or load with skip_bad=True")
+    good = [p for p, r in zip(pairs, reasons) if r is None]
+    return good, bad
+
+
+# ------------------------------------------------------------------------------------------ load_domain
+def load_domain(name, root, split="train", split_list=None, check_files=False, skip_bad=False):
+    """List one dataset split in its published layout and return a `Domain`.
+
+    Args:
+      name: one of `KNOWN_DATASETS` (case-insensitive).
+      root: the dataset's top folder (see docs/DATA.md for each layout).
+      split: "train", "val" or "test" (Mapillary also accepts "training"/"validation"). For GTAV and
+        SYNTHIA, whose releases are flat, `split` selects `images/{split}/` style subfolders when they
+        exist; otherwise all files are used unless `split_list` restricts them.
+      split_list: optional text file of file stems (one per line; extensions ignored) selecting the files.
+      check_files: decode every file now (in parallel threads) and raise on the first bad pair.
+      skip_bad: drop bad pairs instead of raising; they are listed in `domain.skipped` and logged. Without
+        `check_files`, only PNG/JPEG headers and end markers are checked up front (cheap), and pairs that
+        still fail while the pipeline runs are dropped by `ignore_errors`.
+    """
+    key = str(name).strip().lower()
+    if key not in _LISTERS:
+        raise UnknownDatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(KNOWN_DATASETS)}")
+    root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    if not os.path.isdir(root):
+        raise DatasetNotFoundError(f"{key}: dataset root {root!r} not found; expected {_layout(key, root, split)}")
+    if split_list is not None:
+        split_list = os.fspath(split_list)
+    pairs = _LISTERS[key](root, split, split_list)
+    fmt = LABEL_FORMATS[key]
+    skipped = []
+    if check_files:
+        pairs, skipped = _check_all(key, pairs, lambda p: _check_decode(p, fmt), skip_bad)
+    elif skip_bad:
+        pairs, skipped = _check_all(key, pairs, _check_header, skip_bad)
+    if skipped:
+        _log.warning("%s: skipped %d of %d pair(s) with bad files; first: %s", key, len(skipped),
+                     len(skipped) + len(pairs), skipped[0][2])
+    if not pairs:
+        raise NoFilesFoundError(f"{key}: every pair under {root!r} was bad ({len(skipped)} skipped); "
+                                "check the extraction")
+    return Domain(key, root, split, pairs, fmt, skipped=skipped, skip_bad=skip_bad)
+
+
+def parse_domains(spec, split="train", **kwargs):
+    """Domains from a `name:root` comma list (the CLI convention), e.g. "gtav:/d/GTAV,synthia:/d/SYN".
+
+    Entries may also be `Domain` objects or (name, root) tuples when `spec` is a list.
+    """
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = []
+    for item in items:
+        if isinstance(item, Domain):
+            out.append(item)
+            continue
+        if isinstance(item, (tuple, list)):
+            name, root = item
+        else:
+            item = item.strip()
+            if not item:
+                continue
+            if ":" not in item:
+                raise UnknownDatasetError(f"domain {item!r} is not of the form name:root; e.g. gtav:/data/GTAV "
+                                          f"(known names: {', '.join(KNOWN_DATASETS)})")
+            name, root = item.split(":", 1)
+        out.append(load_domain(name, root, split=split, **kwargs))
+    return out
