@@ -177,7 +177,6 @@ def test_resnet50_weight_transfer_from_keras_file(tmp_path):
     _compare_with_application(app, backbone, 6)
 
 
-@pytest.mark.slow
 def test_resnet101_weight_transfer(tmp_path):
     app = keras.applications.ResNet101(weights=None, include_top=False)
     _randomise(app, seed=2)
