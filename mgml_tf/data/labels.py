@@ -15,6 +15,7 @@ Sources of the facts:
   train ids; BDD100K `sem_seg/masks` likewise.
 """
 import collections
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -208,25 +209,35 @@ def color_keys(colors):
     return c[..., 0] * 65536 + c[..., 1] * 256 + c[..., 2]
 
 
+@functools.lru_cache(maxsize=None)
+def _perfect_hash(items):
+    """Smallest modulus m that sends every colour key to its own slot, with the slot tables."""
+    keys = [k for k, _ in items]
+    for m in range(len(keys), 1 << 20):
+        slots = [k % m for k in keys]
+        if len(set(slots)) == len(slots):
+            break
+    slot_keys = np.full([m], -1, np.int32)
+    slot_values = np.full([m], IGNORE_ID, np.uint8)
+    for (k, v), slot in zip(items, slots):
+        slot_keys[slot], slot_values[slot] = k, v
+    return m, slot_keys, slot_values
+
+
 def map_colours(rgb, color_to_train_id):
     """Map an [H, W, 3] (or [H, W, 4]: alpha dropped) colour label image to uint8 train ids in TF ops.
 
-    Colours not in the table become 255. Implemented as a binary search over the sorted colour keys,
-    which is branch-free and vectorised (no hash table resource in the tf.data graph).
+    Colours not in the table become 255. Implemented as a collision-free hash (key mod m, m found once
+    per table) plus a key comparison: two gathers per pixel, no hash-table resource in the graph.
     """
-    items = sorted((int(k), v) for k, v in zip(color_keys(list(color_to_train_id.keys())),
-                                                 color_to_train_id.values()))
-    keys = tf.constant([k for k, _ in items], tf.int32)
-    values = tf.constant([v for _, v in items], tf.uint8)
+    items = tuple(sorted((int(k), int(v)) for k, v in zip(color_keys(list(color_to_train_id.keys())),
+                                                           color_to_train_id.values())))
+    m, slot_keys, slot_values = _perfect_hash(items)
     rgb = tf.cast(rgb[..., :3], tf.int32)
     key = rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
-    shape = tf.shape(key)
-    flat = tf.reshape(key, [-1])
-    idx = tf.searchsorted(keys, flat, side="left")
-    idx = tf.minimum(idx, len(items) - 1)
-    found = tf.gather(keys, idx) == flat
-    out = tf.where(found, tf.gather(values, idx), tf.constant(IGNORE_ID, tf.uint8))
-    return tf.reshape(out, shape)
+    slot = tf.math.floormod(key, m)
+    found = tf.equal(tf.gather(tf.constant(slot_keys), slot), key)
+    return tf.where(found, tf.gather(tf.constant(slot_values), slot), tf.constant(IGNORE_ID, tf.uint8))
 
 
 def colorize(train_ids):
