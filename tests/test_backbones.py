@@ -243,3 +243,15 @@ def test_input_gradient_twice_differentiable():
         s = tf.reduce_sum(tf.square(g))
     second = outer.gradient(s, kernel.value)
     assert second is not None and np.abs(np.asarray(second)).max() > 0
+
+
+def test_transfer_from_a_wrapped_backbone(tmp_path):
+    inner = build_backbone("resnet_small", 16)
+    inner(_images(1, 32), training=True)
+    images = keras.Input((None, None, 3))
+    wrapper = keras.Model(images, inner(images)["high_level"])
+    path = str(tmp_path / "wrapper.keras")
+    wrapper.save(path)
+    loaded = build_backbone("resnet_small", 32, weights=path)
+    for a, b in zip(inner.weights, loaded.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -318,7 +318,12 @@ def load_backbone_weights(backbone, weights):
     if weights == "imagenet":
         if name not in _BOTTLENECK_BLOCKS:
             raise ValueError(f"There are no ImageNet weights for {name!r}; they exist for resnet50, resnet101.")
-        source = _application_class(name)(include_top=False, weights="imagenet")
+        try:
+            source = _application_class(name)(include_top=False, weights="imagenet")
+        except Exception as e:  # noqa: BLE001 - typically no network
+            raise OSError(f"Could not get the keras.applications ImageNet weights of {name} ({e}). Without "
+                          f"network, save `keras.applications.{_application_class(name).__name__}(include_top="
+                          f"False, weights='imagenet')` on a machine that has it and pass weights=PATH.") from e
         transfer_weights(source, backbone)
         return backbone
     if not os.path.exists(weights):
@@ -352,7 +357,7 @@ def _weighted_layers(model):
     """Layers that own variables, in the functional model's structural (topological) order."""
     layers = []
     for layer in model.layers:
-        if isinstance(layer, keras.Model) and not isinstance(layer, ResNetBackbone):
+        if isinstance(layer, keras.Model):  # a wrapped backbone: walk into it
             layers.extend(_weighted_layers(layer))
         elif layer.weights:
             layers.append(layer)
