@@ -3,6 +3,9 @@ from mgml_tf.data.datasets import (  # noqa: F401
     KNOWN_DATASETS, LABEL_FORMATS, CorruptFileError, DataError, DatasetNotFoundError, Domain,
     LabelFormat, NoFilesFoundError, SizeMismatchError, SplitListError, UnknownDatasetError,
     UnpairedFilesError, decode_image, decode_label, load_domain, parse_domains, read_pair)
-from mgml_tf.data.augment import AugmentConfig, augment  # noqa: F401
+# `augment` and `episodes` are submodules (their main functions share the module name, so they are not
+# re-exported here: `from mgml_tf.data.episodes import episodes`).
+from mgml_tf.data import augment, episodes  # noqa: F401,E402
+from mgml_tf.data.augment import AugmentConfig  # noqa: F401
 from mgml_tf.data.episodes import (  # noqa: F401
-    EpisodeError, aggregated_batches, episodes, evaluation_dataset, split_domains)
+    EpisodeError, aggregated_batches, evaluation_dataset, split_domains)
