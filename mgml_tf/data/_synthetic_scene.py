@@ -63,23 +63,23 @@ class _Canvas:
     def paint(self, r0, c0, cls, part, z, u, v, var, facing):
         """Paint a block at rows r0.., cols c0..; `cls` [h, w] uses NONE for transparent pixels.
 
-        z, u, v, var broadcast against cls (scalars, rows or full blocks).
+        part, z, u, v, var: scalars, rows [1, w], columns [h, 1] or full [h, w] blocks.
         """
         hh, ww = cls.shape
         sl = (slice(r0, r0 + hh), slice(c0, c0 + ww))
         dep = self.depth[sl]
-        z = np.broadcast_to(np.asarray(z, np.float32), cls.shape)
-        m = (cls != NONE) & (z < dep)
+        m = cls != NONE
+        m &= z < dep
         if not m.any():
             return
-        self.label[sl][m] = cls[m]
-        dep[m] = z[m]
-        self.part[sl][m] = np.broadcast_to(part, cls.shape)[m]
-        self.u[sl][m] = np.broadcast_to(u, cls.shape)[m]
-        self.v[sl][m] = np.broadcast_to(v, cls.shape)[m]
-        self.var[sl][m] = np.broadcast_to(var, cls.shape)[m]
-        self.facing[sl][m] = facing
-        self.shadow[sl][m] = 0
+        np.copyto(self.label[sl], cls, where=m)
+        np.copyto(dep, z, where=m, casting="unsafe")
+        np.copyto(self.part[sl], part, where=m, casting="unsafe")
+        np.copyto(self.u[sl], u, where=m, casting="unsafe")
+        np.copyto(self.v[sl], v, where=m, casting="unsafe")
+        np.copyto(self.var[sl], var, where=m, casting="unsafe")
+        np.copyto(self.facing[sl], facing, where=m, casting="unsafe")
+        np.copyto(self.shadow[sl], 0, where=m, casting="unsafe")
 
 
 def _hash01(a, b):
@@ -513,16 +513,21 @@ def _draw_plane(cv, cam, pl):
     if pl.win is not None:
         w = pl.win[ii]  # [cols, 4]
         pu, pv, fw, fh = w[:, 0], w[:, 1], w[:, 2], w[:, 3]
-        fu = np.mod(u, pu) / pu
-        fv = np.mod(v - 0.2, pv) / pv[None, :]
-        win = ((np.abs(fu - 0.5) < fw / 2)[None, :] & (np.abs(fv - 0.55) < fh[None, :] / 2)
-               & (v > 1.0) & (v < top_h[None, :] - 0.8) & (seg_cls == BUILDING)[None, :] & inside)
-        shop = ((v > 0.3) & (v < 2.6) & (np.abs(fu - 0.5) < 0.42)[None, :] & (seg_cls == BUILDING)[None, :]
-                & (pl.var[ii] > 0.5)[None, :] & inside)
-        win |= shop
-        part[win] = WINDOW
-        wid = _hash01(np.floor(u / pu)[None, :] + 100 * pl.var[ii][None, :], np.floor((v - 0.2) / pv[None, :]))
-        var = np.where(win, wid, var)
+        gu = u / pu
+        fu = gu - np.floor(gu)
+        colb = seg_cls == BUILDING
+        g = (v - 0.2) * (1.0 / pv)[None, :]
+        fl = np.floor(g)
+        fv = g - fl
+        wincol = colb & (np.abs(fu - 0.5) < fw / 2)
+        win = ((np.abs(fv - 0.55) < (fh / 2)[None, :]) & wincol[None, :] & (v > 1.0)
+               & (v < (top_h - 0.8)[None, :]) & inside)
+        shopcol = colb & (np.abs(fu - 0.5) < 0.42) & (pl.var[ii] > 0.5)
+        win |= shopcol[None, :] & (v > 0.3) & (v < 2.6) & inside
+        wi = np.nonzero(win)
+        part[wi] = WINDOW
+        var = np.array(var)
+        var[wi] = _hash01(np.floor(gu)[wi[1]] + 100 * pl.var[ii][wi[1]], fl[wi])
     if pl.kind in ("fence", "mixed"):
         fence = seg_cls == FENCE
         if fence.any():
@@ -532,7 +537,7 @@ def _draw_plane(cv, cam, pl):
             keep = bars | posts | rails
             cls = np.where(fence[None, :] & ~keep, NONE, cls).astype(np.uint8)
             part = np.where(fence[None, :] & (posts | rails), DARK, part).astype(np.uint8)
-    if pl.kind in ("wall", "mixed"):
+    if pl.kind in ("wall", "mixed") and (seg_cls == WALL).any():
         wall = (seg_cls == WALL)[None, :]
         cap = np.abs(v - top_h[None, :] + 0.06) < 0.06
         part = np.where(wall & cap, DARK, part).astype(np.uint8)
@@ -759,14 +764,11 @@ def render_scene(rng, height, width):
     if cross is not None:
         zc0, zc1 = cross
         lanes = (zc0 + 0.3 * (zc1 - zc0), zc0 + 0.7 * (zc1 - zc0))
-        choices = [CAR, CAR, CAR]
-        if want["train"]:
-            choices.append(TRAIN)
-        if want["bus"]:
-            choices.append(BUS)
-        if want["truck"]:
-            choices.append(TRUCK)
-        rng.shuffle(choices)
+        rare = [c for c, k in ((TRAIN, "train"), (BUS, "bus"), (TRUCK, "truck")) if want[k]]
+        rng.shuffle(rare)
+        choices = rare[:2] + [CAR, CAR, CAR]
+        if want["train"] and TRAIN not in choices:
+            choices[0] = TRAIN
         n_cross = int(rng.integers(1, 4))
         for j in range(n_cross):
             kind = choices[j] if j < len(choices) else CAR

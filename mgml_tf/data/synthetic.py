@@ -1,0 +1,330 @@
+"""Embedded default data: procedural multi-domain street scenes written in real dataset layouts.
+
+Each image is a random street layout (road in perspective with lane marks, sidewalks, buildings with windows,
+walls, fences, poles with traffic lights and signs, trees, bushes, terrain, sky, people, riders on bicycles and
+motorcycles, cars, trucks, buses, trams) rasterised with a z-buffer, so the label map is exact.  A *style*
+(domain) decides only the appearance: palettes, textures, lighting, weather, blur, noise.  Classes keep their
+shape and context in every style, so a model trained on the source styles has to generalise to the targets.
+
+Python::
+
+    from mgml_tf.data import synthetic
+    image, label = synthetic.generate_scene("foggy", 256, 512, rng=0)
+    synthetic.write_dataset("night", "bdd100k", 10, "/tmp/night", split="val")
+    sources, targets = synthetic.write_default_suite("/tmp/synth", num_train=200, num_val=50)
+
+Command line::
+
+    python -m mgml_tf.data.synthetic --style=foggy --layout=cityscapes --num_images=20 --output_dir=/tmp/fog
+    python -m mgml_tf.data.synthetic --style=all_defaults --num_images=200 --num_val_images=50 \\
+        --output_dir=/tmp/synth
+
+See docs/SYNTHETIC.md.
+"""
+import collections
+import json
+import os
+import sys
+import time
+import zlib
+
+import numpy as np
+
+from mgml_tf.data._synthetic_labels import (  # noqa: F401  (re-exported)
+    CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, SYNTHIA_ABSENT, TRAIN_TO_COLOR, TRAIN_TO_LABEL_ID,
+    TRAIN_TO_MAPILLARY, TRAIN_TO_SYNTHIA, TRAIN_TO_TRAIN, colorize)
+from mgml_tf.data._synthetic_scene import Scene, render_scene  # noqa: F401
+from mgml_tf.data._synthetic_styles import SOURCE_STYLES, STYLES, TARGET_STYLES, Style, stylize  # noqa: F401
+
+LAYOUTS = ("gtav", "synthia", "cityscapes", "bdd100k", "mapillary", "idd")
+
+#: The embedded default suite: style -> layout it is written in.  Sources mirror the paper's G + S + I
+#: (GTAV, Synthia, IDD layouts, train split); targets its C, B, M (Cityscapes, BDD100K, Mapillary, val split).
+DEFAULT_SUITE = collections.OrderedDict([
+    ("sunny_game", "gtav"),
+    ("overcast_sim", "synthia"),
+    ("desert_toon", "idd"),
+    ("foggy", "cityscapes"),
+    ("night", "bdd100k"),
+    ("rainy_realistic", "mapillary"),
+])
+
+SuiteSpecs = collections.namedtuple("SuiteSpecs", ["sources", "targets"])
+
+_MAPILLARY_SPLITS = {"train": "training", "training": "training", "val": "validation",
+                     "validation": "validation", "test": "testing", "testing": "testing"}
+_MIN_SIZE = 32
+
+
+def get_style(style):
+    """A `Style` from a style name or a `Style`; ValueError (one line, listing the known names) otherwise."""
+    if isinstance(style, Style):
+        return style
+    if isinstance(style, str) and style in STYLES:
+        return STYLES[style]
+    raise ValueError(f"unknown style {style!r}; known styles: {', '.join(STYLES)}")
+
+
+def _check_layout(layout):
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known layouts: {', '.join(LAYOUTS)}")
+
+
+def _check_size(height, width):
+    for name, val in (("height", height), ("width", width)):
+        if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < _MIN_SIZE:
+            raise ValueError(f"{name} must be an integer >= {_MIN_SIZE}, got {val!r}")
+
+
+def _as_rng(rng):
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(rng)
+
+
+def generate_scene(style, height=256, width=512, rng=None):
+    """One random scene in `style`.
+
+    Args:
+      style: a style name (see `STYLES`) or a `Style`.
+      height, width: image size in pixels (>= 32).
+      rng: a `numpy.random.Generator`, an int seed, or None (fresh entropy).
+    Returns:
+      (image uint8 [H, W, 3], label uint8 [H, W] of Cityscapes train ids 0..18).
+    """
+    style = get_style(style)
+    _check_size(height, width)
+    rng = _as_rng(rng)
+    scene = render_scene(rng, height, width)
+    return stylize(scene, style, rng), scene.label
+
+
+def image_rng(style, seed, index):
+    """The generator used for image `index` of `style` under `seed` (independent of how many are written)."""
+    name = get_style(style).name
+    return np.random.default_rng([int(seed), zlib.crc32(name.encode()), int(index)])
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def _paths(layout, root, split, style_name, index):
+    """(image path, label path) of image `index` in `layout` under `root`."""
+    if layout == "gtav":
+        stem = f"{index + 1:05d}"
+        return os.path.join(root, "images", stem + ".png"), os.path.join(root, "labels", stem + ".png")
+    if layout == "synthia":
+        stem = f"{index:07d}"
+        return os.path.join(root, "RGB", stem + ".png"), os.path.join(root, "GT", "LABELS", stem + ".png")
+    if layout == "cityscapes":
+        city = style_name.replace("_", "")
+        stem = f"{city}_000000_{index:06d}"
+        return (os.path.join(root, "leftImg8bit", split, city, stem + "_leftImg8bit.png"),
+                os.path.join(root, "gtFine", split, city, stem + "_gtFine_labelIds.png"))
+    if layout == "bdd100k":
+        name = f"{style_name.replace('_', '')}-{index:07d}"
+        return (os.path.join(root, "images", "10k", split, name + ".jpg"),
+                os.path.join(root, "labels", "sem_seg", "masks", split, name + ".png"))
+    if layout == "mapillary":
+        msplit = _MAPILLARY_SPLITS.get(split, split)
+        name = f"{style_name.replace('_', '')}{index:07d}"
+        return (os.path.join(root, msplit, "images", name + ".jpg"),
+                os.path.join(root, msplit, "labels", name + ".png"))
+    if layout == "idd":
+        seq, frame = f"{index // 100}", f"{index:06d}"
+        return (os.path.join(root, "leftImg8bit", split, seq, frame + "_leftImg8bit.png"),
+                os.path.join(root, "gtFine", split, seq, frame + "_gtFine_labelcsTrainIds.png"))
+    raise AssertionError(layout)
+
+
+def encode_label(layout, label):
+    """Train-id map [H, W] -> the array written as that layout's label PNG (dtype and channels as stored).
+
+    gtav: Cityscapes colours [H, W, 3] uint8; synthia: [H, W, 3] uint16 with the Synthia class id in channel 0
+    (terrain, truck, train -> 0 void); cityscapes: Cityscapes label ids [H, W, 1]; bdd100k, idd: train ids
+    [H, W, 1]; mapillary: Mapillary v1.2 ids [H, W, 1] (one id per train id; 65 "Unlabeled" for ignore).
+    """
+    _check_layout(layout)
+    label = np.asarray(label, np.uint8)
+    if layout == "gtav":
+        return TRAIN_TO_COLOR[label]
+    if layout == "synthia":
+        out = np.zeros(label.shape + (3,), np.uint16)
+        out[..., 0] = TRAIN_TO_SYNTHIA[label]
+        return out
+    table = {"cityscapes": TRAIN_TO_LABEL_ID, "bdd100k": TRAIN_TO_TRAIN, "idd": TRAIN_TO_TRAIN,
+             "mapillary": TRAIN_TO_MAPILLARY}[layout]
+    return table[label][..., None]
+
+
+def _write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def write_dataset(style, layout, num_images, output_dir, seed=0, height=256, width=512, split="train",
+                  verbose=False):
+    """Write `num_images` scenes of `style` under `output_dir` in the published `layout`.
+
+    Image i is generated from `image_rng(style, seed, i)`: the same arguments give byte-identical files, and
+    the first k images do not depend on `num_images`.  gtav and synthia have no split directories (`split`
+    is ignored there; real splits of those sets are lists).  A `SYNTHETIC.json` at the root records the
+    arguments.
+
+    Returns:
+      dict with `spec` ("layout:root"), `pairs` (list of (image path, label path)), `seconds_generate`
+      (wall clock spent generating), `cpu_seconds_generate` (CPU time of the same) and `seconds_total`.
+    """
+    style = get_style(style)
+    _check_layout(layout)
+    if not isinstance(num_images, (int, np.integer)) or isinstance(num_images, bool) or num_images <= 0:
+        raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
+    _check_size(height, width)
+    if not isinstance(split, str) or not split or os.sep in split:
+        raise ValueError(f"split must be a plain directory name such as 'train' or 'val', got {split!r}")
+    import tensorflow as tf  # only the writers need it
+
+    root = os.path.abspath(output_dir)
+    pairs = []
+    t_gen = cpu_gen = 0.0
+    t0 = time.perf_counter()
+    for i in range(num_images):
+        g0, c0 = time.perf_counter(), time.process_time()
+        image, label = generate_scene(style, height, width, image_rng(style, seed, i))
+        t_gen += time.perf_counter() - g0
+        cpu_gen += time.process_time() - c0
+        ipath, lpath = _paths(layout, root, split, style.name, i)
+        if ipath.endswith(".jpg"):
+            data = tf.io.encode_jpeg(image, quality=92, chroma_downsampling=False).numpy()
+        else:
+            data = tf.io.encode_png(image, compression=3).numpy()
+        _write(ipath, data)
+        _write(lpath, tf.io.encode_png(encode_label(layout, label)).numpy())
+        pairs.append((ipath, lpath))
+        if verbose and (i + 1) % 50 == 0:
+            print(f"  {style.name}: {i + 1}/{num_images}", file=sys.stderr)
+    total = time.perf_counter() - t0
+    meta = {"generator": "mgml_tf.data.synthetic", "style": style.name, "layout": layout, "seed": int(seed),
+            "height": int(height), "width": int(width), "splits": {split: int(num_images)}}
+    meta_path = os.path.join(root, "SYNTHETIC.json")
+    if os.path.exists(meta_path):
+        try:
+            with open(meta_path) as f:
+                old = json.load(f)
+            if all(old.get(k) == meta[k] for k in ("style", "layout", "seed", "height", "width")):
+                meta["splits"] = {**old.get("splits", {}), split: int(num_images)}
+        except (OSError, ValueError):
+            pass
+    _write(meta_path, (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
+    return {"spec": f"{layout}:{root}", "pairs": pairs, "seconds_generate": t_gen,
+            "cpu_seconds_generate": cpu_gen, "seconds_total": total}
+
+
+def write_default_suite(output_dir, num_train=200, num_val=50, seed=0, height=256, width=512, verbose=False):
+    """Write the embedded default suite: every source style (train split) and target style (val split).
+
+    Layout per style is `DEFAULT_SUITE`: sunny_game -> gtav, overcast_sim -> synthia, desert_toon -> idd
+    (sources, `num_train` images each, split "train"); foggy -> cityscapes, night -> bdd100k,
+    rainy_realistic -> mapillary (targets, `num_val` images each, split "val"), each in
+    `output_dir/<style>`.
+
+    Returns:
+      SuiteSpecs(sources=[...], targets=[...]) of "layout:root" strings, ready for
+      `--sources=",".join(sources)` and `--targets=",".join(targets)`.
+    """
+    sources, targets = [], []
+    for name, layout in DEFAULT_SUITE.items():
+        is_source = name in SOURCE_STYLES
+        res = write_dataset(name, layout, num_train if is_source else num_val, os.path.join(output_dir, name),
+                            seed=seed, height=height, width=width, split="train" if is_source else "val",
+                            verbose=verbose)
+        (sources if is_source else targets).append(res["spec"])
+    return SuiteSpecs(sources, targets)
+
+
+def class_frequencies(num_images=50, height=256, width=512, seed=0):
+    """(fraction of images containing each class [19], fraction of pixels of each class [19])."""
+    rng = np.random.default_rng(seed)
+    present = np.zeros(NUM_CLASSES)
+    pixels = np.zeros(NUM_CLASSES)
+    for _ in range(num_images):
+        counts = np.bincount(render_scene(rng, height, width).label.ravel(), minlength=NUM_CLASSES)
+        present += counts > 0
+        pixels += counts
+    return present / num_images, pixels / pixels.sum()
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def _define_flags():
+    from absl import flags
+    flags.DEFINE_string("style", None, "Style name, or 'all_defaults' for the default suite. Known: "
+                        + ", ".join(STYLES))
+    flags.DEFINE_string("layout", "cityscapes", "Dataset layout to write: " + ", ".join(LAYOUTS)
+                        + " (ignored with --style=all_defaults).")
+    flags.DEFINE_integer("num_images", None, "Images to write (per source style with all_defaults).")
+    flags.DEFINE_integer("num_val_images", None, "With all_defaults: images per target style "
+                         "(default: --num_images).")
+    flags.DEFINE_string("output_dir", None, "Root directory (all_defaults: one sub-directory per style).")
+    flags.DEFINE_integer("seed", 0, "Seed; the same seed gives byte-identical files.")
+    flags.DEFINE_integer("height", 256, "Image height.")
+    flags.DEFINE_integer("width", 512, "Image width.")
+    flags.DEFINE_string("split", "train", "Split directory name (cityscapes, bdd100k, mapillary, idd).")
+    flags.DEFINE_boolean("print_frequencies", False, "Also print per-class image/pixel frequencies.")
+    return flags.FLAGS
+
+
+def _main(argv):
+    FLAGS = sys.modules[__name__]._FLAGS  # noqa: N806
+    if len(argv) > 1:
+        return _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    for name in ("style", "num_images", "output_dir"):
+        if getattr(FLAGS, name) is None:
+            return _fail(f"--{name} is required")
+    try:
+        if FLAGS.style == "all_defaults":
+            num_val = FLAGS.num_val_images if FLAGS.num_val_images is not None else FLAGS.num_images
+            if num_val <= 0:
+                raise ValueError(f"num_val_images must be a positive integer, got {num_val}")
+            t0 = time.perf_counter()
+            specs = write_default_suite(FLAGS.output_dir, FLAGS.num_images, num_val, FLAGS.seed,
+                                        FLAGS.height, FLAGS.width, verbose=True)
+            dt = time.perf_counter() - t0
+            n = FLAGS.num_images * len(SOURCE_STYLES) + num_val * len(TARGET_STYLES)
+            print(f"wrote {n} images ({FLAGS.height}x{FLAGS.width}) in {dt:.1f} s: {n / dt:.1f} images/s "
+                  "including PNG/JPEG encoding")
+            print("--sources=" + ",".join(specs.sources))
+            print("--targets=" + ",".join(specs.targets))
+        else:
+            res = write_dataset(FLAGS.style, FLAGS.layout, FLAGS.num_images, FLAGS.output_dir, FLAGS.seed,
+                                FLAGS.height, FLAGS.width, FLAGS.split, verbose=True)
+            n = FLAGS.num_images
+            print(f"wrote {n} images ({FLAGS.height}x{FLAGS.width}, style {FLAGS.style}, layout "
+                  f"{FLAGS.layout}, split {FLAGS.split}) in {res['seconds_total']:.1f} s: "
+                  f"{n / res['seconds_total']:.1f} images/s including encoding, "
+                  f"{n / max(res['seconds_generate'], 1e-9):.1f} images/s generation alone "
+                  f"({n / max(res['cpu_seconds_generate'], 1e-9):.1f} per CPU-second)")
+            print(res["spec"])
+    except ValueError as e:
+        return _fail(str(e))
+    if FLAGS.print_frequencies:
+        img_frac, pix_frac = class_frequencies(50, FLAGS.height, FLAGS.width, FLAGS.seed)
+        print("class           images  pixels")
+        for c, name in enumerate(CLASS_NAMES):
+            print(f"{name:15s} {img_frac[c]:6.2f}  {100 * pix_frac[c]:5.2f}%")
+    return 0
+
+
+def _fail(msg):
+    print(f"mgml_tf.data.synthetic: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def main():
+    from absl import app
+    sys.modules[__name__]._FLAGS = _define_flags()
+    app.run(_main)
+
+
+if __name__ == "__main__":
+    main()
