@@ -6,6 +6,8 @@ mean over the pixels (or rows) it averages, in float32 (float64 under a float64 
 """
 import tensorflow as tf
 
+from mgml_tf.ops import resize_bilinear
+
 # Defaults of the reference implementation (DESIGN §3).
 SEG_WEIGHT = 1.0
 AUX_WEIGHT = 0.4
@@ -30,7 +32,7 @@ def pixel_cross_entropy_sum(labels, logits, ignore_index=255):
     labels = tf.cast(labels, tf.int32)
     num_classes = logits.shape[-1]
     if logits.shape[1:3] != labels.shape[1:3] or labels.shape[1] is None:
-        logits = tf.image.resize(logits, tf.shape(labels)[1:3], method="bilinear")
+        logits = resize_bilinear(logits, tf.shape(labels)[1:3])
     valid = tf.logical_and(labels >= 0, labels < num_classes)
     safe = tf.where(valid, labels, tf.zeros_like(labels))
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)

@@ -3,55 +3,14 @@
 Every BatchNormalization is a ``MetaBatchNormalization`` (``bn_momentum``/``synchronized_bn`` options).
 Dropout is the only randomness: with ``dropout=0`` (or ``training=False``) every layer is deterministic.
 Outputs are in the layer's compute dtype. Everything is twice differentiable, including the bilinear
-upsampling: :func:`resize_bilinear` is written as two interpolation-matrix products because TensorFlow's
-``ResizeBilinearGrad`` has no gradient (``tf.image.resize(..., "bilinear")`` silently drops the second
-derivative: a meta-gradient through it is wrong without any error).
+upsampling (``mgml_tf.ops.resize_bilinear``: ``tf.image.resize`` silently drops the second derivative).
 """
 import keras
 import tensorflow as tf
 from keras import ops
 
 from mgml_tf.layers import MetaBatchNormalization
-
-
-# ---------------------------------------------------------------------------------------------- resizing
-def _interpolation_matrix(in_size, out_size, align_corners, dtype):
-    """``[out_size, in_size]`` linear-interpolation weights (``tf.image.resize`` bilinear conventions)."""
-    in_f = tf.cast(in_size, tf.float32)
-    out_f = tf.cast(out_size, tf.float32)
-    dst = tf.range(out_f, dtype=tf.float32)
-    if align_corners:
-        scale = tf.where(out_f > 1, (in_f - 1) / tf.maximum(out_f - 1, 1), 0.0)
-        src = dst * scale
-    else:  # half-pixel centres, as tf.image.resize / torch align_corners=False
-        src = tf.maximum((dst + 0.5) * (in_f / out_f) - 0.5, 0.0)
-    lower = tf.floor(src)
-    frac = src - lower
-    lower = tf.cast(lower, tf.int32)
-    lower = tf.minimum(lower, in_size - 1)
-    upper = tf.minimum(lower + 1, in_size - 1)
-    frac = tf.cast(frac, dtype)[:, None]
-    return (tf.one_hot(lower, in_size, dtype=dtype) * (1 - frac)
-            + tf.one_hot(upper, in_size, dtype=dtype) * frac)
-
-
-def resize_bilinear(images, size, align_corners=False):
-    """Bilinear resize of ``[B, H, W, C]`` to ``size = (h, w)`` (ints or scalar tensors), any float dtype.
-
-    Equal to ``tf.image.resize(images, size, "bilinear")`` (``align_corners=False``: half-pixel centres,
-    no antialiasing) or to the ``align_corners=True`` convention, but built from two matrix products, so
-    it is differentiable to any order and deterministic. Output dtype = input dtype.
-    """
-    images = tf.convert_to_tensor(images)
-    shape = tf.shape(images)
-    out_h, out_w = size[0], size[1]
-    rows = _interpolation_matrix(shape[1], out_h, align_corners, images.dtype)
-    cols = _interpolation_matrix(shape[2], out_w, align_corners, images.dtype)
-    x = tf.einsum("oh,bhwc->bowc", rows, images)
-    x = tf.einsum("pw,bowc->bopc", cols, x)
-    static_h = out_h if isinstance(out_h, int) else None
-    static_w = out_w if isinstance(out_w, int) else None
-    return tf.ensure_shape(x, [images.shape[0], static_h, static_w, images.shape[-1]])
+from mgml_tf.ops import resize_bilinear  # noqa: F401  (re-exported; twice-differentiable resize)
 
 
 # ---------------------------------------------------------------------------------------------- blocks

@@ -1,0 +1,400 @@
+"""Algorithm 1 (Sec. 3.3): memory-guided meta-learning as the ``train_step`` of a Keras model.
+
+One step, given a meta-train batch ``X_tr`` (from some source domains) and a meta-test batch ``X_te``
+(from the others):
+
+1. Inner (eq. 9): ``L_in = L_read(M, X_tr; theta) + L_update(M_hat, X_tr; theta)`` with
+   ``L_read = L_seg + 0.4 L_aux + l1 L_coh`` and ``L_update = L_div`` on ``M_hat = update(M, X_tr; theta)``;
+   ``theta' = theta - alpha dL_in/dtheta``, ``alpha = inner_lr_ratio * lr`` (annealed with ``lr``).
+2. ``M' = update(M, X_tr; copy(theta'_E), theta'_U)`` (eq. 10): the encoder part of ``theta'`` is frozen.
+3. Outer: ``L_out = L_read(M', X_te; theta')``; objective ``J = L_in(theta) + L_out(theta'(theta))`` (the
+   MLDG form of the reference) or ``J = L_out`` (eq. 11 literally, ``outer_objective="meta_test_only"``).
+4. ``theta <- SGD(theta, dJ/dtheta + weight_decay * theta)``. ``meta_order=2`` keeps the inner gradient on
+   the outer tape (``dtheta'/dtheta = I - alpha H``: the paper); ``meta_order=1`` stops it (what the reference
+   code does); ``meta_order=0`` has no inner step (``theta' = theta``: Table 7's episodic row).
+5. ``M <- update(M, X_tr; theta_new)`` without gradient, in inference mode (eq. 12).
+
+Everything up to 4 is ``compute_meta_gradients``: a function of the current variable values that changes no
+variable. The network runs functionally: fast weights are tensors mapped onto the variables by a
+``keras.StatelessScope``, never assigned, so nested ``tf.GradientTape``s see them as ordinary tensors.
+
+Methods (Tables 1-7 comparison rows): ``mgml`` (the above), ``baseline`` (aggregate all sources; CE + aux;
+no memory), ``mldg`` (steps 1, 3, 4 without memory), ``memory_agg`` (memory read, written and regularised on
+the aggregated batch; no meta-learning).
+"""
+from collections.abc import Mapping
+
+import keras
+import tensorflow as tf
+
+from mgml_tf import losses as losses_lib
+from mgml_tf import optim
+
+METHODS = ("mgml", "baseline", "mldg", "memory_agg")
+META_ORDERS = (0, 1, 2)
+OUTER_OBJECTIVES = ("mldg", "meta_test_only")
+MEMORY_READS = ("softmax", "gumbel")
+MEMORY_PRIME_FREEZES = ("encoder", "none", "encoder_and_update")
+
+TRAINING_DEFAULTS = dict(
+    method="mgml",
+    meta_order=2,
+    outer_objective="mldg",
+    inner_lr_ratio=0.25,
+    memory_read="softmax",
+    memory_prime_freeze="encoder",
+    use_cohesion=True,
+    use_divergence=True,
+    seg_weight=losses_lib.SEG_WEIGHT,
+    aux_weight=losses_lib.AUX_WEIGHT,
+    cohesion_weight=losses_lib.COHESION_WEIGHT,
+    divergence_classification_weight=losses_lib.DIVERGENCE_CLASSIFICATION_WEIGHT,
+    divergence_cosine_weight=losses_lib.DIVERGENCE_COSINE_WEIGHT,
+    weight_decay=5e-4,
+    ignore_index=255,
+    seed=0,
+)
+
+LOG_NAMES = ("loss", "inner_loss", "outer_loss", "inner_seg", "outer_seg", "aux", "cohesion", "div_cls",
+             "div_cos")
+
+
+class Options(Mapping):
+    """A read-only mapping of option values (a plain ``dict`` attribute would be wrapped by Keras's
+    tracking); change options with ``MemorySegmenter.set_training_options``."""
+
+    def __init__(self, values):
+        self._values = dict(values)
+
+    def __getitem__(self, key):
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self):
+        return len(self._values)
+
+    def __repr__(self):
+        return f"Options({self._values!r})"
+
+
+def validate_training_options(options):
+    """Raises a one-line ``ValueError`` for an unknown or out-of-range training option value."""
+    choices = {"method": METHODS, "meta_order": META_ORDERS, "outer_objective": OUTER_OBJECTIVES,
+               "memory_read": MEMORY_READS, "memory_prime_freeze": MEMORY_PRIME_FREEZES}
+    for key, allowed in choices.items():
+        if options[key] not in allowed:
+            raise ValueError(f"unknown {key} {options[key]!r}; choose one of {list(allowed)}")
+    for key in ("inner_lr_ratio", "seg_weight", "aux_weight", "cohesion_weight",
+                "divergence_classification_weight", "divergence_cosine_weight", "weight_decay"):
+        if not float(options[key]) >= 0.0:
+            raise ValueError(f"{key} must be a non-negative number, got {options[key]}")
+
+
+class MetaLearningTrainer:
+    """Mixin that gives ``MemorySegmenter`` Algorithm 1 as its ``train_step``.
+
+    Needs from the model: ``training_options``, ``use_memory``, ``memory_bank``, ``forward``, ``encode``,
+    ``updated_memory``, ``memory_classifier``, ``encoder_variables()``, ``update_variables()``.
+    """
+
+    def _init_trainer(self):
+        self.train_step_traces = 0  # incremented each time train_step is traced (tests count retracing)
+        self._log_trackers = {name: keras.metrics.Mean(name=name) for name in LOG_NAMES}
+
+    def set_training_options(self, **changes):
+        """Changes Algorithm 1's options (validated); the next ``fit`` retraces its step."""
+        unknown = sorted(set(changes) - set(TRAINING_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(TRAINING_DEFAULTS)}")
+        options = {**self.training_options, **changes}
+        validate_training_options(options)
+        if options["method"] in ("baseline", "mldg") and self.use_memory:
+            raise ValueError(f"method {options['method']!r} has no memory; build a new model for it")
+        if options["method"] in ("mgml", "memory_agg") and not self.use_memory:
+            raise ValueError(f"method {options['method']!r} needs the memory; build a new model for it")
+        self.training_options = Options(options)
+        self.train_function = None
+
+    # ------------------------------------------------------------------------------------------ compile
+    def compile(self, optimizer=None, **kwargs):
+        """``compile()`` with the paper's optimiser (SGD 0.9, lr 1e-2, exponential decay) by default."""
+        if optimizer is None:
+            optimizer = optim.build_optimizer()
+        kwargs.setdefault("jit_compile", False)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    @property
+    def metrics(self):
+        return list(self._log_trackers.values())
+
+    # ------------------------------------------------------------------------------- functional runner
+    def _stateless(self, trainable_values, non_trainable_values, fn):
+        """Runs ``fn()`` with the model's variables replaced by the given tensors; returns
+        ``(fn(), new non-trainable values)`` (e.g. BatchNorm moving statistics), assigning nothing."""
+        mapping = list(zip(self.trainable_variables, trainable_values))
+        mapping += list(zip(self.non_trainable_variables, non_trainable_values))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            result = fn()
+        new_state = []
+        for variable, value in zip(self.non_trainable_variables, non_trainable_values):
+            current = scope.get_current_value(variable)
+            new_state.append(value if current is None else current)
+        return result, new_state
+
+    def _episode(self, theta, state, memory, images, labels, with_update, seed=None):
+        """Read losses (and, ``with_update``, the update loss) of one pass: ``(total, terms, state)``."""
+        opts = self.training_options
+        use_memory = self.use_memory and memory is not None
+
+        def run():
+            gumbel_seed = seed if use_memory and opts["memory_read"] == "gumbel" else None
+            out = self.forward(images, memory if use_memory else None, training=True,
+                               gumbel_seed=gumbel_seed)
+            terms = {"seg": losses_lib.segmentation_loss(labels, out["logits"])}
+            if "aux_logits" in out and opts["aux_weight"] > 0:
+                terms["aux"] = losses_lib.segmentation_loss(labels, out["aux_logits"])
+            if use_memory and opts["use_cohesion"]:
+                terms["cohesion"] = losses_lib.cohesion_loss(labels, out["scores"])
+            if use_memory and with_update and opts["use_divergence"]:
+                m_hat = self.updated_memory(memory, out["features"], labels, training=True)
+                terms["div_cls"] = losses_lib.memory_classification_loss(self.memory_classifier(m_hat))
+                terms["div_cos"] = losses_lib.memory_cosine_loss(m_hat)
+            return terms
+
+        terms, state = self._stateless(theta, state, run)
+        weights = {"seg": opts["seg_weight"], "aux": opts["aux_weight"], "cohesion": opts["cohesion_weight"],
+                   "div_cls": opts["divergence_classification_weight"],
+                   "div_cos": opts["divergence_cosine_weight"]}
+        total = tf.add_n([weights[k] * v for k, v in terms.items()])
+        return total, terms, state
+
+    def _memory_prime(self, theta_prime, state, memory, images, labels):
+        """Eq. 10: ``M' = update(M, X_tr; copy(theta'_E), theta'_U)`` with the freeze of
+        ``memory_prime_freeze`` (Table 6)."""
+        freeze = self.training_options["memory_prime_freeze"]
+        frozen = set()
+        if freeze in ("encoder", "encoder_and_update"):
+            frozen |= {id(v) for v in self.encoder_variables()}
+        if freeze == "encoder_and_update":
+            frozen |= {id(v) for v in self.update_variables()}
+        theta_m = [tf.stop_gradient(t) if id(v) in frozen else t
+                   for v, t in zip(self.trainable_variables, theta_prime)]
+
+        def run():
+            features, _, _ = self.encode(images, training=True)
+            return self.updated_memory(memory, features, labels, training=True)
+
+        return self._stateless(theta_m, state, run)
+
+    # ------------------------------------------------------------------------------------ the meta step
+    def check_batch(self, images, labels, role):
+        """Static checks of one ``(images, labels)`` batch, and a run-time check of the label values."""
+        images, labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
+        if images.shape.rank != 4 or images.shape[-1] not in (None, 3):
+            raise ValueError(f"{role} images must be [batch, height, width, 3], got shape {images.shape}")
+        if labels.shape.rank != 3:
+            raise ValueError(f"{role} labels must be [batch, height, width], got shape {labels.shape}")
+        if not images.shape[:3].is_compatible_with(labels.shape):
+            raise ValueError(f"{role} images {images.shape} and labels {labels.shape} disagree in batch, "
+                             "height or width; give one label per image pixel")
+        ignore = self.training_options["ignore_index"]
+        labels = tf.cast(labels, tf.int32)
+        valid = tf.logical_or(tf.equal(labels, ignore),
+                              tf.logical_and(labels >= 0, labels < self.num_classes))
+        tf.debugging.assert_equal(
+            tf.reduce_all(valid), True,
+            message=f"{role} labels must be train ids in [0, {self.num_classes}) or {ignore} (ignore); "
+                    "map the dataset's label ids to train ids first")
+        return labels
+
+    def current_learning_rate(self):
+        if getattr(self, "optimizer", None) is None:
+            return tf.constant(1e-2)
+        return tf.convert_to_tensor(self.optimizer.learning_rate)
+
+    def compute_meta_gradients(self, meta_train, meta_test=None, learning_rate=None, step_seed=None):
+        """One step of Algorithm 1 up to the gradients; changes no variable.
+
+        Args:
+          meta_train: ``(images, labels)`` from the meta-train domains (for ``baseline``/``memory_agg``:
+            the aggregated batch, or meta-train half of an episode).
+          meta_test: ``(images, labels)`` from the meta-test domains (concatenated to ``meta_train`` by the
+            aggregate methods; may be None for them).
+          learning_rate: the outer rate ``beta`` (the inner one is ``inner_lr_ratio * beta``); defaults to
+            the optimiser's current rate.
+          step_seed: ``[2]`` int seed for the Gumbel noise (only with ``memory_read="gumbel"``).
+
+        Returns:
+          ``(objective, gradients, updates)``: ``gradients`` align with ``self.trainable_variables``
+          (weight decay not included); ``updates`` is a dict with ``non_trainable`` (new values aligned
+          with ``self.non_trainable_variables``, e.g. BatchNorm statistics; the memory is unchanged here,
+          the final write of eq. 12 needs the new weights: ``write_memory``), ``terms`` (loss terms) and
+          ``memory_prime`` (``M'`` or None).
+        """
+        opts = self.training_options
+        method = opts["method"]
+        images_tr, labels_tr = meta_train
+        labels_tr = self.check_batch(images_tr, labels_tr, "meta-train")
+        if meta_test is not None:
+            images_te, labels_te = meta_test
+            labels_te = self.check_batch(images_te, labels_te, "meta-test")
+        elif method in ("mgml", "mldg"):
+            raise ValueError(f"method {method!r} needs a meta-test batch: feed episodes "
+                             "((images, labels), (images, labels)) from mgml_tf.data.episodes")
+        lr_dtype = tf.float64 if self.compute_dtype == "float64" else tf.float32
+        lr = self.current_learning_rate() if learning_rate is None else learning_rate
+        lr = tf.cast(lr, lr_dtype) if tf.is_tensor(lr) else tf.constant(lr, lr_dtype)
+        theta = [tf.convert_to_tensor(v.value) for v in self.trainable_variables]
+        state = [tf.convert_to_tensor(v.value) for v in self.non_trainable_variables]
+        memory = tf.convert_to_tensor(self.memory_bank.memory.value) if self.use_memory else None
+        seeds = (None, None)
+        if step_seed is not None and opts["memory_read"] == "gumbel":
+            step_seed = tf.cast(step_seed, tf.int32)
+            seeds = (step_seed, step_seed + tf.constant([0, 1], tf.int32))
+        zero = tf.UnconnectedGradients.ZERO
+
+        if method in ("baseline", "memory_agg"):
+            if meta_test is not None:
+                images = tf.concat([images_tr, tf.cast(images_te, images_tr.dtype)], axis=0)
+                labels = tf.concat([labels_tr, labels_te], axis=0)
+            else:
+                images, labels = images_tr, labels_tr
+            with tf.GradientTape() as tape:
+                tape.watch(theta)
+                objective, terms, state = self._episode(theta, state, memory, images, labels,
+                                                        with_update=True, seed=seeds[0])
+            gradients = tape.gradient(objective, theta, unconnected_gradients=zero)
+            logs = self._named_terms(objective, objective, None, terms, None)
+            return objective, gradients, {"non_trainable": state, "terms": logs, "memory_prime": None}
+
+        order = int(opts["meta_order"])
+        alpha = tf.cast(opts["inner_lr_ratio"], lr.dtype) * lr
+        with tf.GradientTape() as outer:
+            outer.watch(theta)
+            if order == 0:
+                inner_loss, inner_terms, state = self._episode(theta, state, memory, images_tr, labels_tr,
+                                                               with_update=True, seed=seeds[0])
+                theta_prime = theta
+            else:
+                with tf.GradientTape() as inner:
+                    inner.watch(theta)
+                    inner_loss, inner_terms, state = self._episode(theta, state, memory, images_tr,
+                                                                   labels_tr, with_update=True, seed=seeds[0])
+                if order == 2:
+                    inner_grads = inner.gradient(inner_loss, theta, unconnected_gradients=zero)
+                else:
+                    with outer.stop_recording():
+                        inner_grads = inner.gradient(inner_loss, theta, unconnected_gradients=zero)
+                    inner_grads = [tf.stop_gradient(g) for g in inner_grads]
+                theta_prime = [t - tf.cast(alpha, t.dtype) * g for t, g in zip(theta, inner_grads)]
+            memory_prime = None
+            if memory is not None:
+                memory_prime, state = self._memory_prime(theta_prime, state, memory, images_tr, labels_tr)
+            outer_loss, outer_terms, state = self._episode(theta_prime, state, memory_prime, images_te,
+                                                           labels_te, with_update=False, seed=seeds[1])
+            if opts["outer_objective"] == "meta_test_only":
+                objective = outer_loss
+            else:
+                objective = inner_loss + outer_loss
+        gradients = outer.gradient(objective, theta, unconnected_gradients=zero)
+        logs = self._named_terms(objective, inner_loss, outer_loss, inner_terms, outer_terms)
+        return objective, gradients, {"non_trainable": state, "terms": logs, "memory_prime": memory_prime}
+
+    @staticmethod
+    def _named_terms(objective, inner_loss, outer_loss, inner_terms, outer_terms):
+        logs = {"loss": objective, "inner_loss": inner_loss, "inner_seg": inner_terms["seg"]}
+        if outer_terms is not None:
+            logs["outer_loss"] = outer_loss
+            logs["outer_seg"] = outer_terms["seg"]
+        for key in ("aux", "cohesion"):
+            values = [t[key] for t in (inner_terms, outer_terms or {}) if key in t]
+            if values:
+                logs[key] = tf.add_n(values) / len(values)
+        for key in ("div_cls", "div_cos"):
+            if key in inner_terms:
+                logs[key] = inner_terms[key]
+        return logs
+
+    def write_memory(self, images, labels):
+        """Eq. 12: ``M <- update(M, X; theta)`` with the current weights, in inference mode, no gradient.
+
+        Returns the new memory after assigning it."""
+        if not self.use_memory:
+            return None
+        memory = self.memory_bank.memory
+        features, _, _ = self.encode(tf.cast(images, self.compute_dtype), training=False)
+        new_memory = tf.stop_gradient(self.updated_memory(tf.convert_to_tensor(memory.value), features,
+                                                          tf.cast(labels, tf.int32), training=False))
+        memory.assign(new_memory)
+        return new_memory
+
+    def initialize_memory(self, batches, max_batches=None):
+        """Sets ``M`` to the class means of the L2-normalised encoder features (inference mode) over
+        ``(images, labels)`` batches, at most ``max_batches`` of them (Sec. 3.2); returns the memory."""
+        from mgml_tf import memory as memory_ops  # local: keeps the module's import surface small
+
+        if not self.use_memory:
+            return None
+        sums = counts = None
+        for i, (images, labels) in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            features, _, _ = self.encode(tf.cast(images, self.compute_dtype), training=False)
+            s, c = memory_ops.class_feature_sums(tf.cast(features, self.memory.dtype),
+                                                 tf.cast(labels, tf.int32), self.num_classes,
+                                                 self.training_options["ignore_index"])
+            sums, counts = (s, c) if sums is None else (sums + s, counts + c)
+        if sums is None:
+            raise ValueError("initialize_memory got no batches: give it (images, labels) batches "
+                             "of the source domains")
+        value = memory_ops.memory_from_sums(sums, counts)
+        self.memory.assign(value)
+        return value
+
+    # ------------------------------------------------------------------------------------- train step
+    def _split_episode(self, data):
+        if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], (tuple, list)):
+            return tuple(data[0]), tuple(data[1])
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            if self.training_options["method"] in ("mgml", "mldg"):
+                raise ValueError(
+                    f"method {self.training_options['method']!r} trains on episodes: feed "
+                    "((images, labels), (images, labels)) batches from mgml_tf.data.episodes, "
+                    "not (images, labels)")
+            return tuple(data), None
+        raise ValueError("train data must be ((images, labels), (images, labels)) episodes or "
+                         "(images, labels) batches")
+
+    def train_step(self, data):
+        self.train_step_traces += 1
+        meta_train, meta_test = self._split_episode(data)
+        step = tf.cast(self.optimizer.iterations, tf.int32)
+        step_seed = tf.stack([tf.constant(int(self.training_options["seed"]), tf.int32), step])
+        lr = self.current_learning_rate()
+        objective, gradients, updates = self.compute_meta_gradients(meta_train, meta_test, learning_rate=lr,
+                                                                    step_seed=step_seed)
+        decay = float(self.training_options["weight_decay"])
+        if decay:
+            gradients = [g + tf.cast(decay, g.dtype) * v.value
+                         for g, v in zip(gradients, self.trainable_variables)]
+        self.optimizer.apply(gradients, self.trainable_variables)
+        for variable, value in zip(self.non_trainable_variables, updates["non_trainable"]):
+            if variable is not (self.memory if self.use_memory else None):
+                variable.assign(value)
+        if self.use_memory:
+            images, labels = meta_train
+            if meta_test is not None and self.training_options["method"] == "memory_agg":
+                images = tf.concat([images, tf.cast(meta_test[0], images.dtype)], axis=0)
+                labels = tf.concat([tf.cast(labels, tf.int32), tf.cast(meta_test[1], tf.int32)], axis=0)
+            self.write_memory(images, labels)
+        logs = {}
+        for name, value in updates["terms"].items():
+            self._log_trackers[name].update_state(value)
+        for name, tracker in self._log_trackers.items():
+            if name in updates["terms"]:
+                logs[name] = tracker.result()
+        logs["lr"] = lr
+        logs["inner_lr"] = tf.cast(self.training_options["inner_lr_ratio"], lr.dtype) * lr
+        return logs
