@@ -1,0 +1,143 @@
+"""Throughput of the data pipeline: PNG decode + label map + training augmentation.
+
+Writes `--num_files` 1024x2048 image/label PNG pairs (street-like content with sensor noise, so the files
+compress like real photographs: about 3-4 MB each) into a temporary folder in the Cityscapes or GTAV
+layout, then measures images per second of
+  decode     `Domain.as_dataset()`: read + decode + label map, full resolution;
+  augment    the same plus `augment()` at `--crop` (scale, crop, flip, jitter p=.5, blur p=.5);
+  episodes   `episodes()` with 3 copies of the domain, `--batch` images per domain per step
+             (counts every image of both halves);
+and prints one Markdown table row per measurement, with the 1-minute load average before it (other
+processes on the machine lower the figures).
+
+  python tools/benchmark_data.py [--layout=cityscapes|gtav] [--crop=768] [--num_images=64]
+"""
+import gc
+import os
+import platform
+import shutil
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from mgml_tf.data import augment as A  # noqa: E402
+from mgml_tf.data import episodes as E  # noqa: E402
+from mgml_tf.data import labels as L  # noqa: E402
+from mgml_tf.data.datasets import load_domain  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("layout", "cityscapes", ["cityscapes", "gtav"], "label format: ids or colours")
+flags.DEFINE_integer("num_files", 8, "distinct image/label pairs written")
+flags.DEFINE_integer("num_images", 96, "images timed per measurement (after warm-up)")
+flags.DEFINE_integer("crop", 768, "training crop size")
+flags.DEFINE_integer("batch", 4, "images per domain per step (episodes)")
+flags.DEFINE_integer("height", 1024, "image height")
+flags.DEFINE_integer("width", 2048, "image width")
+flags.DEFINE_string("only", "", "comma list of decode,augment,episodes (default: all)")
+
+
+def street_scene(rng, h, w):
+    """A rough street layout (sky, buildings, road, objects) as Cityscapes label ids, plus an image."""
+    ids = np.full([h, w], 23, np.uint8)  # sky
+    horizon = int(h * rng.uniform(0.35, 0.5))
+    x = 0
+    while x < w:
+        bw = int(rng.integers(w // 16, w // 5))
+        top = int(rng.integers(h // 10, horizon))
+        ids[top:horizon, x:x + bw] = rng.choice([11, 21, 12])  # building, vegetation, wall
+        x += bw
+    ids[horizon:] = 7  # road
+    ids[horizon:, : w // 8] = 8  # sidewalk
+    ids[horizon:, -w // 8:] = 8
+    for _ in range(int(rng.integers(6, 14))):
+        oh, ow = int(rng.integers(h // 20, h // 5)), int(rng.integers(w // 40, w // 8))
+        y0, x0 = int(rng.integers(horizon - oh // 2, h - oh)), int(rng.integers(0, w - ow))
+        ids[y0:y0 + oh, x0:x0 + ow] = rng.choice([26, 24, 17, 20, 33, 0, 4])
+    palette = rng.integers(0, 256, size=[34, 3])
+    image = palette[ids].astype(np.float32)
+    yy = np.linspace(0.7, 1.1, h)[:, None, None]
+    image = image * yy + rng.normal(0, 6, size=image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), ids
+
+
+def write_tree(root, layout, n, h, w):
+    rng = np.random.default_rng(0)
+    colours = {c.label_id: c.color for c in L.CITYSCAPES_CLASSES}
+    for i in range(n):
+        image, ids = street_scene(rng, h, w)
+        if layout == "cityscapes":
+            ip = f"{root}/leftImg8bit/train/bench/bench_{i:06d}_000019_leftImg8bit.png"
+            lp = f"{root}/gtFine/train/bench/bench_{i:06d}_000019_gtFine_labelIds.png"
+            label = ids[..., None]
+        else:
+            ip, lp = f"{root}/images/{i:05d}.png", f"{root}/labels/{i:05d}.png"
+            lut = np.zeros([256, 3], np.uint8)
+            for k, c in colours.items():
+                lut[k] = c
+            label = lut[ids]
+        for path, arr in ((ip, image), (lp, label)):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(tf.io.encode_png(arr).numpy())
+    return load_domain(layout, root)
+
+
+def rate(ds, count_of, n_images, warmup=4):
+    it = iter(ds)
+    for _ in range(warmup):
+        next(it)
+    seen, t0 = 0, time.perf_counter()
+    while seen < n_images:
+        seen += count_of(next(it))
+    result = seen / (time.perf_counter() - t0)
+    del it  # stop the pipeline's background threads before the next measurement
+    gc.collect()
+    return result
+
+
+def main(argv):
+    del argv
+    cores = os.cpu_count()
+    only = set(FLAGS.only.split(",")) if FLAGS.only else {"decode", "augment", "episodes"}
+    tmp = tempfile.mkdtemp(prefix="mgml_bench_")
+    try:
+        t0 = time.perf_counter()
+        dom = write_tree(tmp, FLAGS.layout, FLAGS.num_files, FLAGS.height, FLAGS.width)
+        sizes = [os.path.getsize(p) for p in dom.image_paths]
+        print(f"wrote {len(dom)} pairs in {time.perf_counter() - t0:.1f}s, image PNG mean "
+              f"{np.mean(sizes) / 1e6:.1f} MB; {platform.processor() or platform.machine()}, {cores} cores, "
+              f"TF {tf.__version__}")
+        print("| pipeline | layout | input | crop | images/s | cores | load avg before |")
+        print("|---|---|---|---|---|---|---|")
+        res = f"{FLAGS.height}x{FLAGS.width} PNG"
+        if "decode" in only:
+            ds = dom.as_dataset().repeat().prefetch(2)
+            load = os.getloadavg()[0]
+            r = rate(ds, lambda x: 1, FLAGS.num_images)
+            print(f"| decode + label map | {FLAGS.layout} | {res} | full | {r:.1f} | {cores} | {load:.1f} |")
+        if "augment" in only:
+            crop = FLAGS.crop
+            ds = tf.data.Dataset.from_tensor_slices((dom.image_paths, dom.label_paths)).repeat().enumerate()
+            ds = ds.map(lambda i, p: A.augment(*dom.read(*p), tf.stack([i, tf.constant(0, tf.int64)]), crop),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).prefetch(4)
+            load = os.getloadavg()[0]
+            r = rate(ds, lambda x: 1, FLAGS.num_images)
+            print(f"| decode + label map + augment | {FLAGS.layout} | {res} | {crop} | {r:.1f} | {cores} | "
+                  f"{load:.1f} |")
+        if "episodes" in only:
+            ds = E.episodes([dom, dom, dom], FLAGS.batch, FLAGS.crop, seed=0)
+            load = os.getloadavg()[0]
+            r = rate(ds, lambda x: int(x[0][0].shape[0] + x[1][0].shape[0]), FLAGS.num_images, warmup=1)
+            print(f"| episodes (3 domains x B={FLAGS.batch}) | {FLAGS.layout} | {res} | {FLAGS.crop} | "
+                  f"{r:.1f} | {cores} | {load:.1f} |")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
