@@ -52,14 +52,16 @@ def episode(rng, batch=2, size=32, train_domain=0, test_domain=1, dtype=np.float
                                                                   tf.constant(y_te))
 
 
-def episode_dataset(seed, steps, batch=2, size=32, domains=(0, 1)):
-    """A finite tf.data episode stream over ``domains`` with a random split each step (batch dim None)."""
+def episode_dataset(seed, steps, batch=2, size=32, domains=(0, 1), vary_batch=False):
+    """A finite tf.data episode stream over ``domains`` with a random split each step (batch dim None);
+    ``vary_batch`` doubles the meta-train batch on some steps (as 1..D-1 meta-train domains do)."""
     rng = np.random.default_rng(seed)
     elements = []
     for _ in range(steps):
         tr, te = rng.permutation(domains)[:2]
-        (x_tr, y_tr), (x_te, y_te) = episode(rng, batch, size, tr, te)
-        elements.append(((x_tr.numpy(), y_tr.numpy()), (x_te.numpy(), y_te.numpy())))
+        x_tr, y_tr = scene_batch(rng, batch * (1 + int(vary_batch and rng.random() < 0.5)), size, tr)
+        x_te, y_te = scene_batch(rng, batch, size, te)
+        elements.append(((x_tr, y_tr), (x_te, y_te)))
 
     def gen():
         yield from elements

@@ -35,7 +35,7 @@ class CategoricalMemory(keras.layers.Layer):
         self.channels = int(channels)
         self.memory = self.add_weight(
             name="memory", shape=(self.num_classes, self.channels), initializer="zeros",
-            trainable=False, dtype=_memory_dtype(self.dtype_policy))
+            trainable=False, dtype=_memory_dtype(self.dtype_policy), autocast=False)
         self.built = True
 
     def call(self, features):
@@ -107,6 +107,8 @@ class MemoryReadFuse(keras.layers.Layer):
 
     def call(self, features, memory, gumbel_noise=None, training=None):
         memory = tf.convert_to_tensor(memory)
+        if memory.dtype in (tf.float16, tf.bfloat16):
+            memory = tf.cast(memory, tf.float32)
         readout, weights, scores = memory_ops.read_memory_with_scores(
             memory, features, gumbel_noise, self.temperature)
         query = memory_ops.l2_normalize(tf.cast(features, memory.dtype))

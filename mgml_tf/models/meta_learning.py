@@ -125,6 +125,14 @@ class MetaLearningTrainer:
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config):
+        """Restores the optimiser of a saved, compiled model (``compile`` is overridden, so Keras's own
+        restore would skip it with a warning)."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if hasattr(self, "optimizer") and self.built:
+            self.optimizer.build(self.trainable_variables)
+
     @property
     def metrics(self):
         return list(self._log_trackers.values())

@@ -209,7 +209,7 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
         x = features
         if self.use_memory:
             if memory is None:
-                memory = self.memory_bank.memory
+                memory = self.memory_bank.memory.value
             noise = None
             if gumbel_seed is not None:
                 shape = tf.concat([tf.shape(features)[:3], [self.num_classes]], axis=0)
