@@ -2,9 +2,10 @@
 
     python tools/count_params.py
 
-Builds ResNet-50 (output stride 16) + ASPP + DeepLabV3+ decoder + auxiliary head for 19 classes and prints
-the trainable and non-trainable (BatchNorm moving statistics) parameter counts of each part and in total.
-``count`` accepts any built layer/model or a list of them, so that further parts can be added.
+Builds ResNet-50 (output stride 16) DeepLabV3+ for 19 classes with and without the memory (the memory,
+update network U, read-and-fuse block and memory classifier G) and prints the trainable and non-trainable
+(BatchNorm moving statistics, memory) parameter counts of each part, in total, and the memory's share.
+``count`` accepts any built layer/model or a list of them.
 """
 import os
 import sys
@@ -40,38 +41,49 @@ def count(model_or_layers):
     return trainable, non_trainable
 
 
-def build_parts(num_classes=NUM_CLASSES, backbone="resnet50", output_stride=16):
-    """The DeepLabV3+ parts (built from shapes), as an ordered dict name -> layer."""
-    from mgml_tf.models import ASPP, AuxiliaryHead, DeepLabV3PlusDecoder, build_backbone
-
-    net = build_backbone(backbone, output_stride=output_stride)
-    aspp = ASPP(filters=256, rates=tuple(r * max(1, 16 // output_stride) for r in (6, 12, 18)), name="aspp")
-    decoder = DeepLabV3PlusDecoder(num_classes, filters=256, low_level_filters=48, name="decoder")
-    aux = AuxiliaryHead(num_classes, filters=256, name="aux_head")
-    aspp.build((None, None, None, net.high_level_channels))
-    decoder.build((None, None, None, aspp.filters), (None, None, None, net.low_level_channels))
-    aux.build((None, None, None, net.aux_channels))
-    return {f"backbone ({backbone}, OS{output_stride})": net, "ASPP": aspp, "DeepLabV3+ decoder": decoder,
-            "auxiliary head": aux}
+def model_parts(model):
+    """The parts of a built ``MemorySegmenter``, as an ordered dict name -> layer (absent parts left out)."""
+    parts = {f"backbone ({model.model_options['backbone']}, OS{model.backbone.output_stride})": model.backbone,
+             "encoder head (ASPP)": model.encoder_head, "decoder": model.decoder}
+    if model.aux_head is not None:
+        parts["auxiliary head (training only)"] = model.aux_head
+    if model.use_memory:
+        parts["memory M (19 x 256, non-trainable)"] = model.memory_bank
+        if model.update_network is not None:
+            parts["update network U (training only)"] = model.update_network
+        parts["read-and-fuse (eq. 5)"] = model.memory_fuse
+        parts["memory classifier G (training only)"] = model.memory_classifier
+    return parts
 
 
 def _report(parts):
     rows = [(name, *count(layer)) for name, layer in parts.items()]
     total = count(list(parts.values()))
     width = max(len(r[0]) for r in rows + [("total",)])
-    print(f"{'part':<{width}}  {'trainable':>12}  {'non-trainable':>13}  {'all':>12}")
+    print(f"| {'part':<{width}} | {'trainable':>12} | {'non-trainable':>13} | {'all':>12} |")
+    print(f"|{'-' * (width + 2)}|{'-' * 14}:|{'-' * 15}:|{'-' * 14}:|")
     for name, t, n in rows + [("total", *total)]:
-        print(f"{name:<{width}}  {t:>12,}  {n:>13,}  {t + n:>12,}")
+        print(f"| {name:<{width}} | {t:>12,} | {n:>13,} | {t + n:>12,} |")
     return total
 
 
 def main():
-    parts = build_parts()
-    print(f"DeepLabV3+ for {NUM_CLASSES} classes")
-    total = _report(parts)
-    without_aux = count([layer for name, layer in parts.items() if name != "auxiliary head"])
-    print(f"without the auxiliary head: {without_aux[0]:,} trainable, {sum(without_aux):,} in all")
-    return total
+    import mgml_tf
+
+    totals = {}
+    for use_memory in (False, True):
+        model = mgml_tf.build_model(backbone="resnet50", head="deeplabv3plus", num_classes=NUM_CLASSES,
+                                    method="mgml" if use_memory else "baseline", compile=False)
+        print(f"\nR50 DeepLabV3+ (OS16, {NUM_CLASSES} classes), {'with' if use_memory else 'without'} memory")
+        total = _report(model_parts(model))
+        assert sum(total) == model.count_params()
+        inference = [layer for name, layer in model_parts(model).items() if "training only" not in name]
+        totals[use_memory] = (sum(total), sum(count(inference)))
+    for label, i in (("whole model", 0), ("inference (no aux head, U or G)", 1)):
+        without, with_memory = totals[False][i], totals[True][i]
+        print(f"{label}: {without:,} -> {with_memory:,} parameters with memory "
+              f"(+{with_memory - without:,}, +{100.0 * (with_memory - without) / without:.2f}%)")
+    return totals
 
 
 if __name__ == "__main__":
