@@ -190,10 +190,10 @@ def write_dataset(style, layout, num_images, output_dir, seed=0, height=256, wid
     t_gen = cpu_gen = 0.0
     t0 = time.perf_counter()
     for i in range(num_images):
-        g0, c0 = time.perf_counter(), time.process_time()
+        g0, c0 = time.perf_counter(), time.thread_time()
         image, label = generate_scene(style, height, width, image_rng(style, seed, i))
         t_gen += time.perf_counter() - g0
-        cpu_gen += time.process_time() - c0
+        cpu_gen += time.thread_time() - c0
         ipath, lpath = _paths(layout, root, split, style.name, i)
         if ipath.endswith(".jpg"):
             data = tf.io.encode_jpeg(image, quality=92, chroma_downsampling=False).numpy()
@@ -303,7 +303,7 @@ def _main(argv):
                   f"{FLAGS.layout}, split {FLAGS.split}) in {res['seconds_total']:.1f} s: "
                   f"{n / res['seconds_total']:.1f} images/s including encoding, "
                   f"{n / max(res['seconds_generate'], 1e-9):.1f} images/s generation alone "
-                  f"({n / max(res['cpu_seconds_generate'], 1e-9):.1f} per CPU-second)")
+                  f"({n / max(res['cpu_seconds_generate'], 1e-9):.1f} per CPU-second of the generating thread)")
             print(res["spec"])
     except ValueError as e:
         return _fail(str(e))
