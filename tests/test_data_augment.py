@@ -182,3 +182,17 @@ def test_deterministic_under_parallel_map():
     par = ds.map(lambda i: (i, fn(i)), num_parallel_calls=4, deterministic=False)
     for i, (img, _) in par:
         np.testing.assert_array_equal(img.numpy(), seq[int(i)])
+
+
+def test_mapping_after_crop_equals_mapping_before():
+    from mgml_tf.data import labels as L
+    image, label = colour_coded(48, 80)
+    colours = TRAIN_ID_COLORS[label].copy()
+    colours[:8, :8] = (1, 2, 3)  # a colour outside the table -> 255
+    mapped = L.map_colours(tf.constant(colours), L.GTAV_COLOR_TO_TRAIN_ID)
+    for s in range(4):
+        a = A.augment(tf.constant(image), mapped, tf.constant([s, 0]), (40, 72))
+        b = A.augment(tf.constant(image), tf.constant(colours), tf.constant([s, 0]), (40, 72),
+                      label_map=lambda raw: L.map_colours(raw, L.GTAV_COLOR_TO_TRAIN_ID))
+        np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
+        np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())

@@ -56,10 +56,12 @@ def _randint(seed, n):
     return tf.minimum(tf.cast(tf.floor(u * tf.cast(n, tf.float32)), tf.int32), n - 1)
 
 
-def scale_crop(image, label, seed, crop_size, scale_range=(0.5, 2.0), flip=True):
+def scale_crop(image, label, seed, crop_size, scale_range=(0.5, 2.0), flip=True, label_map=None):
     """Random scale, crop (padding image 0 / label 255) and flip.
 
-    Args: image [H, W, C] (any real dtype), label [H, W] integer, seed [2] int tensor.
+    Args: image [H, W, C] (any real dtype), label [H, W] integer train ids, seed [2] int tensor.
+      With `label_map`, `label` is the label as stored ([H, W, K], e.g. colours) and
+      `label_map(crop) -> [h, w] train ids` is applied to the (nearest-sampled) crop before padding.
     Returns: float32 image [h, w, C] (same value range as the input), int32 label [h, w].
     """
     ch, cw = _pair(crop_size)
@@ -81,7 +83,11 @@ def scale_crop(image, label, seed, crop_size, scale_range=(0.5, 2.0), flip=True)
                     tf.cast(y0 + out_h - 1, tf.float32) * fy, tf.cast(x0 + out_w - 1, tf.float32) * fx])[None]
     size = tf.stack([out_h, out_w])
     img = tf.image.crop_and_resize(image[None], box, [0], size, method="bilinear")[0]
-    lab = tf.image.crop_and_resize(label[None, :, :, None], box, [0], size, method="nearest")[0, :, :, 0]
+    if label_map is None:
+        lab = tf.image.crop_and_resize(label[None, :, :, None], box, [0], size, method="nearest")[0, :, :, 0]
+    else:
+        raw = tf.image.crop_and_resize(label[None], box, [0], size, method="nearest")[0]
+        lab = label_map(tf.cast(raw, label.dtype))
     lab = tf.cast(lab, tf.int32)
     py = _randint(seeds[3], ch - out_h + 1)
     px = _randint(seeds[4], cw - out_w + 1)
@@ -161,7 +167,7 @@ def photometric(image255, seed, config=DEFAULT, strong=False, strong_config=STRO
     return img * 255.0
 
 
-def augment(image, label, seed, crop_size, strong=False, config=None, strong_config=None):
+def augment(image, label, seed, crop_size, strong=False, config=None, strong_config=None, label_map=None):
     """Training augmentation of one pair.
 
     Args:
@@ -172,12 +178,14 @@ def augment(image, label, seed, crop_size, strong=False, config=None, strong_con
       strong: Python bool or bool tensor: use `strong_config` for the photometric part (single-source
         meta-test images); geometry always follows `config`.
       config / strong_config: `AugmentConfig` (defaults: `DEFAULT`, `STRONG`).
+      label_map: optional; then `label` is the label as stored ([H, W, K]) and this function maps the
+        crop to train ids (cheaper than mapping the full-resolution label first; same result).
     Returns:
       float32 image [h, w, 3] in 0..255 RGB, int32 label [h, w].
     """
     config = config or DEFAULT
     strong_config = strong_config or STRONG
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
-    img, lab = scale_crop(image, label, seeds[0], crop_size, config.scale_range, config.flip)
+    img, lab = scale_crop(image, label, seeds[0], crop_size, config.scale_range, config.flip, label_map)
     img = photometric(img, seeds[1], config, strong, strong_config)
     return img, lab

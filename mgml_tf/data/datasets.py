@@ -138,29 +138,53 @@ def decode_image(data):
     return image
 
 
-def decode_label(data, fmt):
-    """uint8 [H, W] train ids (255 ignore) from label PNG bytes in the given `LabelFormat`, TF ops."""
+def decode_label_raw(data, fmt):
+    """The label PNG as stored, before mapping: [H, W, C] (uint8, or int32 for 16-bit SYNTHIA), TF ops.
+
+    Cropping this and then calling `raw_to_train_ids` equals cropping the mapped label (nearest
+    sampling), and maps far fewer pixels: the training pipeline does that.
+    """
     if fmt.kind == "ids":
-        ids = tf.io.decode_png(data, channels=1)[..., 0]
-        out = L.map_ids(ids, fmt.id_map)
+        raw = tf.io.decode_png(data, channels=1)
     elif fmt.kind == "ids16":
         def sixteen():
-            return tf.cast(tf.io.decode_png(data, channels=0, dtype=tf.uint16)[..., 0], tf.int32)
+            return tf.cast(tf.io.decode_png(data, channels=0, dtype=tf.uint16)[..., :1], tf.int32)
 
         def eight():
-            return tf.cast(tf.io.decode_png(data, channels=0, dtype=tf.uint8)[..., 0], tf.int32)
+            return tf.cast(tf.io.decode_png(data, channels=0, dtype=tf.uint8)[..., :1], tf.int32)
 
-        ids = tf.cond(_png_bit_depth(data) == 16, sixteen, eight)
-        out = L.map_ids(ids, fmt.id_map)
+        raw = tf.cond(_png_bit_depth(data) == 16, sixteen, eight)
+        raw.set_shape([None, None, 1])
     elif fmt.kind == "ids_or_colors":
-        raw = tf.io.decode_png(data, channels=0)  # palettes come out as RGB(A)
+        raw = tf.io.decode_png(data, channels=0)  # palettes come out as RGB(A); grey as 1-2 channels
+    else:
+        raise ValueError(f"unknown label format kind {fmt.kind!r}")
+    return raw
+
+
+def raw_to_train_ids(raw, fmt):
+    """uint8 [H, W] train ids (255 ignore) from a `decode_label_raw` result (or a crop of it), TF ops."""
+    if fmt.kind in ("ids", "ids16"):
+        out = L.map_ids(raw[..., 0], fmt.id_map)
+    else:
         out = tf.cond(tf.shape(raw)[-1] <= 2,
                       lambda: L.map_ids(raw[..., 0], fmt.id_map),
                       lambda: L.map_colours(raw, fmt.color_map))
-    else:
-        raise ValueError(f"unknown label format kind {fmt.kind!r}")
     out.set_shape([None, None])
     return out
+
+
+def decode_label(data, fmt):
+    """uint8 [H, W] train ids (255 ignore) from label PNG bytes in the given `LabelFormat`, TF ops."""
+    return raw_to_train_ids(decode_label_raw(data, fmt), fmt)
+
+
+def _same_size(image, label, image_path, label_path):
+    ishape, lshape = tf.shape(image)[:2], tf.shape(label)[:2]
+    same = tf.reduce_all(tf.equal(ishape, lshape))
+    return tf.debugging.Assert(same, [
+        "mgml_tf.data: image and label sizes differ (fix or remove the pair, or load the domain with "
+        "skip_bad=True):", image_path, ishape, label_path, lshape], summarize=4)
 
 
 def read_pair(image_path, label_path, fmt):
@@ -171,13 +195,16 @@ def read_pair(image_path, label_path, fmt):
     """
     image = decode_image(_read_checked(image_path, allow_jpeg=True))
     label = decode_label(_read_checked(label_path, allow_jpeg=False), fmt)
-    ishape, lshape = tf.shape(image)[:2], tf.shape(label)[:2]
-    same = tf.reduce_all(tf.equal(ishape, lshape))
-    check = tf.debugging.Assert(same, [
-        "mgml_tf.data: image and label sizes differ (fix or remove the pair, or load the domain with "
-        "skip_bad=True):", image_path, ishape, label_path, lshape], summarize=4)
-    with tf.control_dependencies([check]):
+    with tf.control_dependencies([_same_size(image, label, image_path, label_path)]):
         return tf.identity(image), tf.identity(label)
+
+
+def read_pair_raw(image_path, label_path, fmt):
+    """(uint8 image [H,W,3], raw label [H,W,C] as stored) with the same checks as `read_pair`."""
+    image = decode_image(_read_checked(image_path, allow_jpeg=True))
+    raw = decode_label_raw(_read_checked(label_path, allow_jpeg=False), fmt)
+    with tf.control_dependencies([_same_size(image, raw, image_path, label_path)]):
+        return tf.identity(image), tf.identity(raw)
 
 
 # ------------------------------------------------------------------------- cheap header checks (Python)
@@ -252,6 +279,14 @@ class Domain:
     def read(self, image_path, label_path):
         """TF-op read of one pair: (uint8 [H,W,3], uint8 [H,W] train ids)."""
         return read_pair(image_path, label_path, self.label_format)
+
+    def read_raw(self, image_path, label_path):
+        """TF-op read of one pair with the label as stored ([H,W,C]); map it with `self.label_map`."""
+        return read_pair_raw(image_path, label_path, self.label_format)
+
+    def label_map(self, raw):
+        """Raw label (or a crop of it) [h,w,C] -> uint8 train ids [h,w], TF ops."""
+        return raw_to_train_ids(raw, self.label_format)
 
     def as_dataset(self, num_parallel_calls=AUTOTUNE, deterministic=True):
         """`tf.data.Dataset` of (uint8 image [H,W,3], uint8 train ids [H,W]) in file order, unaugmented."""

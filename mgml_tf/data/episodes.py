@@ -119,8 +119,9 @@ def _slot_batch(domain, slot, step, seed, batch, crop, strong, config, strong_co
 
     def one(args):
         ip, lp, s = args
-        image, label = domain.read(ip, lp)
-        return A.augment(image, label, s, crop, strong=strong, config=config, strong_config=strong_config)
+        image, raw = domain.read_raw(ip, lp)  # map labels after cropping: fewer pixels
+        return A.augment(image, raw, s, crop, strong=strong, config=config, strong_config=strong_config,
+                         label_map=domain.label_map)
 
     return tf.map_fn(one, (image_paths, label_paths, aug_seeds), parallel_iterations=batch,
                      fn_output_signature=(tf.TensorSpec([h, w, 3], tf.float32),
