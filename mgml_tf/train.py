@@ -1,0 +1,44 @@
+"""``python -m mgml_tf.train --flagfile=configs/NAME.cfg [--model_dir=DIR] [--flag=value ...]``
+
+Trains a ``MemorySegmenter`` with Algorithm 1 (or the baseline / MLDG rows) on the source domains,
+checkpointing into ``--model_dir`` and resuming from its newest checkpoint; evaluates on the targets every
+``--eval_every`` steps and at the end. ``--help`` lists every flag; docs/CLI.md describes them.
+"""
+import sys
+
+from mgml_tf.training import cli
+
+PROG = "mgml_tf.train"
+
+
+def make_flags():
+    from absl import flags
+
+    from mgml_tf.training import flags as flags_lib
+    fv = flags.FlagValues()
+    flags_lib.define_model_flags(fv)
+    flags_lib.define_train_flags(fv)
+    return fv
+
+
+def main(argv):
+    cli.quiet_import()
+    from mgml_tf.training import data as data_lib
+    from mgml_tf.training import flags as flags_lib
+
+    fv = make_flags()
+    cli.parse_flags(fv, argv, PROG)
+    options = flags_lib.validate_train_flags(fv)
+    data_lib.check_specs(fv.sources, "sources")
+    data_lib.check_specs(fv.targets, "targets")
+    from mgml_tf.training import loop
+
+    def log(message):
+        print(message, flush=True)
+
+    loop.run_training(fv, options, log=log)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(PROG, main, sys.argv)

@@ -1,0 +1,134 @@
+"""Domains named on the command line: ``name:root`` lists, and the embedded default ('synthetic').
+
+``synthetic`` expands to every default source style (train split) or target style (val split) of
+``mgml_tf.data.synthetic.DEFAULT_SUITE``; ``synthetic:STYLE`` names one style. The suite is generated once
+under ``--synthetic_root`` (into a temporary folder renamed into place, so an interrupted generation never
+leaves a half suite that looks complete) and reused while its parameters match.
+"""
+import json
+import os
+import shutil
+import sys
+import time
+
+from mgml_tf.training.cli import UsageError
+
+_MARKER = "SUITE.json"
+
+
+def _suite_params(fv):
+    return {"num_train": int(fv.synthetic_num_train), "num_val": int(fv.synthetic_num_val),
+            "height": int(fv.synthetic_height), "width": int(fv.synthetic_width), "seed": 0}
+
+
+def uses_synthetic(*specs):
+    return any(item.strip().split(":")[0] == "synthetic" for spec in specs if spec
+               for item in spec.split(","))
+
+
+def synthetic_suite(fv, generate=True, log=print):
+    """``{style: "layout:root"}`` of the default suite under ``--synthetic_root``, generated if absent."""
+    from mgml_tf.data import synthetic
+
+    root = os.path.abspath(os.path.expanduser(fv.synthetic_root))
+    params = _suite_params(fv)
+    marker = os.path.join(root, _MARKER)
+    specs = {style: f"{layout}:{os.path.join(root, style)}" for style, layout in synthetic.DEFAULT_SUITE.items()}
+    if os.path.exists(marker):
+        try:
+            with open(marker) as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            old = None
+        if old != params:
+            raise UsageError(f"--synthetic_root={root} holds a suite made with other parameters ({old}); "
+                             f"wanted {params}: delete it or choose another --synthetic_root")
+        return specs
+    if os.path.exists(root) and os.listdir(root):
+        raise UsageError(f"--synthetic_root={root} exists and is not a generated suite (no {_MARKER}); "
+                         "choose an empty or new folder")
+    if not generate:
+        raise UsageError(f"no synthetic suite under {root}; run mgml_tf.train with it first")
+    parent = os.path.dirname(root)
+    os.makedirs(parent, exist_ok=True)
+    partial = f"{root}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    t0 = time.perf_counter()
+    log(f"generating the embedded default domains in {root} ({params['num_train']} train images per source "
+        f"style, {params['num_val']} val images per target style, {params['height']}x{params['width']})")
+    try:
+        synthetic.write_default_suite(partial, num_train=params["num_train"], num_val=params["num_val"],
+                                      seed=params["seed"], height=params["height"], width=params["width"])
+        with open(os.path.join(partial, _MARKER), "w") as f:
+            json.dump(params, f)
+        if os.path.exists(root):
+            os.rmdir(root)  # empty (checked above)
+        os.rename(partial, root)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    # SYNTHETIC.json files record the partial path in nothing that is read back; specs use the final root.
+    log(f"generated in {time.perf_counter() - t0:.1f} s")
+    sys.stdout.flush()
+    return specs
+
+
+def expand(spec, role, fv, log=print):
+    """The ``name:root`` list of a flag value, with ``synthetic`` items expanded (generating the suite)."""
+    from mgml_tf.data import synthetic
+
+    items = [s.strip() for s in (spec or "").split(",") if s.strip()]
+    out = []
+    suite = None
+    for item in items:
+        name = item.split(":")[0]
+        if name != "synthetic":
+            out.append(item)
+            continue
+        if suite is None:
+            suite = synthetic_suite(fv, log=log)
+        if item == "synthetic":
+            styles = synthetic.SOURCE_STYLES if role == "source" else synthetic.TARGET_STYLES
+            out.extend(suite[s] for s in synthetic.DEFAULT_SUITE if s in styles)
+        else:
+            style = item.split(":", 1)[1]
+            if style not in suite:
+                raise UsageError(f"unknown synthetic style {style!r}; known: {', '.join(suite)}")
+            out.append(suite[style])
+    return out
+
+
+def check_specs(specs, flag):
+    """Syntax of ``name:root`` items (before any work)."""
+    from mgml_tf.data import KNOWN_DATASETS
+
+    for item in [s.strip() for s in (specs or "").split(",") if s.strip()]:
+        name = item.split(":")[0].lower()
+        if name == "synthetic":
+            continue
+        if ":" not in item or not item.split(":", 1)[1]:
+            raise UsageError(f"--{flag}: {item!r} is not name:root (e.g. gtav:/data/GTAV) or synthetic")
+        if name not in KNOWN_DATASETS:
+            raise UsageError(f"--{flag}: unknown dataset {name!r}; known: {', '.join(KNOWN_DATASETS)}, synthetic")
+        root = os.path.expanduser(item.split(":", 1)[1])
+        if not os.path.isdir(root):
+            raise UsageError(f"--{flag}: dataset root {root} of {name} not found")
+
+
+def load(specs, split, flag):
+    """``Domain`` objects of resolved ``name:root`` items; dataset errors become one-line usage errors."""
+    from mgml_tf.data import DataError, load_domain
+
+    domains = []
+    for item in specs:
+        name, root = item.split(":", 1)
+        try:
+            domains.append(load_domain(name, root, split=split))
+        except DataError as e:
+            raise UsageError(f"--{flag}: {e}") from None
+    return domains
+
+
+def domain_label(domain):
+    """A short unique-ish name for result tables: dataset name plus the root's last folder."""
+    return f"{domain.name}:{os.path.basename(os.path.normpath(domain.root))}"

@@ -1,0 +1,249 @@
+"""The training run behind ``python -m mgml_tf.train``: memory initialisation, Algorithm 1 steps with a
+progress line, checkpoints, TensorBoard summaries, periodic and final evaluation on the targets."""
+import inspect
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from mgml_tf.training import checkpoints as ckpt_lib
+from mgml_tf.training import cli
+from mgml_tf.training import data as data_lib
+from mgml_tf.training import metrics as metrics_lib
+from mgml_tf.training import summaries
+from mgml_tf.training import model_dir as md
+from mgml_tf.training import visualize as vis
+from mgml_tf.training.inference import Predictor, evaluate_domain
+
+_LOSS_ORDER = ("loss", "inner_loss", "outer_loss", "inner_seg", "outer_seg", "aux", "cohesion", "div_cls",
+               "div_cos")
+_SHORT = {"loss": "loss", "inner_loss": "in", "outer_loss": "out", "inner_seg": "seg_in", "outer_seg": "seg_out",
+          "aux": "aux", "cohesion": "coh", "div_cls": "div_cls", "div_cos": "div_cos"}
+
+
+def _fmt_time(seconds):
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _input_pipeline(method, domains, fv, crop, start_step, log):
+    """Endless training batches from ``start_step`` on (episodes, or aggregated batches for baseline)."""
+    from mgml_tf.data import aggregated_batches
+    from mgml_tf.data.episodes import episodes
+
+    fn = aggregated_batches if method in ("baseline", "memory_agg") else episodes
+    kwargs = dict(batch_per_domain=fv.batch_per_domain, crop_size=crop, seed=fv.seed,
+                  deterministic=fv.deterministic)
+    params = inspect.signature(fn).parameters
+    for name in ("start_step", "initial_step"):
+        if name in params:
+            return fn(domains, **kwargs, **{name: start_step})
+    if start_step:
+        # The pipeline has no start argument: continue on a stream seeded by (seed, resume step) rather than
+        # replaying start_step steps of decoding and augmentation.
+        kwargs["seed"] = (int(fv.seed) * 1000003 + int(start_step)) % (2 ** 31)
+        log(f"note: input stream resumed with seed {kwargs['seed']} (pipeline has no start-step argument)")
+    return fn(domains, **kwargs)
+
+
+def _images_per_step(method, num_sources, batch):
+    if num_sources == 1 and method in ("mgml", "mldg"):
+        return 2 * batch
+    return num_sources * batch
+
+
+class Trainer:
+    def __init__(self, fv, options, model, sources, targets, log=print):
+        self.fv, self.options, self.model = fv, options, model
+        self.sources, self.targets, self.log = sources, targets, log
+        self.model_dir = fv.model_dir
+        self.num_classes = int(model.num_classes)
+        self.protocol = int(fv.num_classes_protocol)
+        self.checkpoint = ckpt_lib.checkpoint_object(model)
+        self.manager = ckpt_lib.manager(self.checkpoint, self.model_dir, keep=fv.keep_checkpoints)
+
+    # ------------------------------------------------------------------------------------- evaluation
+    def evaluate(self, step, writer):
+        from mgml_tf.data import evaluation_dataset
+
+        fv = self.fv
+        predictor = Predictor(self.model, fv.sliding_window, tuple(int(w) for w in
+                              (fv.window_size * 2 if len(fv.window_size) == 1 else fv.window_size)),
+                              fv.window_overlap, fv.flip)
+        results = {}
+        t0 = time.perf_counter()
+        for domain in self.targets:
+            label = data_lib.domain_label(domain)
+            samples = []
+
+            def keep(i, image, lab, pred):
+                if i < self.fv.summary_images:
+                    samples.append((image, lab, pred))
+
+            confusion, n = evaluate_domain(predictor, evaluation_dataset(domain), self.num_classes,
+                                           self.options["ignore_index"], fv.max_eval_images, keep)
+            results[label] = {**metrics_lib.summarize(confusion, n, self.protocol), "step": int(step)}
+            with writer.as_default(step=step):
+                if results[label]["mIoU"] is not None:
+                    summaries.scalar(f"mIoU/{label}", results[label]["mIoU"])
+                self._image_summaries(label, samples, predictor)
+        writer.flush()
+        dt = time.perf_counter() - t0
+        self.log(f"evaluation at step {step} ({dt:.1f} s, {self.protocol}-class mIoU, percent):")
+        self.log(metrics_lib.format_table(results))
+        cli.write_json(os.path.join(self.model_dir, md.EVAL_JSON), results)
+        with open(os.path.join(self.model_dir, md.EVAL_HISTORY), "a") as f:
+            f.write(json.dumps({"step": int(step), "results": results}) + "\n")
+        return results
+
+    def _image_summaries(self, label, samples, predictor):
+        if not samples:
+            return
+        inputs, preds, truths, memory = [], [], [], []
+        for image, lab, pred in samples:
+            inputs.append(np.clip(image, 0, 255).astype(np.uint8))
+            preds.append(vis.colorize(pred, self.num_classes))
+            truths.append(vis.colorize(lab, self.num_classes))
+            if self.model.use_memory:
+                _, w = predictor.probabilities_and_weights(image[None])
+                slot = np.argmax(w[0], axis=-1)
+                strength = np.max(w[0], axis=-1, keepdims=True)
+                memory.append((vis.colorize(slot, self.num_classes) * strength).astype(np.uint8))
+        n = len(samples)
+        summaries.image(f"{label}/input", np.stack(inputs))
+        summaries.image(f"{label}/prediction", np.stack(preds))
+        summaries.image(f"{label}/ground_truth", np.stack(truths))
+        if memory:
+            summaries.image(f"{label}/memory_weights", np.stack(memory),
+                             description="memory slot read by each pixel (class colour) scaled by its weight")
+
+    # --------------------------------------------------------------------------------------- training
+    def initialize_memory(self):
+        from mgml_tf.data import aggregated_batches
+        from mgml_tf.data.augment import GEOMETRY_ONLY
+
+        fv, model = self.fv, self.model
+        if not model.use_memory or fv.memory_init_batches == 0:
+            return
+        t0 = time.perf_counter()
+        from mgml_tf.training.flags import crop_size
+        batches = aggregated_batches(self.sources, fv.batch_per_domain, crop_size(fv), seed=fv.seed,
+                                     deterministic=True, augment_config=GEOMETRY_ONLY)
+        model.initialize_memory(batches, max_batches=fv.memory_init_batches)
+        counts = np.linalg.norm(model.memory.numpy(), axis=1) > 0
+        self.log(f"memory initialised from {fv.memory_init_batches} source batches in "
+                 f"{time.perf_counter() - t0:.1f} s ({int(counts.sum())}/{self.num_classes} classes seen)")
+
+    def run(self, start_step):
+        fv, model, options = self.fv, self.model, self.options
+        total = int(options["train_steps"])
+        train_writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "train"))
+        eval_writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "eval"))
+        if start_step >= total:
+            self.log(f"step {start_step} >= --train_steps={total}: nothing to train")
+            if not os.path.exists(os.path.join(self.model_dir, md.EVAL_JSON)) and self.targets:
+                self.evaluate(start_step, eval_writer)
+            return
+        from mgml_tf.training.flags import crop_size
+        method = options["method"]
+        dataset = _input_pipeline(method, self.sources, fv, crop_size(fv), start_step, self.log)
+        iterator = iter(dataset)
+        step_fn = tf.function(model.train_step)
+        per_step = _images_per_step(method, len(self.sources), fv.batch_per_domain)
+        self.log(f"training steps {start_step + 1}..{total} ({method}, {per_step} images/step, "
+                 f"crop {crop_size(fv)[0]}x{crop_size(fv)[1]}); first step traces the graph")
+        for tracker in model.metrics:
+            tracker.reset_state()
+        step = start_step
+        window_time, n_window = 0.0, 0  # seconds inside train steps since the last progress line
+        timed_time, steps_timed = 0.0, 0  # the same since the first (tracing) step, for the ETA
+        while step < total:
+            t0 = time.perf_counter()
+            logs = step_fn(next(iterator))
+            step = int(model.optimizer.iterations.numpy())
+            dt = time.perf_counter() - t0
+            if step > start_step + 1:  # the first step traces the graph: excluded from rates and ETA
+                window_time, n_window = window_time + dt, n_window + 1
+                timed_time, steps_timed = timed_time + dt, steps_timed + 1
+            if step % fv.log_every == 0 or step == total or step == start_step + 1:
+                values = {k: float(v) for k, v in logs.items()}
+                rate = n_window * per_step / window_time if n_window else None
+                eta = _fmt_time(timed_time / steps_timed * (total - step)) if steps_timed else "?"
+                parts = [f"{_SHORT[k]} {values[k]:.3f}" for k in _LOSS_ORDER if k in values]
+                speed = f"{rate:.1f} img/s  " if rate else ""
+                self.log(f"step {step}/{total}  " + "  ".join(parts) + f"  lr {values['lr']:.2e}  "
+                         + speed + f"ETA {eta}")
+                if not all(np.isfinite(values[k]) for k in values):
+                    raise cli.RunError(f"non-finite loss at step {step}: {values}; lower --learning_rate")
+                with train_writer.as_default(step=step):
+                    for k, v in values.items():
+                        summaries.scalar(f"learning_rate/{k}" if k in ("lr", "inner_lr") else f"loss/{k}", v)
+                    if rate:
+                        summaries.scalar("images_per_second", rate)
+                train_writer.flush()
+                for tracker in model.metrics:
+                    tracker.reset_state()
+                window_time, n_window = 0.0, 0
+            if step % fv.checkpoint_every == 0 or step == total:
+                path = self.manager.save(checkpoint_number=step)
+                self.log(f"checkpoint {path}")
+            if step < total and fv.eval_every and step % fv.eval_every == 0 and self.targets:
+                self.evaluate(step, eval_writer)
+        if self.targets:
+            self.evaluate(step, eval_writer)
+        train_writer.close()
+        eval_writer.close()
+
+
+def run_training(fv, options, log=print):
+    """Everything after flag validation: domains, model, model_dir, resume, memory init, training."""
+    import mgml_tf
+
+    model_dir = fv.model_dir
+    saved = md.check_compatible(model_dir, options) if os.path.isdir(model_dir) else None
+    source_specs = data_lib.expand(fv.sources, "source", fv, log=log)
+    target_specs = data_lib.expand(fv.targets, "target", fv, log=log)
+    sources = data_lib.load(source_specs, "train", "sources")
+    targets = data_lib.load(target_specs, "val", "targets")
+    log("sources: " + ", ".join(f"{d.name}:{d.root} ({len(d)} images)" for d in sources))
+    if targets:
+        log("targets: " + ", ".join(f"{d.name}:{d.root} ({len(d)} images)" for d in targets))
+    import keras
+    keras.utils.set_random_seed(int(options["seed"]))
+    model = mgml_tf.build_model(**options)
+    trainer = Trainer(fv, options, model, sources, targets, log=log)
+    restored = ckpt_lib.restore_latest(model, trainer.checkpoint, trainer.manager, log=log)
+    # Only now (configuration compatible, checkpoint readable) is anything written to model_dir.
+    from mgml_tf.training import flags as flags_lib
+    changes = md.changed_options(saved, options)
+    if changes and restored:
+        log("resuming with changed options: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+    names = [n for n in fv if fv[n].present or n in options or n in _SAVED_FLAGS]
+    values = flags_lib.flag_dict(fv, sorted(set(names) - {"flagfile", "help", "helpfull", "helpshort"}))
+    config = {"options": md.json_options(options), "flags": values,
+              "resolved": {"sources": source_specs, "targets": target_specs,
+                           "architecture": md.resolved_architecture(options)},
+              "mgml_tf_version": mgml_tf.__version__}
+    os.makedirs(model_dir, exist_ok=True)
+    cli.write_json(os.path.join(model_dir, md.CONFIG_JSON), config)
+    cli.atomic_write_text(os.path.join(model_dir, md.CONFIG_CFG), flags_lib.to_flagfile(
+        values, header=["Resolved flags of this run (python -m mgml_tf.train --flagfile=THIS resumes it)."]))
+    if restored:
+        start = int(model.optimizer.iterations.numpy())
+        log(f"resumed from {restored} (step {start})")
+    else:
+        start = 0
+        trainer.initialize_memory()
+    trainer.run(start)
+    sys.stdout.flush()
+    return model
+
+
+_SAVED_FLAGS = ("model_dir", "sources", "targets", "batch_per_domain", "crop_size", "checkpoint_every",
+                "keep_checkpoints", "eval_every", "log_every", "memory_init_batches", "deterministic",
+                "summary_images", "synthetic_root", "synthetic_num_train", "synthetic_num_val",
+                "synthetic_height", "synthetic_width", "sliding_window", "window_size", "window_overlap",
+                "flip", "num_classes_protocol", "max_eval_images")
