@@ -77,6 +77,7 @@ def restore_latest(model, checkpoint, ckpt_manager, log=print):
             continue
         status = checkpoint.read(path)
         status.assert_existing_objects_matched()
+        status.expect_partial()  # `save_counter` is the manager's bookkeeping, not model state
         return path
     raise RunError(f"no readable checkpoint in {ckpt_manager.directory}: {'; '.join(errors)}")
 

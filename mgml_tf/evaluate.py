@@ -1,0 +1,110 @@
+"""``python -m mgml_tf.evaluate --model_dir=DIR [--targets=...] [--output_json=FILE] [--sliding_window
+--window_size=H,W --flip] [--num_classes_protocol=19|16] [--save_predictions=DIR]``
+
+Rebuilds the model from ``DIR/flags.json``, restores the newest checkpoint and prints, per target domain, a
+per-class IoU table and the mIoU (percent). Targets default to those of the training run. Prediction PNGs
+(``--save_predictions``) hold Cityscapes label ids, so ``cityscapesscripts`` can score them independently.
+"""
+import os
+import sys
+
+from mgml_tf.training import cli
+
+PROG = "mgml_tf.evaluate"
+
+
+def make_flags():
+    from absl import flags
+
+    from mgml_tf.training import flags as flags_lib
+    fv = flags.FlagValues()
+    flags.DEFINE_string("model_dir", None, "Run directory written by mgml_tf.train.", flag_values=fv)
+    flags.DEFINE_string("output_json", None, "Write {target: {mIoU, IoU, num_images}} (percent) here.",
+                        flag_values=fv)
+    flags.DEFINE_string("save_predictions", None, "Write prediction PNGs (Cityscapes label ids) under "
+                        "DIR/<target>/.", flag_values=fv)
+    flags_lib.define_eval_flags(fv)
+    flags_lib.define_synthetic_flags(fv)
+    return fv
+
+
+def _safe(label):
+    return label.replace(":", "_").replace(os.sep, "_")
+
+
+def main(argv):
+    cli.quiet_import()
+    from mgml_tf.training import data as data_lib
+    from mgml_tf.training import flags as flags_lib
+
+    fv = make_flags()
+    cli.parse_flags(fv, argv, PROG)
+    if not fv.model_dir:
+        raise cli.UsageError("--model_dir is required")
+    flags_lib.validate_eval_flags(fv)
+    flags_lib.validate_synthetic_flags(fv)
+    data_lib.check_specs(fv.targets, "targets")
+    if not os.path.isdir(fv.model_dir):
+        raise cli.UsageError(f"--model_dir={fv.model_dir} not found")
+    if fv.output_json and os.path.isdir(fv.output_json):
+        raise cli.UsageError(f"--output_json={fv.output_json} is a folder; give a file name")
+
+    import numpy as np
+
+    from mgml_tf.data import evaluation_dataset
+    from mgml_tf.training import metrics as metrics_lib
+    from mgml_tf.training import model_dir as md
+    from mgml_tf.training import visualize as vis
+    from mgml_tf.training.inference import Predictor, evaluate_domain
+
+    config = md.load_config(fv.model_dir)
+    if config is None:
+        raise cli.RunError(f"{fv.model_dir} has no {md.CONFIG_JSON}: not a model_dir written by mgml_tf.train")
+    saved = config.get("flags", {})
+    for name in ("synthetic_root", "synthetic_num_train", "synthetic_num_val", "synthetic_height",
+                 "synthetic_width", "num_classes_protocol", "max_eval_images"):
+        if not fv[name].present and name in saved:
+            fv[name].value = saved[name]
+    if fv.targets:
+        specs = data_lib.expand(fv.targets, "target", fv)
+    else:
+        specs = config["resolved"]["targets"]
+    if not specs:
+        raise cli.UsageError("no targets: give --targets=name:root,... (the run had none)")
+    targets = data_lib.load(specs, "val", "targets")
+
+    model, config, path = md.build_from_dir(fv.model_dir)
+    step = int(model.optimizer.iterations.numpy())
+    protocol = int(fv.num_classes_protocol)
+    if protocol == 16 and model.num_classes != 19:
+        raise cli.UsageError(f"--num_classes_protocol=16 needs a 19-class model, this one has {model.num_classes}")
+    predictor = Predictor(model, fv.sliding_window, flags_lib.window_size(fv), fv.window_overlap, fv.flip)
+    mode = (f"sliding window {flags_lib.window_size(fv)}" if fv.sliding_window else "whole image") + \
+        (" + flip" if fv.flip else "")
+    print(f"evaluating {path} (step {step}), {mode}, {protocol}-class mIoU", flush=True)
+    results = {}
+    for domain in targets:
+        label = data_lib.domain_label(domain)
+        out_dir = os.path.join(fv.save_predictions, _safe(label)) if fv.save_predictions else None
+
+        def save(i, image, lab, pred, domain=domain, out_dir=out_dir):
+            if out_dir is None:
+                return
+            stem = os.path.splitext(os.path.basename(domain.pairs[i][0]))[0]
+            cli.atomic_write_bytes(os.path.join(out_dir, stem + "_labelIds.png"),
+                                   vis.encode_png(vis.label_ids(pred)))
+
+        confusion, n = evaluate_domain(predictor, evaluation_dataset(domain), model.num_classes,
+                                       int(config["options"]["ignore_index"]), fv.max_eval_images, save)
+        results[label] = metrics_lib.summarize(confusion, n, protocol)
+        results[label]["step"] = step
+        print(f"{label}: mIoU {results[label]['mIoU']} over {n} images", flush=True)
+    print(metrics_lib.format_table(results))
+    if fv.output_json:
+        cli.write_json(fv.output_json, results)
+        print(f"wrote {fv.output_json}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(PROG, main, sys.argv)
