@@ -1,0 +1,156 @@
+"""Time and peak memory of one training step per method, side by side.
+
+    python tools/benchmark_train_step.py [--configs=small,r50] [--rounds=5] [--output_json=FILE]
+
+For each configuration (``small``: resnet_small DeepLabV3+ at 128x128; ``r50``: ResNet-50 DeepLabV3+ at
+256x256), every method gets the same images per step (2 domains x ``batch_per_domain``): ``baseline`` sees
+them as one aggregated batch, the meta-learning methods as a meta-train and a meta-test half. Times: all
+models live in one process and are stepped in interleaved rounds (each step a compiled ``tf.function`` of
+``train_step``, the first call excluded), so machine noise hits every method alike; the table gives the
+median and the ratio to ``baseline``. Peak memory: each method runs alone in a child process that reports
+its peak resident set size (``ru_maxrss``) and the growth over its size before the first step.
+"""
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("configs", ["small", "r50"], "Configurations to run: small, r50.")
+flags.DEFINE_integer("rounds", 5, "Timed rounds (one step per method per round).")
+flags.DEFINE_integer("batch_per_domain", 2, "Images per domain (2 domains per step).")
+flags.DEFINE_bool("memory", True, "Also measure peak memory, one child process per method.")
+flags.DEFINE_string("output_json", None, "Write the results here as JSON.")
+flags.DEFINE_string("child", None, "Internal: run one 'config:method' in this process and print JSON.")
+
+CONFIGS = {
+    "small": dict(options=dict(backbone="resnet_small", head="deeplabv3plus", num_classes=19,
+                               feature_channels=64, decoder_channels=64), size=128),
+    "r50": dict(options=dict(backbone="resnet50", head="deeplabv3plus", num_classes=19), size=256),
+}
+METHODS = {
+    "baseline": dict(method="baseline"),
+    "mldg (2nd order)": dict(method="mldg", meta_order=2),
+    "mgml 1st order": dict(method="mgml", meta_order=1),
+    "mgml 2nd order": dict(method="mgml", meta_order=2),
+}
+
+
+def _rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _build(config, method):
+    import keras
+    import mgml_tf
+
+    keras.utils.set_random_seed(0)
+    cfg = CONFIGS[config]
+    model = mgml_tf.build_model(**cfg["options"], **METHODS[method], dropout=0.0)
+    return model
+
+
+def _episode(config, batch_per_domain, seed=0):
+    import numpy as np
+    import tensorflow as tf
+
+    size = CONFIGS[config]["size"]
+    rng = np.random.default_rng(seed)
+
+    def half():
+        images = rng.uniform(0, 255, size=(batch_per_domain, size, size, 3)).astype(np.float32)
+        labels = rng.integers(0, 19, size=(batch_per_domain, size, size)).astype(np.int32)
+        return tf.constant(images), tf.constant(labels)
+
+    return half(), half()
+
+
+def _compiled_step(model):
+    import tensorflow as tf
+
+    return tf.function(model.train_step, reduce_retracing=True)
+
+
+def run_child(spec):
+    config, method = spec.split(":", 1)
+    model = _build(config, method)
+    step = _compiled_step(model)
+    data = _episode(config, FLAGS.batch_per_domain)
+    before = _rss_mb()
+    step(data)
+    step(data)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"rss_before_mb": before, "peak_rss_mb": peak}))
+
+
+def measure_memory(config, method):
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--child={config}:{method}",
+                          f"--batch_per_domain={FLAGS.batch_per_domain}"],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_times(config):
+    import numpy as np
+
+    data = _episode(config, FLAGS.batch_per_domain)
+    steps = {}
+    for method in METHODS:
+        model = _build(config, method)
+        steps[method] = _compiled_step(model)
+        steps[method](data)  # trace and first run, not timed
+    times = {m: [] for m in METHODS}
+    for _ in range(FLAGS.rounds):
+        for method, step in steps.items():
+            start = time.perf_counter()
+            logs = step(data)
+            float(logs["loss"])  # wait for the step to finish
+            times[method].append(time.perf_counter() - start)
+    return {m: float(np.median(t)) for m, t in times.items()}
+
+
+def main(argv):
+    del argv
+    if FLAGS.child:
+        run_child(FLAGS.child)
+        return
+    import platform
+
+    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or ''}".strip(),
+               "batch_per_domain": FLAGS.batch_per_domain, "rounds": FLAGS.rounds, "configs": {}}
+    for config in FLAGS.configs:
+        size = CONFIGS[config]["size"]
+        times = measure_times(config)
+        rows = {}
+        for method in METHODS:
+            row = {"step_s": times[method], "ratio": times[method] / times["baseline"]}
+            if FLAGS.memory:
+                row.update(measure_memory(config, method))
+            rows[method] = row
+        results["configs"][config] = rows
+        print(f"\n{config}: {CONFIGS[config]['options']['backbone']} DeepLabV3+ at {size}x{size}, "
+              f"{2 * FLAGS.batch_per_domain} images per step, median of {FLAGS.rounds} rounds")
+        print("| method | step (s) | x baseline | peak RSS (MB) | growth in step (MB) |")
+        print("|---|---:|---:|---:|---:|")
+        for method, row in rows.items():
+            mem = (f"{row['peak_rss_mb']:.0f} | {row['peak_rss_mb'] - row['rss_before_mb']:.0f}"
+                   if "peak_rss_mb" in row else "- | -")
+            print(f"| {method} | {row['step_s']:.3f} | {row['ratio']:.2f} | {mem} |")
+    if FLAGS.output_json:
+        with open(FLAGS.output_json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)
