@@ -431,17 +431,32 @@ def test_corrupt_body_found_by_check_files(tmp_path):
 def test_jpeg_truncated_and_not_an_image(tmp_path):
     root = str(tmp_path / "bdd")
     for stem in ["a", "b"]:
-        write_jpeg(f"{root}/images/10k/train/{stem}.jpg", smooth_image(16, 16))
-        write_png(f"{root}/labels/sem_seg/masks/train/{stem}.png", np.zeros([16, 16], np.uint8))
+        write_jpeg(f"{root}/images/10k/train/{stem}.jpg", image_like(128, 128))  # noise: ~40 KB
+        write_png(f"{root}/labels/sem_seg/masks/train/{stem}.png", np.zeros([128, 128], np.uint8))
     p = f"{root}/images/10k/train/b.jpg"
     payload = open(p, "rb").read()
-    open(p, "wb").write(payload[: len(payload) - 100])
+    assert len(payload) > 3 * 4096
+    open(p, "wb").write(payload[: len(payload) // 2])
+    with pytest.raises(data.CorruptFileError, match=r"b\.jpg"):
+        data.load_domain("bdd100k", root, check_files=True)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"train/b\.jpg"):
         load_all(data.load_domain("bdd100k", root))
     open(p, "wb").write(b"hello, not an image")
     with pytest.raises(data.CorruptFileError, match=r"b\.jpg"):
         data.load_domain("bdd100k", root, skip_bad=False, check_files=True)
     assert len(data.load_domain("bdd100k", root, skip_bad=True)) == 1
+
+
+def test_jpeg_with_bytes_after_end_marker_is_accepted(tmp_path):
+    root = str(tmp_path / "bdd")
+    write_jpeg(f"{root}/images/10k/train/a.jpg", smooth_image(64, 64))
+    write_png(f"{root}/labels/sem_seg/masks/train/a.png", np.zeros([64, 64], np.uint8))
+    with open(f"{root}/images/10k/train/a.jpg", "ab") as f:
+        f.write(b"\x00" * 1000)
+    dom = data.load_domain("bdd100k", root, skip_bad=True)
+    assert len(dom) == 1 and not dom.skipped
+    assert load_all(dom)[0][0].shape == (64, 64, 3)
+    assert len(data.load_domain("bdd100k", root, check_files=True)) == 1
 
 
 def test_parse_domains(tmp_path):

@@ -7,14 +7,17 @@ layout, then measures images per second of
   augment    the same plus `augment()` at `--crop` (scale, crop, flip, jitter p=.5, blur p=.5);
   episodes   `episodes()` with 3 copies of the domain, `--batch` images per domain per step
              (counts every image of both halves);
-and prints one Markdown table row per measurement, with the 1-minute load average before it (other
-processes on the machine lower the figures).
+and prints one Markdown table row per measurement: wall-clock images/s, the process's CPU seconds per
+image (user + sys), the rate that CPU cost implies on all cores of an otherwise idle machine
+(cores / CPU s per image, an estimate), and the 1-minute load average before the measurement (other
+processes on the machine lower the wall-clock figure).
 
   python tools/benchmark_data.py [--layout=cityscapes|gtav] [--crop=768] [--num_images=64]
 """
 import gc
 import os
 import platform
+import resource
 import shutil
 import tempfile
 import time
@@ -91,13 +94,26 @@ def rate(ds, count_of, n_images, warmup=4):
     it = iter(ds)
     for _ in range(warmup):
         next(it)
-    seen, t0 = 0, time.perf_counter()
+    seen, t0, c0 = 0, time.perf_counter(), _cpu_seconds()
     while seen < n_images:
         seen += count_of(next(it))
-    result = seen / (time.perf_counter() - t0)
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     del it  # stop the pipeline's background threads before the next measurement
     gc.collect()
-    return result
+    return seen / wall, cpu / seen
+
+
+def _cpu_seconds():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _row(name, crop, result, load):
+    ips, cpu = result
+    res = f"{FLAGS.height}x{FLAGS.width} PNG"
+    cores = os.cpu_count()
+    print(f"| {name} | {FLAGS.layout} | {res} | {crop} | {ips:.1f} | {cpu:.3f} | {cores / cpu:.1f} | "
+          f"{cores} | {load:.1f} |")
 
 
 def main(argv):
@@ -112,29 +128,29 @@ def main(argv):
         print(f"wrote {len(dom)} pairs in {time.perf_counter() - t0:.1f}s, image PNG mean "
               f"{np.mean(sizes) / 1e6:.1f} MB; {platform.processor() or platform.machine()}, {cores} cores, "
               f"TF {tf.__version__}")
-        print("| pipeline | layout | input | crop | images/s | cores | load avg before |")
-        print("|---|---|---|---|---|---|---|")
-        res = f"{FLAGS.height}x{FLAGS.width} PNG"
+        print("| pipeline | layout | input | crop | images/s (wall) | CPU s/image | cores / CPU s/image | "
+              "cores | load avg before |")
+        print("|---|---|---|---|---|---|---|---|---|")
         if "decode" in only:
             ds = dom.as_dataset().repeat().prefetch(2)
             load = os.getloadavg()[0]
-            r = rate(ds, lambda x: 1, FLAGS.num_images)
-            print(f"| decode + label map | {FLAGS.layout} | {res} | full | {r:.1f} | {cores} | {load:.1f} |")
+            _row("decode + label map", "full", rate(ds, lambda x: 1, FLAGS.num_images), load)
         if "augment" in only:
             crop = FLAGS.crop
             ds = tf.data.Dataset.from_tensor_slices((dom.image_paths, dom.label_paths)).repeat().enumerate()
-            ds = ds.map(lambda i, p: A.augment(*dom.read(*p), tf.stack([i, tf.constant(0, tf.int64)]), crop),
-                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).prefetch(4)
+            def read_augment(i, paths):
+                image, raw = dom.read_raw(*paths)  # as in episodes(): labels mapped after the crop
+                return A.augment(image, raw, tf.stack([i, tf.constant(0, tf.int64)]), crop,
+                                 label_map=dom.label_map)
+
+            ds = ds.map(read_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).prefetch(4)
             load = os.getloadavg()[0]
-            r = rate(ds, lambda x: 1, FLAGS.num_images)
-            print(f"| decode + label map + augment | {FLAGS.layout} | {res} | {crop} | {r:.1f} | {cores} | "
-                  f"{load:.1f} |")
+            _row("decode + label map + augment", crop, rate(ds, lambda x: 1, FLAGS.num_images), load)
         if "episodes" in only:
             ds = E.episodes([dom, dom, dom], FLAGS.batch, FLAGS.crop, seed=0)
             load = os.getloadavg()[0]
             r = rate(ds, lambda x: int(x[0][0].shape[0] + x[1][0].shape[0]), FLAGS.num_images, warmup=1)
-            print(f"| episodes (3 domains x B={FLAGS.batch}) | {FLAGS.layout} | {res} | {FLAGS.crop} | "
-                  f"{r:.1f} | {cores} | {load:.1f} |")
+            _row(f"episodes (3 domains x B={FLAGS.batch})", FLAGS.crop, r, load)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

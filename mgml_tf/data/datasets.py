@@ -95,6 +95,7 @@ LABEL_FORMATS = {
 
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 _JPEG_SIG = b"\xff\xd8"
+_JPEG_TAIL = 4096  # bytes searched for the JPEG end marker
 
 
 def _png_bit_depth(data):
@@ -114,7 +115,9 @@ def _structure_ok(data, allow_jpeg):
     if not allow_jpeg:
         return png_ok
     is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), _JPEG_SIG)
-    tail = tf.io.decode_raw(tf.strings.substr(data, tf.maximum(n - 64, 0), 64), tf.uint8)
+    # Entropy-coded data never holds FF D9 (FF is stuffed), so an end marker in the last 4 KiB means the
+    # file is complete; 4 KiB tolerates encoders' padding after it.
+    tail = tf.io.decode_raw(tf.strings.substr(data, tf.maximum(n - _JPEG_TAIL, 0), _JPEG_TAIL), tf.uint8)
     eoi = tf.reduce_any((tail[:-1] == 0xFF) & (tail[1:] == 0xD9))
     jpeg_ok = is_jpeg & eoi & (n >= 4)
     return png_ok | jpeg_ok
@@ -214,7 +217,7 @@ def _header_size(path):
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             head = f.read(1 << 16)
-            f.seek(max(size - 64, 0))
+            f.seek(max(size - _JPEG_TAIL, 0))
             tail = f.read()
     except OSError as e:
         raise CorruptFileError(f"cannot read {path!r}: {e}; check the file and its permissions") from e
