@@ -92,6 +92,16 @@ def test_deterministic_with_seed(domains):
                for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(c)))
 
 
+def test_start_step_resumes_the_stream(domains):
+    full = take(E.episodes(domains, 1, CROP, seed=9, deterministic=True), 3)
+    resumed = take(E.episodes(domains, 1, CROP, seed=9, deterministic=True, start_step=2), 1)
+    for x, y in zip(tf.nest.flatten(full[2]), tf.nest.flatten(resumed[0])):
+        np.testing.assert_array_equal(x, y)
+    agg = take(E.aggregated_batches(domains, 1, CROP, seed=9, deterministic=True), 2)
+    agg_resumed = take(E.aggregated_batches(domains, 1, CROP, seed=9, deterministic=True, start_step=1), 1)
+    np.testing.assert_array_equal(agg[1][0], agg_resumed[0][0])
+
+
 def test_non_deterministic_gives_the_same_steps(domains):
     ref = take(E.episodes(domains, 1, CROP, seed=2, deterministic=True), 4)
     # finished steps may overtake slower ones, by at most the number in flight

@@ -130,7 +130,7 @@ def _slot_batch(domain, slot, step, seed, batch, crop, strong, config, strong_co
 
 def episodes(domains, batch_per_domain, crop_size, seed=0, deterministic=False, num_replicas=1,
              strong_meta_test=None, augment_config=None, strong_config=None,
-             num_parallel_calls=AUTOTUNE, prefetch=2):
+             num_parallel_calls=AUTOTUNE, prefetch=2, start_step=0):
     """Endless meta-learning episodes: ((images_tr, labels_tr), (images_te, labels_te)) per step.
 
     Args:
@@ -146,6 +146,8 @@ def episodes(domains, batch_per_domain, crop_size, seed=0, deterministic=False, 
       augment_config / strong_config: `mgml_tf.data.augment.AugmentConfig` (defaults DEFAULT / STRONG).
       num_parallel_calls: parallel steps in flight (each step decodes and augments D*B images).
       prefetch: steps prefetched (None: no prefetch).
+      start_step: first step produced; the stream from step t on is the same whatever the start, so a
+        resumed run continues exactly where it stopped (no replay).
 
     Images are float32 [n*B, h, w, 3] in 0..255 RGB, labels int32 [n*B, h, w] (255 ignore), where
     n = k meta-train domains (k ~ uniform 1..D-1 per step) or D - k meta-test domains; the leading
@@ -179,16 +181,17 @@ def episodes(domains, batch_per_domain, crop_size, seed=0, deterministic=False, 
               _any_batch(_replica_layout(labels[k:], num_replicas)))
         return tr, te
 
-    ds = tf.data.Dataset.counter(dtype=tf.int64)
+    ds = tf.data.Dataset.counter(start=int(start_step), dtype=tf.int64)
     ds = ds.map(step_fn, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     return ds.prefetch(prefetch) if prefetch else ds
 
 
 def aggregated_batches(domains, batch_per_domain, crop_size, seed=0, deterministic=False, num_replicas=1,
-                       augment_config=None, num_parallel_calls=AUTOTUNE, prefetch=2):
+                       augment_config=None, num_parallel_calls=AUTOTUNE, prefetch=2, start_step=0):
     """Endless (images, labels) batches with B images of every domain (the `baseline` method).
 
-    Same streams, augmentation and replica layout as `episodes` ([replica, domain, image] order);
+    Same streams, augmentation, replica layout ([replica, domain, image] order) and `start_step` as
+    `episodes`;
     images float32 [D*B, h, w, 3], labels int32 [D*B, h, w].
     """
     doms = _domains(domains)
@@ -204,7 +207,7 @@ def aggregated_batches(domains, batch_per_domain, crop_size, seed=0, determinist
         return (_replica_layout(tf.stack(images), num_replicas),
                 _replica_layout(tf.stack(labels), num_replicas))
 
-    ds = tf.data.Dataset.counter(dtype=tf.int64)
+    ds = tf.data.Dataset.counter(start=int(start_step), dtype=tf.int64)
     ds = ds.map(step_fn, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     return ds.prefetch(prefetch) if prefetch else ds
 
