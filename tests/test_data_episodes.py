@@ -211,3 +211,15 @@ def test_evaluation_dataset(tmp_path, domains):
     # file order: 000000 (8x14) then 000009 (10x12)
     assert (lab[0, 8:] == 255).all() and (img[0, 8:] == 0).all() and (lab[0, :8] == 1).all()
     assert (lab[1, :, 12:] == 255).all() and (lab[1, :, :12] == 1).all()
+
+
+def test_evaluation_resize_height_and_center_crop(tmp_path):
+    root = str(tmp_path / "wide")
+    dom = make_domain(root, 2, files=1, size=(20, 60))
+    [(img, lab)] = take(E.evaluation_dataset(dom, resize_height=10), 1)
+    assert img.shape == (1, 10, 30, 3) and (lab == 2).all()
+    np.testing.assert_allclose(img[0, 5, 5], COLOURS[2], atol=1e-3)
+    [(img, lab)] = take(E.evaluation_dataset(dom, resize_height=10, center_crop=(14, 12)), 1)
+    assert img.shape == (1, 14, 12, 3)
+    assert (lab[0, 2:12] == 2).all() and (lab[0, :2] == 255).all() and (lab[0, 12:] == 255).all()
+    assert (img[0, :2] == 0).all()

@@ -212,8 +212,32 @@ def aggregated_batches(domains, batch_per_domain, crop_size, seed=0, determinist
     return ds.prefetch(prefetch) if prefetch else ds
 
 
-def evaluation_dataset(domain, batch_size=1, num_parallel_calls=AUTOTUNE):
-    """Full-resolution, unaugmented (float32 image [b,H,W,3] 0..255, int32 label [b,H,W]) in file order.
+def _resize_height(image, label, height):
+    shape = tf.shape(image)
+    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    width = tf.maximum(tf.cast(tf.round(w * height / h), tf.int32), 1)
+    size = tf.stack([height, width])
+    image = tf.image.resize(image, size, method="bilinear")
+    label = tf.image.resize(label[..., None], size, method="nearest")[..., 0]
+    return image, label
+
+
+def _center_crop(image, label, size):
+    ch, cw = A._pair(size)
+    image = tf.image.resize_with_crop_or_pad(image, ch, cw)  # pads with 0
+    # pad the label with 255: shift so that the ignore value is 0 while padding
+    label = tf.image.resize_with_crop_or_pad((label - 255)[..., None], ch, cw)[..., 0] + 255
+    return image, label
+
+
+def evaluation_dataset(domain, batch_size=1, num_parallel_calls=AUTOTUNE, resize_height=None,
+                       center_crop=None):
+    """Unaugmented (float32 image [b,H,W,3] 0..255, int32 label [b,H,W]) in file order.
+
+    Full resolution by default. `resize_height` rescales each image to that height (image bilinear,
+    label nearest, aspect kept) and `center_crop` (int or (h, w)) then crops the centre, padding image 0 /
+    label 255 where the image is smaller: the reference protocol for Mapillary is
+    `resize_height=1536, center_crop=1536`.
 
     `domain` is a `Domain` or a "name:root" string (read with split="val"). Images of different sizes in
     one batch are padded (image 0, label 255, so padding is ignored by the metric).
@@ -222,8 +246,16 @@ def evaluation_dataset(domain, batch_size=1, num_parallel_calls=AUTOTUNE):
         [domain] = parse_domains(domain, split="val")
     if int(batch_size) < 1:
         raise EpisodeError(f"batch_size must be >= 1, got {batch_size}")
+
+    def prepare(image, label):
+        image, label = tf.cast(image, tf.float32), tf.cast(label, tf.int32)
+        if resize_height:
+            image, label = _resize_height(image, label, int(resize_height))
+        if center_crop:
+            image, label = _center_crop(image, label, center_crop)
+        return image, label
+
     ds = domain.as_dataset(num_parallel_calls=num_parallel_calls, deterministic=True)
-    ds = ds.map(lambda i, l: (tf.cast(i, tf.float32), tf.cast(l, tf.int32)),
-                num_parallel_calls=num_parallel_calls)
+    ds = ds.map(prepare, num_parallel_calls=num_parallel_calls)
     ds = ds.padded_batch(int(batch_size), padding_values=(0.0, 255))
     return ds.prefetch(1)
