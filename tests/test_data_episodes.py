@@ -15,6 +15,19 @@ CROP = 16
 GEOM = A.GEOMETRY_ONLY
 
 
+def episodes(*args, **kw):
+    """`E.episodes` without background work beyond what a test takes (tests run on shared cores)."""
+    kw.setdefault("num_parallel_calls", 1)
+    kw.setdefault("prefetch", None)
+    return E.episodes(*args, **kw)
+
+
+def aggregated_batches(*args, **kw):
+    kw.setdefault("num_parallel_calls", 1)
+    kw.setdefault("prefetch", None)
+    return E.aggregated_batches(*args, **kw)
+
+
 def make_domain(root, domain_id, files=3, size=(24, 32), label_of_file=False):
     """IDD layout; image: the domain's constant colour; label: the domain id (or the file index)."""
     for i in range(files):
@@ -48,7 +61,7 @@ def take(ds, n):
 
 def test_element_spec_and_split_sizes(domains):
     B = 2
-    ds = E.episodes(domains, B, CROP, seed=0, deterministic=True, augment_config=GEOM)
+    ds = episodes(domains, B, CROP, seed=0, deterministic=True, augment_config=GEOM)
     (tr_spec, tr_lspec), (te_spec, te_lspec) = ds.element_spec
     assert tr_spec.shape.as_list() == [None, CROP, CROP, 3] and tr_spec.dtype == tf.float32
     assert te_lspec.shape.as_list() == [None, CROP, CROP] and te_lspec.dtype == tf.int32
@@ -73,7 +86,7 @@ def test_element_spec_and_split_sizes(domains):
 
 
 def test_split_matches_split_domains(domains):
-    ds = E.episodes(domains, 1, CROP, seed=5, deterministic=True, augment_config=GEOM)
+    ds = episodes(domains, 1, CROP, seed=5, deterministic=True, augment_config=GEOM)
     for t, ((_, xl), (_, yl)) in enumerate(take(ds, 6)):
         order, k = E.split_domains(5, tf.constant(t, tf.int64), 3)
         order, k = order.numpy().tolist(), int(k)
@@ -83,7 +96,7 @@ def test_split_matches_split_domains(domains):
 
 def test_deterministic_with_seed(domains):
     def first(seed):
-        return take(E.episodes(domains, 2, CROP, seed=seed, deterministic=True), 3)
+        return take(episodes(domains, 2, CROP, seed=seed, deterministic=True), 3)
 
     a, b, c = first(7), first(7), first(8)
     for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
@@ -93,26 +106,26 @@ def test_deterministic_with_seed(domains):
 
 
 def test_start_step_resumes_the_stream(domains):
-    full = take(E.episodes(domains, 1, CROP, seed=9, deterministic=True), 3)
-    resumed = take(E.episodes(domains, 1, CROP, seed=9, deterministic=True, start_step=2), 1)
+    full = take(episodes(domains, 1, CROP, seed=9, deterministic=True), 3)
+    resumed = take(episodes(domains, 1, CROP, seed=9, deterministic=True, start_step=2), 1)
     for x, y in zip(tf.nest.flatten(full[2]), tf.nest.flatten(resumed[0])):
         np.testing.assert_array_equal(x, y)
-    agg = take(E.aggregated_batches(domains, 1, CROP, seed=9, deterministic=True), 2)
-    agg_resumed = take(E.aggregated_batches(domains, 1, CROP, seed=9, deterministic=True, start_step=1), 1)
+    agg = take(aggregated_batches(domains, 1, CROP, seed=9, deterministic=True), 2)
+    agg_resumed = take(aggregated_batches(domains, 1, CROP, seed=9, deterministic=True, start_step=1), 1)
     np.testing.assert_array_equal(agg[1][0], agg_resumed[0][0])
 
 
 def test_non_deterministic_gives_the_same_steps(domains):
-    ref = take(E.episodes(domains, 1, CROP, seed=2, deterministic=True), 4)
+    ref = take(episodes(domains, 1, CROP, seed=2, deterministic=True), 4)
     # finished steps may overtake slower ones, by at most the number in flight
-    got = take(E.episodes(domains, 1, CROP, seed=2, deterministic=False, num_parallel_calls=2), 10)
+    got = take(episodes(domains, 1, CROP, seed=2, deterministic=False, num_parallel_calls=2), 10)
     key = lambda step: tf.nest.flatten(step)[0].tobytes()  # noqa: E731
     assert set(map(key, ref)) <= set(map(key, got))
 
 
 def test_single_source_duplicates_and_strong_meta_test(domains):
     B = 2
-    ds = E.episodes(domains[:1], B, CROP, seed=1, deterministic=True, augment_config=GEOM)
+    ds = episodes(domains[:1], B, CROP, seed=1, deterministic=True, augment_config=GEOM)
     assert ds.element_spec[0][0].shape.as_list() == [None, CROP, CROP, 3]
     colour = np.array(COLOURS[0], np.float32)
     for (xi, xl), (yi, yl) in take(ds, 4):
@@ -123,11 +136,11 @@ def test_single_source_duplicates_and_strong_meta_test(domains):
         # meta-test: strong jitter + blur always, so the colour moves away from the source colour
         assert np.abs(yi[valid_te] - colour).mean() > 5.0
     # the rule can be switched off, and switched on for several sources
-    plain = E.episodes(domains[:1], B, CROP, seed=1, deterministic=True, augment_config=GEOM,
+    plain = episodes(domains[:1], B, CROP, seed=1, deterministic=True, augment_config=GEOM,
                        strong_meta_test=False)
     for _, (yi, yl) in take(plain, 2):
         np.testing.assert_allclose(yi[yl != 255], np.broadcast_to(colour, yi[yl != 255].shape), atol=1e-3)
-    multi = E.episodes(domains, B, CROP, seed=1, deterministic=True, augment_config=GEOM,
+    multi = episodes(domains, B, CROP, seed=1, deterministic=True, augment_config=GEOM,
                        strong_meta_test=True)
     for (xi, xl), (yi, yl) in take(multi, 2):
         for img, lab in zip(xi, xl):
@@ -140,7 +153,7 @@ def test_single_source_duplicates_and_strong_meta_test(domains):
 
 def test_replica_layout(domains):
     B, R = 4, 2
-    ds = E.episodes(domains, B, CROP, seed=3, deterministic=True, num_replicas=R, augment_config=GEOM)
+    ds = episodes(domains, B, CROP, seed=3, deterministic=True, num_replicas=R, augment_config=GEOM)
     seen_k2 = False
     for t, ((_, xl), (_, yl)) in enumerate(take(ds, 8)):
         order, k = E.split_domains(3, tf.constant(t, tf.int64), 3)
@@ -157,15 +170,15 @@ def test_replica_layout(domains):
 
 def test_batch_not_divisible_by_replicas(domains):
     with pytest.raises(E.EpisodeError, match="not divisible by num_replicas=4"):
-        E.episodes(domains, 6, CROP, num_replicas=4)
+        episodes(domains, 6, CROP, num_replicas=4)
     with pytest.raises(data.DataError):
-        E.aggregated_batches(domains, 3, CROP, num_replicas=2)
+        aggregated_batches(domains, 3, CROP, num_replicas=2)
     assert isinstance(E.EpisodeError("x"), ValueError)
 
 
 def test_aggregated_batches(domains):
     B, R = 2, 2
-    ds = E.aggregated_batches(domains, B, CROP, seed=0, deterministic=True, num_replicas=R,
+    ds = aggregated_batches(domains, B, CROP, seed=0, deterministic=True, num_replicas=R,
                               augment_config=GEOM)
     assert ds.element_spec[0].shape.as_list()[1:] == [CROP, CROP, 3]
     for imgs, labs in take(ds, 3):
@@ -177,7 +190,7 @@ def test_aggregated_batches(domains):
 
 def test_each_epoch_visits_every_file(tmp_path):
     dom = make_domain(str(tmp_path / "one"), 0, files=5, label_of_file=True)
-    ds = E.aggregated_batches([dom], 3, CROP, seed=4, deterministic=True, augment_config=GEOM)
+    ds = aggregated_batches([dom], 3, CROP, seed=4, deterministic=True, augment_config=GEOM)
     seq = [domain_of(l) for _, labs in take(ds, 5) for l in labs]  # 15 draws = 3 epochs of 5 files
     epochs = [seq[i:i + 5] for i in range(0, 15, 5)]
     assert all(sorted(e) == [0, 1, 2, 3, 4] for e in epochs)
@@ -186,7 +199,7 @@ def test_each_epoch_visits_every_file(tmp_path):
 
 def test_domains_as_strings(domains):
     spec = f"idd:{domains[0].root},idd:{domains[1].root}"
-    (xi, _), (yi, _) = next(iter(E.episodes(spec, 1, CROP, seed=0)))
+    (xi, _), (yi, _) = next(iter(episodes(spec, 1, CROP, seed=0)))
     assert xi.shape[0] + yi.shape[0] == 2
 
 
