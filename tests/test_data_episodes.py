@@ -215,7 +215,8 @@ def test_evaluation_dataset(tmp_path, domains):
     # different sizes in one batch: padded with 0 / 255
     root = str(tmp_path / "mixed")
     make_domain(root, 1, files=1, size=(10, 12))
-    os.rename(f"{root}/leftImg8bit/train/0/000000_leftImg8bit.png", f"{root}/leftImg8bit/train/0/000009_leftImg8bit.png")
+    os.rename(f"{root}/leftImg8bit/train/0/000000_leftImg8bit.png",
+              f"{root}/leftImg8bit/train/0/000009_leftImg8bit.png")
     os.rename(f"{root}/gtFine/train/0/000000_gtFine_labelcsTrainIds.png",
               f"{root}/gtFine/train/0/000009_gtFine_labelcsTrainIds.png")
     make_domain(root, 1, files=1, size=(8, 14))

@@ -16,7 +16,6 @@ import logging
 import os
 import struct
 
-import numpy as np
 import tensorflow as tf
 
 from mgml_tf.data import labels as L
