@@ -53,9 +53,21 @@ def serving_module(model):
                                  name="palette")
     module.num_classes = tf.Variable(n, trainable=False, name="num_classes")
 
+    def checked(images):
+        # Concrete signature functions do not enforce the spec's rank and channels at call time: a rank-3
+        # input would reach the convolutions and abort the process. Refuse it here with an error instead.
+        rank = tf.debugging.assert_equal(tf.rank(images), 4,
+                                         message="images must be [batch, height, width, 3] uint8")
+        with tf.control_dependencies([rank]):
+            channels = tf.debugging.assert_equal(tf.shape(images)[tf.rank(images) - 1], 3,
+                                                 message="images must have 3 (RGB) channels")
+        with tf.control_dependencies([rank, channels]):
+            return tf.cast(tf.identity(images), tf.float32)
+
     @tf.function(input_signature=[spec])
     def serve(images):
-        probabilities = tf.nn.softmax(model(tf.cast(images, tf.float32), training=False), axis=-1)
+        images = checked(images)
+        probabilities = tf.nn.softmax(model(images, training=False), axis=-1)
         labels = tf.cast(tf.argmax(probabilities, axis=-1), label_dtype)
         return {"labels": labels, "probabilities": probabilities}
 
@@ -64,7 +76,7 @@ def serving_module(model):
     if model.use_memory:
         @tf.function(input_signature=[spec])
         def memory_weights(images):
-            probabilities, weights = model.predict_with_weights(tf.cast(images, tf.float32))
+            probabilities, weights = model.predict_with_weights(checked(images))
             return {"memory_weights": weights,
                     "labels": tf.cast(tf.argmax(probabilities, axis=-1), label_dtype)}
 

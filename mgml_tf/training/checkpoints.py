@@ -28,10 +28,17 @@ def checkpoint_object(model):
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model_vars = {v.path: v for v in model.variables}
-    opt_vars = {v.path: v for v in model.optimizer.variables}
+    opt_vars = {optimizer_key(model.optimizer, v): v for v in model.optimizer.variables}
     if len(model_vars) != len(model.variables) or len(opt_vars) != len(model.optimizer.variables):
         raise RuntimeError("variable paths are not unique; cannot key the checkpoint by path")
     return tf.train.Checkpoint(model=model_vars, optimizer=opt_vars)
+
+
+def optimizer_key(optimizer, variable):
+    """An optimiser variable's path without the optimiser's own name (``sgd``, ``sgd_1``, ... in one
+    process), e.g. ``iteration`` or ``conv1_conv_kernel_momentum``."""
+    prefix = optimizer.name + "/"
+    return variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.path
 
 
 def variable_key(kind, path):
@@ -71,7 +78,7 @@ def restore_latest(model, checkpoint, ckpt_manager, log=print):
     for path in candidates:
         try:
             check_shapes(model, path)
-        except (tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.OutOfRangeError) as e:
+        except (tf.errors.OpError, RuntimeError) as e:  # missing, truncated or corrupt files
             errors.append(f"{path}: {type(e).__name__}")
             log(f"warning: checkpoint {path} is unreadable ({type(e).__name__}); trying an older one")
             continue
