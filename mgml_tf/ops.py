@@ -46,3 +46,23 @@ def resize_bilinear(images, size, align_corners=False):
     static_h = out_h if isinstance(out_h, int) else None
     static_w = out_w if isinstance(out_w, int) else None
     return tf.ensure_shape(x, [images.shape[0], static_h, static_w, images.shape[-1]])
+
+
+def sync_replica_context():
+    """The replica context when running in ``strategy.run`` with more than one replica, else None.
+
+    Code that must see the whole global batch (class sums of the memory update, pixel counts of the losses,
+    inner gradients of the meta step) all-reduces through it; on one device it does nothing."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync <= 1:
+        return None
+    return context
+
+
+def all_reduce_sum(value):
+    """Sum of ``value`` over the replicas in sync (identity on one device); differentiable to any order:
+    the gradient of an all-reduced sum is the all-reduced sum of the incoming gradients."""
+    context = sync_replica_context()
+    if context is None:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)

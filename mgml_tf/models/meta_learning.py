@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from mgml_tf import losses as losses_lib
 from mgml_tf import optim
+from mgml_tf.ops import all_reduce_sum, sync_replica_context
 
 METHODS = ("mgml", "baseline", "mldg", "memory_agg")
 META_ORDERS = (0, 1, 2)
@@ -124,6 +125,9 @@ class MetaLearningTrainer:
             optimizer = optim.build_optimizer()
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
+        # Slots now, not inside the first traced step (tf.function would have to lift their creation).
+        if self.built and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
 
     def compile_from_config(self, config):
         """Restores the optimiser of a saved, compiled model (``compile`` is overridden, so Keras's own
@@ -160,15 +164,22 @@ class MetaLearningTrainer:
             gumbel_seed = seed if use_memory and opts["memory_read"] == "gumbel" else None
             out = self.forward(images, memory if use_memory else None, training=True,
                                gumbel_seed=gumbel_seed)
-            terms = {"seg": losses_lib.segmentation_loss(labels, out["logits"])}
+            # Pixel losses are sums over this replica's pixels divided by the labelled-pixel count of the
+            # global batch, and terms every replica computes alike (the divergence of the shared M_hat) are
+            # divided by the replica count: summed over replicas, each term equals its single-device value.
+            seg_sum, count = losses_lib.pixel_cross_entropy_sum(labels, out["logits"])
+            count = tf.maximum(all_reduce_sum(tf.stop_gradient(count)), 1.0)
+            terms = {"seg": seg_sum / count}
             if "aux_logits" in out and opts["aux_weight"] > 0:
-                terms["aux"] = losses_lib.segmentation_loss(labels, out["aux_logits"])
+                terms["aux"] = losses_lib.pixel_cross_entropy_sum(labels, out["aux_logits"])[0] / count
             if use_memory and opts["use_cohesion"]:
-                terms["cohesion"] = losses_lib.cohesion_loss(labels, out["scores"])
+                terms["cohesion"] = losses_lib.pixel_cross_entropy_sum(labels, out["scores"])[0] / count
             if use_memory and with_update and opts["use_divergence"]:
                 m_hat = self.updated_memory(memory, out["features"], labels, training=True)
-                terms["div_cls"] = losses_lib.memory_classification_loss(self.memory_classifier(m_hat))
-                terms["div_cos"] = losses_lib.memory_cosine_loss(m_hat)
+                replicas = float(getattr(sync_replica_context(), "num_replicas_in_sync", 1))
+                terms["div_cls"] = losses_lib.memory_classification_loss(
+                    self.memory_classifier(m_hat)) / replicas
+                terms["div_cos"] = losses_lib.memory_cosine_loss(m_hat) / replicas
             return terms
 
         terms, state = self._stateless(theta, state, run)
@@ -290,11 +301,14 @@ class MetaLearningTrainer:
                     inner.watch(theta)
                     inner_loss, inner_terms, state = self._episode(theta, state, memory, images_tr,
                                                                    labels_tr, with_update=True, seed=seeds[0])
+                # Under a strategy each replica's inner gradient is that of its share of L_in: the fast
+                # weights need their sum (the all-reduce is differentiable, so second order stays exact).
                 if order == 2:
-                    inner_grads = inner.gradient(inner_loss, theta, unconnected_gradients=zero)
+                    inner_grads = all_reduce_sum(inner.gradient(inner_loss, theta, unconnected_gradients=zero))
                 else:
                     with outer.stop_recording():
-                        inner_grads = inner.gradient(inner_loss, theta, unconnected_gradients=zero)
+                        inner_grads = all_reduce_sum(inner.gradient(inner_loss, theta,
+                                                                    unconnected_gradients=zero))
                     inner_grads = [tf.stop_gradient(g) for g in inner_grads]
                 theta_prime = [t - tf.cast(alpha, t.dtype) * g for t, g in zip(theta, inner_grads)]
             memory_prime = None
@@ -312,6 +326,16 @@ class MetaLearningTrainer:
 
     @staticmethod
     def _named_terms(objective, inner_loss, outer_loss, inner_terms, outer_terms):
+        """The logged values; under a strategy, summed over replicas (each replica holds its share)."""
+        logs = MetaLearningTrainer._local_named_terms(objective, inner_loss, outer_loss, inner_terms,
+                                                      outer_terms)
+        if sync_replica_context() is not None:
+            names = list(logs)
+            logs = dict(zip(names, all_reduce_sum([logs[k] for k in names])))
+        return logs
+
+    @staticmethod
+    def _local_named_terms(objective, inner_loss, outer_loss, inner_terms, outer_terms):
         logs = {"loss": objective, "inner_loss": inner_loss, "inner_seg": inner_terms["seg"]}
         if outer_terms is not None:
             logs["outer_loss"] = outer_loss
@@ -383,14 +407,23 @@ class MetaLearningTrainer:
         lr = self.current_learning_rate()
         objective, gradients, updates = self.compute_meta_gradients(meta_train, meta_test, learning_rate=lr,
                                                                     step_seed=step_seed)
-        decay = float(self.training_options["weight_decay"])
+        replica = sync_replica_context()
+        replicas = replica.num_replicas_in_sync if replica is not None else 1
+        decay = float(self.training_options["weight_decay"]) / replicas  # the optimiser sums replicas
         if decay:
             gradients = [g + tf.cast(decay, g.dtype) * v.value
                          for g, v in zip(gradients, self.trainable_variables)]
         self.optimizer.apply(gradients, self.trainable_variables)
+        memory = self.memory if self.use_memory else None
         for variable, value in zip(self.non_trainable_variables, updates["non_trainable"]):
-            if variable is not (self.memory if self.use_memory else None):
-                variable.assign(value)
+            if variable is memory:
+                continue
+            if replica is not None and value.dtype.is_floating:
+                # Non-trainable variables are not synchronised by TF (aggregation NONE): replicas would
+                # drift apart silently. With synchronised BatchNorm the values already agree; the mean
+                # makes agreement a guarantee.
+                value = replica.all_reduce(tf.distribute.ReduceOp.MEAN, value)
+            variable.assign(value)
         if self.use_memory:
             images, labels = meta_train
             if meta_test is not None and self.training_options["method"] == "memory_agg":

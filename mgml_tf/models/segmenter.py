@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from mgml_tf import memory as memory_ops
-from mgml_tf.ops import resize_bilinear
+from mgml_tf.ops import all_reduce_sum, resize_bilinear
 from mgml_tf.layers.memory import CategoricalMemory, MemoryReadFuse, MemoryUpdateNetwork
 from mgml_tf.models import backbones as backbones_lib
 from mgml_tf.models import heads as heads_lib
@@ -185,11 +185,16 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
         return self.update_network(q, training=training)
 
     def updated_memory(self, memory, features, labels, training=False):
-        """``M_hat = update(M, X)`` (eq. 3) from encoder features ``F`` of the images labelled ``labels``."""
+        """``M_hat = update(M, X)`` (eq. 3) from encoder features ``F`` of the images labelled ``labels``.
+
+        Under a multi-replica strategy the per-class sums and counts are all-reduced first, so every
+        replica computes the update of the whole global batch (equal to the single-device update)."""
         z = self.update_features(features, training=training)
-        return memory_ops.update_memory(memory, tf.cast(z, memory.dtype), labels,
-                                        momentum=float(self.model_options["memory_momentum"]),
-                                        ignore_index=self.training_options["ignore_index"])
+        sums, counts = memory_ops.class_feature_sums(tf.cast(z, memory.dtype), labels, self.num_classes,
+                                                     self.training_options["ignore_index"])
+        sums, counts = all_reduce_sum(sums), all_reduce_sum(counts)
+        return memory_ops.update_memory_from_sums(memory, sums, counts,
+                                                  momentum=float(self.model_options["memory_momentum"]))
 
     def decode(self, x, low_level, training=False):
         if self.model_options["head"] == "deeplabv3plus":
