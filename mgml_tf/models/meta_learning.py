@@ -233,7 +233,8 @@ class MetaLearningTrainer:
             return tf.constant(1e-2)
         return tf.convert_to_tensor(self.optimizer.learning_rate)
 
-    def compute_meta_gradients(self, meta_train, meta_test=None, learning_rate=None, step_seed=None):
+    def compute_meta_gradients(self, meta_train, meta_test=None, learning_rate=None, step_seed=None,
+                               loss_scale=None):
         """One step of Algorithm 1 up to the gradients; changes no variable.
 
         Args:
@@ -244,6 +245,9 @@ class MetaLearningTrainer:
           learning_rate: the outer rate ``beta`` (the inner one is ``inner_lr_ratio * beta``); defaults to
             the optimiser's current rate.
           step_seed: ``[2]`` int seed for the Gumbel noise (only with ``memory_read="gumbel"``).
+          loss_scale: mixed-precision loss scale ``s``: the returned gradients are those of ``s * J``, and the
+            inner gradient is taken of ``s * L_in`` and divided by ``s`` (so float16 gradients do not
+            underflow in the inner step either). Default 1.
 
         Returns:
           ``(objective, gradients, updates)``: ``gradients`` align with ``self.trainable_variables``
@@ -273,6 +277,7 @@ class MetaLearningTrainer:
             step_seed = tf.cast(step_seed, tf.int32)
             seeds = (step_seed, step_seed + tf.constant([0, 1], tf.int32))
         zero = tf.UnconnectedGradients.ZERO
+        scale = tf.constant(1.0, lr_dtype) if loss_scale is None else tf.cast(loss_scale, lr_dtype)
 
         if method in ("baseline", "memory_agg"):
             if meta_test is not None:
@@ -284,7 +289,7 @@ class MetaLearningTrainer:
                 tape.watch(theta)
                 objective, terms, state = self._episode(theta, state, memory, images, labels,
                                                         with_update=True, seed=seeds[0])
-            gradients = tape.gradient(objective, theta, unconnected_gradients=zero)
+            gradients = tape.gradient(objective * scale, theta, unconnected_gradients=zero)
             logs = self._named_terms(objective, objective, None, terms, None)
             return objective, gradients, {"non_trainable": state, "terms": logs, "memory_prime": None}
 
@@ -304,12 +309,14 @@ class MetaLearningTrainer:
                 # Under a strategy each replica's inner gradient is that of its share of L_in: the fast
                 # weights need their sum (the all-reduce is differentiable, so second order stays exact).
                 if order == 2:
-                    inner_grads = all_reduce_sum(inner.gradient(inner_loss, theta, unconnected_gradients=zero))
+                    inner_grads = all_reduce_sum(inner.gradient(inner_loss * scale, theta,
+                                                                unconnected_gradients=zero))
                 else:
                     with outer.stop_recording():
-                        inner_grads = all_reduce_sum(inner.gradient(inner_loss, theta,
+                        inner_grads = all_reduce_sum(inner.gradient(inner_loss * scale, theta,
                                                                     unconnected_gradients=zero))
                     inner_grads = [tf.stop_gradient(g) for g in inner_grads]
+                inner_grads = [g / tf.cast(scale, g.dtype) for g in inner_grads]
                 theta_prime = [t - tf.cast(alpha, t.dtype) * g for t, g in zip(theta, inner_grads)]
             memory_prime = None
             if memory is not None:
@@ -320,7 +327,7 @@ class MetaLearningTrainer:
                 objective = outer_loss
             else:
                 objective = inner_loss + outer_loss
-        gradients = outer.gradient(objective, theta, unconnected_gradients=zero)
+        gradients = outer.gradient(objective * scale, theta, unconnected_gradients=zero)
         logs = self._named_terms(objective, inner_loss, outer_loss, inner_terms, outer_terms)
         return objective, gradients, {"non_trainable": state, "terms": logs, "memory_prime": memory_prime}
 
@@ -405,13 +412,16 @@ class MetaLearningTrainer:
         step = tf.cast(self.optimizer.iterations, tf.int32)
         step_seed = tf.stack([tf.constant(int(self.training_options["seed"]), tf.int32), step])
         lr = self.current_learning_rate()
+        # 1 unless the optimiser scales losses (mixed_float16 wraps it in a LossScaleOptimizer, whose
+        # apply() unscales the gradients and skips steps whose gradients are not finite).
+        loss_scale = tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
         objective, gradients, updates = self.compute_meta_gradients(meta_train, meta_test, learning_rate=lr,
-                                                                    step_seed=step_seed)
+                                                                    step_seed=step_seed, loss_scale=loss_scale)
         replica = sync_replica_context()
         replicas = replica.num_replicas_in_sync if replica is not None else 1
         decay = float(self.training_options["weight_decay"]) / replicas  # the optimiser sums replicas
         if decay:
-            gradients = [g + tf.cast(decay, g.dtype) * v.value
+            gradients = [g + tf.cast(decay, g.dtype) * tf.cast(loss_scale, g.dtype) * v.value
                          for g, v in zip(gradients, self.trainable_variables)]
         self.optimizer.apply(gradients, self.trainable_variables)
         memory = self.memory if self.use_memory else None
