@@ -103,6 +103,7 @@ class MetaLearningTrainer:
     def _init_trainer(self):
         self.train_step_traces = 0  # incremented each time train_step is traced (tests count retracing)
         self._log_trackers = {name: keras.metrics.Mean(name=name) for name in LOG_NAMES}
+        self._skipped_steps = keras.metrics.Sum(name="nonfinite_steps")  # reset with the metrics
 
     def set_training_options(self, **changes):
         """Changes Algorithm 1's options (validated); the next ``fit`` retraces its step."""
@@ -139,7 +140,7 @@ class MetaLearningTrainer:
 
     @property
     def metrics(self):
-        return list(self._log_trackers.values())
+        return list(self._log_trackers.values()) + [self._skipped_steps]
 
     # ------------------------------------------------------------------------------- functional runner
     def _stateless(self, trainable_values, non_trainable_values, fn):
@@ -289,7 +290,8 @@ class MetaLearningTrainer:
                 tape.watch(theta)
                 objective, terms, state = self._episode(theta, state, memory, images, labels,
                                                         with_update=True, seed=seeds[0])
-            gradients = tape.gradient(objective * scale, theta, unconnected_gradients=zero)
+                scaled_objective = objective * scale  # on the tape: scaled outside, it would be unconnected
+            gradients = tape.gradient(scaled_objective, theta, unconnected_gradients=zero)
             logs = self._named_terms(objective, objective, None, terms, None)
             return objective, gradients, {"non_trainable": state, "terms": logs, "memory_prime": None}
 
@@ -306,14 +308,15 @@ class MetaLearningTrainer:
                     inner.watch(theta)
                     inner_loss, inner_terms, state = self._episode(theta, state, memory, images_tr,
                                                                    labels_tr, with_update=True, seed=seeds[0])
+                    scaled_inner_loss = inner_loss * scale
                 # Under a strategy each replica's inner gradient is that of its share of L_in: the fast
                 # weights need their sum (the all-reduce is differentiable, so second order stays exact).
                 if order == 2:
-                    inner_grads = all_reduce_sum(inner.gradient(inner_loss * scale, theta,
+                    inner_grads = all_reduce_sum(inner.gradient(scaled_inner_loss, theta,
                                                                 unconnected_gradients=zero))
                 else:
                     with outer.stop_recording():
-                        inner_grads = all_reduce_sum(inner.gradient(inner_loss * scale, theta,
+                        inner_grads = all_reduce_sum(inner.gradient(scaled_inner_loss, theta,
                                                                     unconnected_gradients=zero))
                     inner_grads = [tf.stop_gradient(g) for g in inner_grads]
                 inner_grads = [g / tf.cast(scale, g.dtype) for g in inner_grads]
@@ -327,7 +330,8 @@ class MetaLearningTrainer:
                 objective = outer_loss
             else:
                 objective = inner_loss + outer_loss
-        gradients = outer.gradient(objective * scale, theta, unconnected_gradients=zero)
+            scaled_objective = objective * scale
+        gradients = outer.gradient(scaled_objective, theta, unconnected_gradients=zero)
         logs = self._named_terms(objective, inner_loss, outer_loss, inner_terms, outer_terms)
         return objective, gradients, {"non_trainable": state, "terms": logs, "memory_prime": memory_prime}
 
@@ -356,16 +360,18 @@ class MetaLearningTrainer:
                 logs[key] = inner_terms[key]
         return logs
 
-    def write_memory(self, images, labels):
+    def write_memory(self, images, labels, enabled=True):
         """Eq. 12: ``M <- update(M, X; theta)`` with the current weights, in inference mode, no gradient.
 
-        Returns the new memory after assigning it."""
+        Returns the new memory after assigning it (the old one, unchanged, where ``enabled`` is False)."""
         if not self.use_memory:
             return None
         memory = self.memory_bank.memory
         features, _, _ = self.encode(tf.cast(images, self.compute_dtype), training=False)
         new_memory = tf.stop_gradient(self.updated_memory(tf.convert_to_tensor(memory.value), features,
                                                           tf.cast(labels, tf.int32), training=False))
+        if enabled is not True:
+            new_memory = tf.where(enabled, new_memory, memory.value)
         memory.assign(new_memory)
         return new_memory
 
@@ -423,11 +429,20 @@ class MetaLearningTrainer:
         if decay:
             gradients = [g + tf.cast(decay, g.dtype) * tf.cast(loss_scale, g.dtype) * v.value
                          for g, v in zip(gradients, self.trainable_variables)]
+        # A step whose gradients are not finite (an overflowing float16 loss scale, a diverging run) must
+        # not leak into the state either: the BatchNorm statistics of its passes and the memory written
+        # with its weights are then discarded. (A LossScaleOptimizer skips such a step and lowers the scale.)
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients]
+                               + [tf.math.is_finite(objective)])
+        if replica is not None:
+            bad = replica.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+            finite = bad < 0.5  # every replica agrees
         self.optimizer.apply(gradients, self.trainable_variables)
         memory = self.memory if self.use_memory else None
         for variable, value in zip(self.non_trainable_variables, updates["non_trainable"]):
             if variable is memory:
                 continue
+            value = tf.where(finite, value, variable.value)
             if replica is not None and value.dtype.is_floating:
                 # Non-trainable variables are not synchronised by TF (aggregation NONE): replicas would
                 # drift apart silently. With synchronised BatchNorm the values already agree; the mean
@@ -439,13 +454,19 @@ class MetaLearningTrainer:
             if meta_test is not None and self.training_options["method"] == "memory_agg":
                 images = tf.concat([images, tf.cast(meta_test[0], images.dtype)], axis=0)
                 labels = tf.concat([tf.cast(labels, tf.int32), tf.cast(meta_test[1], tf.int32)], axis=0)
-            self.write_memory(images, labels)
+            self.write_memory(images, labels, enabled=finite)
         logs = {}
+        # Running means over finite steps only (one skipped step would otherwise turn them NaN for the
+        # rest of the epoch); skipped steps are counted.
+        weight = tf.cast(finite, tf.float32)
         for name, value in updates["terms"].items():
-            self._log_trackers[name].update_state(value)
+            value = tf.where(finite, tf.cast(value, tf.float32), 0.0)
+            self._log_trackers[name].update_state(value, sample_weight=weight)
+        self._skipped_steps.update_state(1.0 - weight)
         for name, tracker in self._log_trackers.items():
             if name in updates["terms"]:
                 logs[name] = tracker.result()
+        logs["nonfinite_steps"] = self._skipped_steps.result()
         logs["lr"] = lr
         logs["inner_lr"] = tf.cast(self.training_options["inner_lr_ratio"], lr.dtype) * lr
         return logs
