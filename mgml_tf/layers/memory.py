@@ -46,13 +46,9 @@ class CategoricalMemory(keras.layers.Layer):
         return {**super().get_config(), "num_classes": self.num_classes, "channels": self.channels}
 
 
-@keras.saving.register_keras_serializable(package="mgml_tf")
-class MemoryUpdateNetwork(keras.layers.Layer):
-    """``U(x) = relu(x + BN(conv1x1(x)))`` (the paper's 1x1 convolution with a residual connection).
-
-    Input is the L2-normalised encoder feature map; the output ``Z`` is normalised again inside
-    ``update_memory``.
-    """
+class _Conv1x1BatchNorm(keras.layers.Layer):
+    """Shared part of U and the fusion block: a bias-free 1x1 convolution to ``channels`` and a
+    ``MetaBatchNormalization``; subclasses say what goes in and around them."""
 
     def __init__(self, channels, bn_momentum=0.9, synchronized_bn=False, **kwargs):
         super().__init__(**kwargs)
@@ -64,16 +60,10 @@ class MemoryUpdateNetwork(keras.layers.Layer):
         self.norm = MetaBatchNormalization(momentum=bn_momentum, synchronized=synchronized_bn,
                                            dtype=self.dtype_policy, name="bn")
 
-    def build(self, input_shape):
-        self.conv.build(input_shape)
-        self.norm.build(input_shape[:-1] + (self.channels,))
+    def _build_parts(self, input_shape, in_channels):
+        self.conv.build(tuple(input_shape[:-1]) + (in_channels,))
+        self.norm.build(tuple(input_shape[:-1]) + (self.channels,))
         self.built = True
-
-    def call(self, x, training=None):
-        return keras.ops.relu(x + self.norm(self.conv(x), training=training))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "bn_momentum": self.bn_momentum,
@@ -81,7 +71,25 @@ class MemoryUpdateNetwork(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mgml_tf")
-class MemoryReadFuse(keras.layers.Layer):
+class MemoryUpdateNetwork(_Conv1x1BatchNorm):
+    """``U(x) = relu(x + BN(conv1x1(x)))`` (the paper's 1x1 convolution with a residual connection).
+
+    Input is the L2-normalised encoder feature map; the output ``Z`` is normalised again inside
+    ``update_memory``.
+    """
+
+    def build(self, input_shape):
+        self._build_parts(input_shape, self.channels)
+
+    def call(self, x, training=None):
+        return keras.ops.relu(x + self.norm(self.conv(x), training=training))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="mgml_tf")
+class MemoryReadFuse(_Conv1x1BatchNorm):
     """Eqs. 4-5: ``R = ReLU(BN(conv1x1([q, W^T M])))``, ``2C -> C`` channels, no conv bias.
 
     ``call(features, memory, gumbel_noise=None)`` returns ``(R, weights, scores)``: the memory-guided
@@ -90,20 +98,11 @@ class MemoryReadFuse(keras.layers.Layer):
     """
 
     def __init__(self, channels, temperature=1.0, bn_momentum=0.9, synchronized_bn=False, **kwargs):
-        super().__init__(**kwargs)
-        self.channels = int(channels)
+        super().__init__(channels, bn_momentum=bn_momentum, synchronized_bn=synchronized_bn, **kwargs)
         self.temperature = float(temperature)
-        self.bn_momentum = bn_momentum
-        self.synchronized_bn = synchronized_bn
-        self.conv = keras.layers.Conv2D(self.channels, 1, use_bias=False, dtype=self.dtype_policy,
-                                        name="conv")
-        self.norm = MetaBatchNormalization(momentum=bn_momentum, synchronized=synchronized_bn,
-                                           dtype=self.dtype_policy, name="bn")
 
     def build(self, input_shape):
-        self.conv.build(input_shape[:-1] + (2 * self.channels,))
-        self.norm.build(input_shape[:-1] + (self.channels,))
-        self.built = True
+        self._build_parts(input_shape, 2 * self.channels)
 
     def call(self, features, memory, gumbel_noise=None, training=None):
         memory = tf.convert_to_tensor(memory)
@@ -118,5 +117,4 @@ class MemoryReadFuse(keras.layers.Layer):
         return r, weights, scores
 
     def get_config(self):
-        return {**super().get_config(), "channels": self.channels, "temperature": self.temperature,
-                "bn_momentum": self.bn_momentum, "synchronized_bn": self.synchronized_bn}
+        return {**super().get_config(), "temperature": self.temperature}
