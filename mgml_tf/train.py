@@ -18,19 +18,30 @@ def make_flags():
     fv = flags.FlagValues()
     flags_lib.define_model_flags(fv)
     flags_lib.define_train_flags(fv)
+    flags_lib.define_distribution_flags(fv)
     return fv
 
 
 def main(argv):
-    cli.quiet_import()
+    cli.quiet_import(initialize=False)  # devices stay unconfigured until --num_devices is known
+    from mgml_tf import distribution
     from mgml_tf.training import data as data_lib
     from mgml_tf.training import flags as flags_lib
 
     fv = make_flags()
     cli.parse_flags(fv, argv, PROG)
     options = flags_lib.validate_train_flags(fv)
+    with cli.quiet_stderr():  # counting GPUs probes CUDA, which logs an error line on CPU machines
+        flags_lib.validate_distribution_flags(fv)
     data_lib.check_specs(fv.sources, "sources")
     data_lib.check_specs(fv.targets, "targets")
+    if fv.distribution_strategy == "mirrored":
+        try:
+            with cli.quiet_stderr():
+                distribution.configure_devices(fv.num_devices)
+        except ValueError as e:
+            raise cli.UsageError(str(e)) from None
+    cli.quiet_initialize()
     from mgml_tf.training import loop
 
     def log(message):

@@ -44,14 +44,24 @@ def quiet_stderr():
                 sys.stderr.write("\n".join(kept) + "\n")
 
 
-def quiet_import():
-    """Imports TensorFlow and Keras without their start-up chatter on stderr."""
+def quiet_import(initialize=True):
+    """Imports TensorFlow and Keras without their start-up chatter on stderr. ``initialize=False`` leaves
+    the runtime (devices) uninitialised, so that logical devices can still be configured; call
+    ``quiet_initialize`` afterwards."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     with quiet_stderr():
-        import tensorflow as tf
+        import tensorflow as tf  # noqa: F401
         import keras  # noqa: F401
-        tf.constant(0) + 1  # initialises the runtime (its CUDA probe logs an error line on CPU machines)
+    if initialize:
+        quiet_initialize()
+
+
+def quiet_initialize():
+    """Initialises the TensorFlow runtime (devices) quietly (its CUDA probe logs an error line on CPUs)."""
+    with quiet_stderr():
+        import tensorflow as tf
+        tf.constant(0) + 1
 
 
 def fail(prog, message, status):

@@ -149,6 +149,51 @@ def define_train_flags(fv):
     define_eval_flags(fv)
 
 
+def define_distribution_flags(fv):
+    """--distribution_strategy, --num_devices, --mixed_precision, --jit_compile (docs/DISTRIBUTED.md)."""
+    flags.DEFINE_string("distribution_strategy", "auto", "auto (mirrored over the GPUs when there are several, "
+                        "else one device) | one_device | mirrored | multi_worker (TF_CONFIG).", flag_values=fv)
+    flags.DEFINE_integer("num_devices", None, "Replicas of a mirrored run: GPUs, or on a machine without GPUs "
+                         "the number of logical CPU devices the CPU is split into (default: all GPUs / 1).",
+                         flag_values=fv)
+    flags.DEFINE_string("mixed_precision", "none", "none | mixed_float16 (loss-scaled, also the inner step) | "
+                        "mixed_bfloat16; the memory, losses and cosine scores stay float32.", flag_values=fv)
+    flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA (one device only).",
+                         flag_values=fv)
+    flags.DEFINE_string("debug_dump_variables", None, "(testing) At the end, every task writes its final "
+                        "model variables to PREFIX.<task>.npz.", flag_values=fv)
+
+
+def validate_distribution_flags(fv):
+    """Strategy, devices, precision, XLA and the batch split, before any work; returns the replica count.
+
+    Reads ``TF_CONFIG`` for ``multi_worker``; counts GPUs without initialising TensorFlow's devices."""
+    from mgml_tf import distribution
+
+    name = fv.distribution_strategy
+    _need(name in distribution.STRATEGIES, f"--distribution_strategy={name!r} is unknown; valid: "
+          f"{', '.join(distribution.STRATEGIES)}")
+    _need(fv.mixed_precision in distribution.PRECISIONS, f"--mixed_precision={fv.mixed_precision!r} is "
+          f"unknown; valid: {', '.join(distribution.PRECISIONS)}")
+    n = fv.num_devices
+    _need(n is None or n >= 1, f"--num_devices must be a positive integer, got {n}")
+    _need(not (name == "one_device" and n is not None and n > 1),
+          f"--num_devices={n} needs --distribution_strategy=mirrored (one_device runs one replica)")
+    try:
+        replicas = distribution.expected_replicas(name, n)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if fv.jit_compile and (replicas > 1 or name == "multi_worker"):
+        raise UsageError(f"--jit_compile works on one device only: XLA compilation of the step fails under a "
+                         f"multi-replica strategy ({name}, {replicas} replicas); drop --jit_compile or use "
+                         "--distribution_strategy=one_device")
+    b = fv.batch_per_domain
+    if b % replicas:
+        raise UsageError(f"--batch_per_domain={b} does not divide over {replicas} replicas (each replica needs "
+                         f"an equal share of every domain); set --batch_per_domain to a multiple of {replicas}")
+    return replicas
+
+
 def model_options(fv):
     """``build_model`` keyword arguments from parsed flags."""
     out = {}

@@ -29,14 +29,17 @@ def _fmt_time(seconds):
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def _input_pipeline(method, domains, fv, crop, start_step, log):
-    """Endless training batches from ``start_step`` on (episodes, or aggregated batches for baseline)."""
+def _input_pipeline(method, domains, fv, crop, start_step, log, num_replicas=1):
+    """Endless training batches from ``start_step`` on (episodes, or aggregated batches for baseline),
+    laid out [replica, domain, image] for ``num_replicas`` replicas."""
     from mgml_tf.data import aggregated_batches
     from mgml_tf.data.episodes import episodes
 
     fn = aggregated_batches if method in ("baseline", "memory_agg") else episodes
     kwargs = dict(batch_per_domain=fv.batch_per_domain, crop_size=crop, seed=fv.seed,
                   deterministic=fv.deterministic)
+    if num_replicas > 1:
+        kwargs["num_replicas"] = int(num_replicas)
     params = inspect.signature(fn).parameters
     for name in ("start_step", "initial_step"):
         if name in params:
@@ -56,14 +59,65 @@ def _images_per_step(method, num_sources, batch):
 
 
 class Trainer:
-    def __init__(self, fv, options, model, sources, targets, log=print):
+    """``strategy``: the ``tf.distribute`` strategy the model was built under (None: the default one).
+
+    Multi-worker: every task restores from ``model_dir`` (shared), but only the chief writes there
+    (checkpoints, summaries, evaluation results); the other workers save their checkpoints to a scratch
+    folder (TF's multi-worker saving wants every worker to save) and write no summaries."""
+
+    def __init__(self, fv, options, model, sources, targets, log=print, strategy=None):
+        from mgml_tf import distribution
+
         self.fv, self.options, self.model = fv, options, model
         self.sources, self.targets, self.log = sources, targets, log
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.chief = distribution.is_chief(self.strategy)
         self.model_dir = fv.model_dir
+        self.write_dir = distribution.worker_dir(self.model_dir, self.strategy)
         self.num_classes = int(model.num_classes)
         self.protocol = int(fv.num_classes_protocol)
         self.checkpoint = ckpt_lib.checkpoint_object(model)
         self.manager = ckpt_lib.manager(self.checkpoint, self.model_dir, keep=fv.keep_checkpoints)
+        self.save_manager = (self.manager if self.chief else
+                             ckpt_lib.manager(self.checkpoint, self.write_dir, keep=1))
+
+    @property
+    def replicas(self):
+        return int(self.strategy.num_replicas_in_sync)
+
+    @property
+    def distributed(self):
+        from mgml_tf import distribution
+        return self.replicas > 1 or distribution.is_multi_worker(self.strategy)
+
+    def _step_function(self, dataset):
+        """The compiled train step: ``model.train_step`` directly on one device, else inside
+        ``strategy.run``; returns the logs of every local replica (they hold the same global values)."""
+        model, strategy = self.model, self.strategy
+        if not self.distributed:
+            step = tf.function(model.train_step, jit_compile=bool(self.fv.jit_compile))
+            return lambda batch: [step(batch)]
+
+        # The signature of the distributed dataset (meta-train/test sizes vary per step: no retracing).
+        @tf.function(input_signature=[dataset.element_spec])
+        def distributed_step(batch):
+            logs = strategy.run(model.train_step, args=(batch,))
+            local = {k: strategy.experimental_local_results(v) for k, v in logs.items()}
+            return [{k: values[i] for k, values in local.items()} for i in range(len(local["lr"]))]
+
+        return distributed_step
+
+    def _dataset(self, dataset):
+        if not self.distributed:
+            return dataset
+        from mgml_tf import distribution
+        if distribution.is_multi_worker(self.strategy):
+            # Every worker builds the same global batches (a pure function of seed and step); DATA sharding
+            # after the contiguous split gives each worker its replicas' parts.
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+            dataset = dataset.with_options(options)
+        return self.strategy.experimental_distribute_dataset(dataset)
 
     # ------------------------------------------------------------------------------------- evaluation
     def evaluate(self, step, writer):
@@ -94,6 +148,8 @@ class Trainer:
         dt = time.perf_counter() - t0
         self.log(f"evaluation at step {step} ({dt:.1f} s, {self.protocol}-class mIoU, percent):")
         self.log(metrics_lib.format_table(results))
+        if not self.chief:
+            return results
         cli.write_json(os.path.join(self.model_dir, md.EVAL_JSON), results)
         with open(os.path.join(self.model_dir, md.EVAL_HISTORY), "a") as f:
             f.write(json.dumps({"step": int(step), "results": results}) + "\n")
@@ -140,21 +196,27 @@ class Trainer:
     def run(self, start_step):
         fv, model, options = self.fv, self.model, self.options
         total = int(options["train_steps"])
-        train_writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "train"))
-        eval_writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "eval"))
+        if self.chief:
+            train_writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "train"))
+            eval_writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "eval"))
+        else:
+            train_writer = eval_writer = tf.summary.create_noop_writer()
         if start_step >= total:
             self.log(f"step {start_step} >= --train_steps={total}: nothing to train")
-            if not os.path.exists(os.path.join(self.model_dir, md.EVAL_JSON)) and self.targets:
+            if self.chief and not os.path.exists(os.path.join(self.model_dir, md.EVAL_JSON)) and self.targets:
                 self.evaluate(start_step, eval_writer)
             return
         from mgml_tf.training.flags import crop_size
         method = options["method"]
-        dataset = _input_pipeline(method, self.sources, fv, crop_size(fv), start_step, self.log)
+        dataset = _input_pipeline(method, self.sources, fv, crop_size(fv), start_step, self.log,
+                                  num_replicas=self.replicas)
+        dataset = self._dataset(dataset)
         iterator = iter(dataset)
-        step_fn = tf.function(model.train_step)
+        step_fn = self._step_function(dataset)
         per_step = _images_per_step(method, len(self.sources), fv.batch_per_domain)
+        where = (f", {self.replicas} replicas ({type(self.strategy).__name__})" if self.distributed else "")
         self.log(f"training steps {start_step + 1}..{total} ({method}, {per_step} images/step, "
-                 f"crop {crop_size(fv)[0]}x{crop_size(fv)[1]}); first step traces the graph")
+                 f"crop {crop_size(fv)[0]}x{crop_size(fv)[1]}{where}); first step traces the graph")
         for tracker in model.metrics:
             tracker.reset_state()
         step = start_step
@@ -162,7 +224,8 @@ class Trainer:
         timed_time, steps_timed = 0.0, 0  # the same since the first (tracing) step, for the ETA
         while step < total:
             t0 = time.perf_counter()
-            logs = step_fn(next(iterator))
+            replica_logs = step_fn(next(iterator))
+            logs = replica_logs[0]
             step = int(model.optimizer.iterations.numpy())
             dt = time.perf_counter() - t0
             if step > start_step + 1:  # the first step traces the graph: excluded from rates and ETA
@@ -170,6 +233,11 @@ class Trainer:
                 timed_time, steps_timed = timed_time + dt, steps_timed + 1
             if step % fv.log_every == 0 or step == total or step == start_step + 1:
                 values = {k: float(v) for k, v in logs.items()}
+                for other in replica_logs[1:]:  # all-reduced inside the step: every replica holds the same
+                    for k, v in other.items():
+                        if not np.isclose(float(v), values[k], rtol=1e-5, atol=1e-7, equal_nan=True):
+                            raise cli.RunError(f"replicas disagree on {k} at step {step}: {float(v)} vs "
+                                               f"{values[k]}")
                 rate = n_window * per_step / window_time if n_window else None
                 eta = _fmt_time(timed_time / steps_timed * (total - step)) if steps_timed else "?"
                 parts = [f"{_SHORT[k]} {values[k]:.3f}" for k in _LOSS_ORDER if k in values]
@@ -188,20 +256,71 @@ class Trainer:
                     tracker.reset_state()
                 window_time, n_window = 0.0, 0
             if step % fv.checkpoint_every == 0 or step == total:
-                path = self.manager.save(checkpoint_number=step)
-                self.log(f"checkpoint {path}")
-            if step < total and fv.eval_every and step % fv.eval_every == 0 and self.targets:
+                path = self.save_manager.save(checkpoint_number=step)
+                if self.chief:
+                    self.log(f"checkpoint {path}")
+            if step < total and fv.eval_every and step % fv.eval_every == 0 and self.targets and self.chief:
                 self.evaluate(step, eval_writer)
-        if self.targets:
+        if self.targets and self.chief:
             self.evaluate(step, eval_writer)
         train_writer.close()
         eval_writer.close()
 
 
-def run_training(fv, options, log=print):
-    """Everything after flag validation: domains, model, model_dir, resume, memory init, training."""
-    import mgml_tf
+def _create_strategy(fv, log):
+    from mgml_tf import distribution
 
+    name = getattr(fv, "distribution_strategy", "one_device")
+    try:
+        strategy = distribution.create_strategy(name, getattr(fv, "num_devices", None))
+    except ValueError as e:
+        raise cli.UsageError(str(e)) from None
+    replicas = int(strategy.num_replicas_in_sync)
+    if fv.batch_per_domain % replicas:
+        raise cli.UsageError(f"--batch_per_domain={fv.batch_per_domain} does not divide over {replicas} "
+                             f"replicas; set it to a multiple of {replicas}")
+    if replicas > 1 or distribution.is_multi_worker(strategy):
+        if getattr(fv, "jit_compile", False):
+            raise cli.UsageError("--jit_compile works on one device only; drop it or use "
+                                 "--distribution_strategy=one_device")
+        kind, index = distribution.task_identity(strategy)
+        task = f", task {kind}:{index}" if kind is not None else ""
+        log(f"distribution: {type(strategy).__name__}, {replicas} replicas{task}"
+            f"{' (chief)' if distribution.is_chief(strategy) else ''}")
+    return strategy
+
+
+def dump_variables(model, strategy, prefix, tag):
+    """Writes ``{variable path: value}`` of the first local replica to ``prefix.<tag>.npz``, plus
+    ``__replicas_max_abs_diff__`` (largest difference between local replicas) and ``__step__``."""
+    arrays, diff = {}, 0.0
+    for v in model.variables:
+        local = [np.asarray(x) for x in strategy.experimental_local_results(v.value)]
+        arrays[v.path] = local[0]
+        for x in local[1:]:
+            diff = max(diff, float(np.max(np.abs(x.astype(np.float64) - local[0]))) if x.size else 0.0)
+    arrays["__replicas_max_abs_diff__"] = np.asarray(diff)
+    arrays["__step__"] = np.asarray(int(model.optimizer.iterations.numpy()))
+    folder = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(folder, exist_ok=True)
+    np.savez(f"{prefix}.{tag}.npz", **arrays)
+
+
+def run_training(fv, options, log=print):
+    """Everything after flag validation: strategy, domains, model, model_dir, resume, memory init,
+    training."""
+    import mgml_tf
+    from mgml_tf import distribution
+
+    strategy = _create_strategy(fv, log)
+    replicas = int(strategy.num_replicas_in_sync)
+    chief = distribution.is_chief(strategy)
+    if not chief:
+        def log(message, _log=log):  # noqa: F811  (non-chief workers: progress prefixed, no files)
+            _log(f"[{'%s:%s' % distribution.task_identity(strategy)}] {message}")
+    distribution.set_mixed_precision(getattr(fv, "mixed_precision", "none"))
+    if replicas > 1 or distribution.is_multi_worker(strategy):
+        options = dict(options, synchronized_bn=True)  # two-pass global moments across replicas
     model_dir = fv.model_dir
     saved = md.check_compatible(model_dir, options) if os.path.isdir(model_dir) else None
     source_specs = data_lib.expand(fv.sources, "source", fv, log=log)
@@ -213,8 +332,13 @@ def run_training(fv, options, log=print):
         log("targets: " + ", ".join(f"{d.name}:{d.root} ({len(d)} images)" for d in targets))
     import keras
     keras.utils.set_random_seed(int(options["seed"]))
-    model = mgml_tf.build_model(**options)
-    trainer = Trainer(fv, options, model, sources, targets, log=log)
+    with strategy.scope():
+        model = mgml_tf.build_model(**options)
+        trainer = Trainer(fv, options, model, sources, targets, log=log, strategy=strategy)
+    if getattr(fv, "mixed_precision", "none") != "none":
+        log(f"mixed precision {fv.mixed_precision}: compute {model.compute_dtype}, variables "
+            f"{model.variable_dtype}, memory {model.memory.dtype if model.use_memory else '-'}"
+            f"{', loss-scaled' if 'LossScale' in type(model.optimizer).__name__ else ''}")
     restored = ckpt_lib.restore_latest(model, trainer.checkpoint, trainer.manager, log=log)
     # Only now (configuration compatible, checkpoint readable) is anything written to model_dir.
     from mgml_tf.training import flags as flags_lib
@@ -227,10 +351,11 @@ def run_training(fv, options, log=print):
               "resolved": {"sources": source_specs, "targets": target_specs,
                            "architecture": md.resolved_architecture(options)},
               "mgml_tf_version": mgml_tf.__version__}
-    os.makedirs(model_dir, exist_ok=True)
-    cli.write_json(os.path.join(model_dir, md.CONFIG_JSON), config)
-    cli.atomic_write_text(os.path.join(model_dir, md.CONFIG_CFG), flags_lib.to_flagfile(
-        values, header=["Resolved flags of this run (python -m mgml_tf.train --flagfile=THIS resumes it)."]))
+    if chief:
+        os.makedirs(model_dir, exist_ok=True)
+        cli.write_json(os.path.join(model_dir, md.CONFIG_JSON), config)
+        cli.atomic_write_text(os.path.join(model_dir, md.CONFIG_CFG), flags_lib.to_flagfile(
+            values, header=["Resolved flags of this run (python -m mgml_tf.train --flagfile=THIS resumes it)."]))
     if restored:
         start = int(model.optimizer.iterations.numpy())
         log(f"resumed from {restored} (step {start})")
@@ -238,6 +363,11 @@ def run_training(fv, options, log=print):
         start = 0
         trainer.initialize_memory()
     trainer.run(start)
+    prefix = getattr(fv, "debug_dump_variables", None)
+    if prefix:
+        kind, index = distribution.task_identity(strategy)
+        dump_variables(model, strategy, prefix, "single" if kind is None else f"{kind}_{index}")
+    distribution.remove_worker_dir(model_dir, strategy)
     sys.stdout.flush()
     return model
 
