@@ -41,13 +41,16 @@ def main(argv):
                 distribution.configure_devices(fv.num_devices)
         except ValueError as e:
             raise cli.UsageError(str(e)) from None
-    cli.quiet_initialize()
     from mgml_tf.training import loop
 
     def log(message):
         print(message, flush=True)
 
-    loop.run_training(fv, options, log=log)
+    # Before the runtime starts: MultiWorkerMirroredStrategy configures collective ops at start-up.
+    with cli.quiet_stderr():
+        strategy = loop.create_strategy(fv, log)
+    cli.quiet_initialize()
+    loop.run_training(fv, options, log=log, strategy=strategy)
     return 0
 
 

@@ -267,7 +267,8 @@ class Trainer:
         eval_writer.close()
 
 
-def _create_strategy(fv, log):
+def create_strategy(fv, log=print):
+    """The strategy of the flags (checked against the batch split and --jit_compile); logs what it is."""
     from mgml_tf import distribution
 
     name = getattr(fv, "distribution_strategy", "one_device")
@@ -306,13 +307,13 @@ def dump_variables(model, strategy, prefix, tag):
     np.savez(f"{prefix}.{tag}.npz", **arrays)
 
 
-def run_training(fv, options, log=print):
+def run_training(fv, options, log=print, strategy=None):
     """Everything after flag validation: strategy, domains, model, model_dir, resume, memory init,
     training."""
     import mgml_tf
     from mgml_tf import distribution
 
-    strategy = _create_strategy(fv, log)
+    strategy = strategy or create_strategy(fv, log)
     replicas = int(strategy.num_replicas_in_sync)
     chief = distribution.is_chief(strategy)
     if not chief:
