@@ -122,8 +122,8 @@ def expected_replicas(name, num_devices=None, environ=None):
     gpus = len(_tf().config.list_physical_devices("GPU"))
     if name == "auto":
         if not gpus and num_devices is not None and int(num_devices) > 1:
-            raise ValueError(f"num_devices={num_devices} on a machine without GPUs splits the CPU only for "
-                             "distribution_strategy=mirrored; set it (auto runs on one device here)")
+            raise ValueError(f"num_devices={num_devices} on a machine without GPUs splits the CPU only with "
+                             "distribution_strategy=mirrored; add it (auto runs on one device here)")
         if gpus and num_devices is not None and int(num_devices) > gpus:
             raise ValueError(f"num_devices={num_devices} but this machine has {gpus} GPU(s); set at most {gpus}")
         return (num_devices or gpus) if gpus > 1 or (num_devices or 1) > 1 else 1
@@ -173,9 +173,22 @@ def create_strategy(name, num_devices=None):
     return tf.distribute.MirroredStrategy([d.name for d in devices[:n]])
 
 
+def is_default(strategy):
+    """True for TensorFlow's default (no-op, one device) strategy."""
+    tf = _tf()
+    return strategy is None or (not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy())
+
+
 def is_multi_worker(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None)
-    return resolver is not None and getattr(strategy.extended, "_num_workers", 1) > 1
+    """True when ``strategy`` spans more than one training task (a multi-worker cluster)."""
+    try:
+        resolver = strategy.cluster_resolver
+    except (AttributeError, NotImplementedError):
+        return False
+    if resolver is None:
+        return False
+    spec = resolver.cluster_spec().as_dict()
+    return sum(len(v) for k, v in spec.items() if k in TRAINING_TASKS) > 1
 
 
 def task_identity(strategy):

@@ -183,7 +183,7 @@ def validate_distribution_flags(fv):
         replicas = distribution.expected_replicas(name, n)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if fv.jit_compile and (replicas > 1 or name == "multi_worker"):
+    if fv.jit_compile and (replicas > 1 or name in ("multi_worker", "mirrored")):
         raise UsageError(f"--jit_compile works on one device only: XLA compilation of the step fails under a "
                          f"multi-replica strategy ({name}, {replicas} replicas); drop --jit_compile or use "
                          "--distribution_strategy=one_device")

@@ -87,8 +87,9 @@ class Trainer:
 
     @property
     def distributed(self):
+        """Any strategy but the default one: the step runs inside ``strategy.run``."""
         from mgml_tf import distribution
-        return self.replicas > 1 or distribution.is_multi_worker(self.strategy)
+        return not distribution.is_default(self.strategy)
 
     def _step_function(self, dataset):
         """The compiled train step: ``model.train_step`` directly on one device, else inside
@@ -280,7 +281,7 @@ def create_strategy(fv, log=print):
     if fv.batch_per_domain % replicas:
         raise cli.UsageError(f"--batch_per_domain={fv.batch_per_domain} does not divide over {replicas} "
                              f"replicas; set it to a multiple of {replicas}")
-    if replicas > 1 or distribution.is_multi_worker(strategy):
+    if not distribution.is_default(strategy):
         if getattr(fv, "jit_compile", False):
             raise cli.UsageError("--jit_compile works on one device only; drop it or use "
                                  "--distribution_strategy=one_device")
