@@ -106,7 +106,7 @@ def main(argv=None):
     print(f"Train step (MGML, meta_order={args.meta_order}, demo architecture, {images} images of "
           f"{args.crop}x{args.crop} per step), one device, median of {args.rounds} interleaved rounds.\n")
     print(f"Machine: {machine()}.\n")
-    print("| precision | XLA (jit_compile) | step time, median (min-max) | vs float32 no XLA | loss after steps |")
+    print("| precision | XLA (jit_compile) | step time, median (min-max) | vs float32 no XLA | running mean loss |")
     print("|---|---|---|---|---|")
     for c in configs:
         if c[2] is None:

@@ -28,15 +28,40 @@ def checkpoint_object(model):
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model_vars = {v.path: v for v in model.variables}
-    opt_vars = {optimizer_key(model.optimizer, v): v for v in model.optimizer.variables}
-    if len(model_vars) != len(model.variables) or len(opt_vars) != len(model.optimizer.variables):
+    opt_vars = {optimizer_key(model.optimizer, v): v for v in _optimizer_variables(model.optimizer)}
+    if len(model_vars) != len(model.variables) or len(opt_vars) != len(_optimizer_variables(model.optimizer)):
         raise RuntimeError("variable paths are not unique; cannot key the checkpoint by path")
     return tf.train.Checkpoint(model=model_vars, optimizer=opt_vars)
 
 
+def _inner(optimizer):
+    """The optimiser a ``LossScaleOptimizer`` (mixed_float16) wraps, or None."""
+    return getattr(optimizer, "inner_optimizer", None)
+
+
+def _optimizer_variables(optimizer):
+    """The optimiser state that is checkpointed. Under mixed_float16 (a ``LossScaleOptimizer``): the wrapped
+    optimiser's variables (keyed as without loss scaling, so float32 tools such as mgml_tf.evaluate/export
+    read the checkpoint) plus the loss-scale state; the wrapper's own iteration/learning_rate copies are
+    not used by the step and left out."""
+    inner = _inner(optimizer)
+    if inner is None:
+        return list(optimizer.variables)
+    own = [v for v in optimizer.variables if v.path.startswith(optimizer.name + "/")
+           and v.path.split("/", 1)[1] in ("step_counter", "dynamic_scale")]
+    return list(inner.variables) + own
+
+
 def optimizer_key(optimizer, variable):
     """An optimiser variable's path without the optimiser's own name (``sgd``, ``sgd_1``, ... in one
-    process), e.g. ``iteration`` or ``conv1_conv_kernel_momentum``."""
+    process), e.g. ``iteration`` or ``conv1_conv_kernel_momentum``; the loss-scale state of a
+    ``LossScaleOptimizer`` is ``loss_scale/step_counter`` and ``loss_scale/dynamic_scale``."""
+    inner = _inner(optimizer)
+    if inner is not None:
+        prefix = inner.name + "/"
+        if variable.path.startswith(prefix):
+            return variable.path[len(prefix):]
+        return "loss_scale/" + variable.path.split("/", 1)[-1]
     prefix = optimizer.name + "/"
     return variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.path
 

@@ -187,11 +187,21 @@ def validate_distribution_flags(fv):
         raise UsageError(f"--jit_compile works on one device only: XLA compilation of the step fails under a "
                          f"multi-replica strategy ({name}, {replicas} replicas); drop --jit_compile or use "
                          "--distribution_strategy=one_device")
+    if (fv.jit_compile and fv.mixed_precision != "none" and fv.meta_order == 2 and fv.method in ("mgml", "mldg")
+            and not _has_gpu()):
+        raise UsageError(f"--jit_compile with --mixed_precision={fv.mixed_precision} fails on CPU for the "
+                         "second-order step (XLA's CPU backend has no MaxPoolGradGrad kernel for 16-bit floats); "
+                         "drop one of them or use --meta_order=1")
     b = fv.batch_per_domain
     if b % replicas:
         raise UsageError(f"--batch_per_domain={b} does not divide over {replicas} replicas (each replica needs "
                          f"an equal share of every domain); set --batch_per_domain to a multiple of {replicas}")
     return replicas
+
+
+def _has_gpu():
+    import tensorflow as tf
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def model_options(fv):
