@@ -140,3 +140,30 @@ def test_mixed_bfloat16_two_steps_finite(reference):
     memory = [v for k, v in state.items() if "memory" in k and v.ndim == 2 and v.shape[0] == 19]
     assert memory and memory[0].dtype == np.float32
     assert all(np.all(np.isfinite(v)) for v in state.values() if np.asarray(v).dtype.kind == "f")
+
+
+@pytest.mark.parametrize("value, words", [
+    ("[1, 2]", ("JSON object",)),
+    ('{"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker", "index": 0}}', ("host:port",)),
+    ('{"cluster": {"ps": ["127.0.0.1:1"]}, "task": {"type": "ps", "index": 0}}', ("no worker or chief",)),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "evaluator", "index": 0}}', ("chief, worker",)),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "chief", "index": 0}}', ("not a job",)),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": -1}}', ("0..0",)),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker"}}', ("index",)),
+])
+def test_validate_tf_config(value, words):
+    from mgml_tf import distribution
+    with pytest.raises(ValueError) as info:
+        distribution.validate_tf_config({"TF_CONFIG": value})
+    message = str(info.value)
+    assert "\n" not in message
+    for w in words:
+        assert w in message, message
+
+
+def test_validate_tf_config_accepts_chief_and_workers():
+    from mgml_tf import distribution
+    config = {"cluster": {"chief": ["h0:1"], "worker": ["h1:1", "h2:1"]}, "task": {"type": "worker", "index": 1}}
+    assert distribution.validate_tf_config({"TF_CONFIG": json.dumps(config)}) == config
+    assert distribution.cluster_size(config) == 3
+    assert distribution.validate_tf_config({}) is None
