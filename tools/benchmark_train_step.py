@@ -8,11 +8,10 @@ them as one aggregated batch, the meta-learning methods as a meta-train and a me
 models live in one process and are stepped in interleaved rounds (each step a compiled ``tf.function`` of
 ``train_step``, the first call excluded), so machine noise hits every method alike; the table gives the
 median and the ratio to ``baseline``. Peak memory: each method runs alone in a child process that reports
-its peak resident set size (``ru_maxrss``) and the growth over its size before the first step.
+its peak resident set size (``VmHWM``) and the growth over its size before the first step.
 """
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ flags.DEFINE_list("configs", ["small", "r50"], "Configurations to run: small, r5
 flags.DEFINE_integer("rounds", 5, "Timed rounds (one step per method per round).")
 flags.DEFINE_integer("batch_per_domain", 2, "Images per domain (2 domains per step).")
 flags.DEFINE_bool("memory", True, "Also measure peak memory, one child process per method.")
+flags.DEFINE_bool("times", True, "Measure step times (all methods in this process).")
 flags.DEFINE_string("output_json", None, "Write the results here as JSON.")
 flags.DEFINE_string("child", None, "Internal: run one 'config:method' in this process and print JSON.")
 
@@ -43,10 +43,10 @@ METHODS = {
 }
 
 
-def _rss_mb():
+def _status_mb(field):
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
 
@@ -87,10 +87,11 @@ def run_child(spec):
     model = _build(config, method)
     step = _compiled_step(model)
     data = _episode(config, FLAGS.batch_per_domain)
-    before = _rss_mb()
+    before = _status_mb("VmRSS")
     step(data)
     step(data)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child would report its parent's peak.
+    peak = _status_mb("VmHWM")
     print(json.dumps({"rss_before_mb": before, "peak_rss_mb": peak}))
 
 
@@ -131,13 +132,14 @@ def main(argv):
                "batch_per_domain": FLAGS.batch_per_domain, "rounds": FLAGS.rounds, "configs": {}}
     for config in FLAGS.configs:
         size = CONFIGS[config]["size"]
-        times = measure_times(config)
-        rows = {}
-        for method in METHODS:
-            row = {"step_s": times[method], "ratio": times[method] / times["baseline"]}
-            if FLAGS.memory:
-                row.update(measure_memory(config, method))
-            rows[method] = row
+        rows = {method: {} for method in METHODS}
+        if FLAGS.memory:  # children first, while this process is still small
+            for method in METHODS:
+                rows[method].update(measure_memory(config, method))
+        if FLAGS.times:
+            times = measure_times(config)
+            for method in METHODS:
+                rows[method].update(step_s=times[method], ratio=times[method] / times["baseline"])
         results["configs"][config] = rows
         print(f"\n{config}: {CONFIGS[config]['options']['backbone']} DeepLabV3+ at {size}x{size}, "
               f"{2 * FLAGS.batch_per_domain} images per step, median of {FLAGS.rounds} rounds")
@@ -146,7 +148,8 @@ def main(argv):
         for method, row in rows.items():
             mem = (f"{row['peak_rss_mb']:.0f} | {row['peak_rss_mb'] - row['rss_before_mb']:.0f}"
                    if "peak_rss_mb" in row else "- | -")
-            print(f"| {method} | {row['step_s']:.3f} | {row['ratio']:.2f} | {mem} |")
+            timing = f"{row['step_s']:.3f} | {row['ratio']:.2f}" if "step_s" in row else "- | -"
+            print(f"| {method} | {timing} | {mem} |")
     if FLAGS.output_json:
         with open(FLAGS.output_json, "w") as f:
             json.dump(results, f, indent=2)
