@@ -70,7 +70,6 @@ def test_mirrored_two_devices_equals_one_device(reference):
         assert diff < tol, (step, diff)
 
 
-@pytest.mark.slow  # ~3 min on 2 CPU cores (two TF processes tracing the second-order step): --runslow
 def test_two_workers_equal_each_other_and_one_device(reference):
     root, synth, one = reference
     model_dir, dump = root / "multi", root / "multi_dump"
