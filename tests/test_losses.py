@@ -32,9 +32,9 @@ def test_segmentation_loss_resizes_logits_to_labels():
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(1, 2, 2, 3))
     labels = rng.integers(0, 3, size=(1, 4, 4))
-    up = tf.image.resize(logits, [4, 4], method="bilinear").numpy()
+    up = tf.image.resize(logits, [4, 4], method="bilinear").numpy()  # float32 whatever its input
     np.testing.assert_allclose(losses.segmentation_loss(labels, logits).numpy(), np_ce(labels, up, 3),
-                               rtol=1e-12)
+                               rtol=1e-6)
 
 
 def test_cohesion_is_ce_of_memory_weights():
