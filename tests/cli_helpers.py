@@ -30,3 +30,13 @@ def tiny_args(model_dir, synthetic_root, *extra):
 
 def stderr_lines(proc):
     return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+def refused(proc, *words):
+    """Asserts a one-line refusal: non-zero exit, exactly one stderr line containing every word."""
+    assert proc.returncode != 0, proc.stdout
+    lines = stderr_lines(proc)
+    assert len(lines) == 1, proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]

@@ -3,16 +3,8 @@ import os
 
 import pytest
 
-from tests.cli_helpers import run_cli, stderr_lines, tiny_args
+from tests.cli_helpers import refused, run_cli, tiny_args
 
-
-def _refused(proc, *words):
-    assert proc.returncode != 0, proc.stdout
-    lines = stderr_lines(proc)
-    assert len(lines) == 1, proc.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("extra, words", [
@@ -30,19 +22,19 @@ def _refused(proc, *words):
 ])
 def test_train_refuses_bad_flags(tmp_path, extra, words):
     model_dir, synth = tmp_path / "run", tmp_path / "synth"
-    _refused(run_cli("train", *tiny_args(str(model_dir), str(synth), *extra)), *words)
+    refused(run_cli("train", *tiny_args(str(model_dir), str(synth), *extra)), *words)
     assert not model_dir.exists() and not synth.exists()
 
 
 def test_train_needs_model_dir(tmp_path):
-    _refused(run_cli("train", "--sources=synthetic"), "model_dir")
+    refused(run_cli("train", "--sources=synthetic"), "model_dir")
 
 
 def test_evaluate_export_predict_refuse_missing_dirs(tmp_path):
     missing = str(tmp_path / "missing")
-    _refused(run_cli("evaluate", f"--model_dir={missing}"), "missing")
-    _refused(run_cli("export", f"--model_dir={missing}", f"--export_dir={tmp_path / 'e'}"), "missing")
-    _refused(run_cli("predict", f"--model_dir={missing}", f"--input={tmp_path}", f"--output_dir={tmp_path / 'o'}"),
+    refused(run_cli("evaluate", f"--model_dir={missing}"), "missing")
+    refused(run_cli("export", f"--model_dir={missing}", f"--export_dir={tmp_path / 'e'}"), "missing")
+    refused(run_cli("predict", f"--model_dir={missing}", f"--input={tmp_path}", f"--output_dir={tmp_path / 'o'}"),
              "missing")
-    _refused(run_cli("predict", f"--input={tmp_path}", f"--output_dir={tmp_path / 'o'}"), "export_dir")
+    refused(run_cli("predict", f"--input={tmp_path}", f"--output_dir={tmp_path / 'o'}"), "export_dir")
     assert sorted(os.listdir(tmp_path)) == []

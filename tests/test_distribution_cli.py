@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.cli_helpers import REPO, env, run_cli, stderr_lines, tiny_args
+from tests.cli_helpers import REPO, env, refused, run_cli, tiny_args
 
 # 2 images per domain (divisible by 2 replicas), no dropout (its masks are drawn per replica), a fixed
 # batch order, no evaluation (not what is compared), a checkpoint after every step.
@@ -93,13 +93,6 @@ def test_two_workers_equal_each_other_and_one_device(reference):
         assert diff < tol, (step, diff)
 
 
-def _refused(proc, *words):
-    assert proc.returncode != 0, proc.stdout
-    lines = stderr_lines(proc)
-    assert len(lines) == 1, proc.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-
 
 @pytest.mark.parametrize("extra, tf_config, words", [
     (("--distribution_strategy=parallel",), None, ("parallel", "one_device, mirrored, multi_worker")),
@@ -121,7 +114,7 @@ def test_bad_distribution_input_refused(tmp_path, extra, tf_config, words):
         e["TF_CONFIG"] = tf_config
     proc = subprocess.run([sys.executable, "-m", "mgml_tf.train", *tiny_args(str(model_dir), str(synth), *extra)],
                           cwd=REPO, env=e, capture_output=True, text=True, timeout=300)
-    _refused(proc, *words)
+    refused(proc, *words)
     assert not model_dir.exists() and not synth.exists()
 
 
