@@ -281,11 +281,8 @@ class MetaLearningTrainer:
         scale = tf.constant(1.0, lr_dtype) if loss_scale is None else tf.cast(loss_scale, lr_dtype)
 
         if method in ("baseline", "memory_agg"):
-            if meta_test is not None:
-                images = tf.concat([images_tr, tf.cast(images_te, images_tr.dtype)], axis=0)
-                labels = tf.concat([labels_tr, labels_te], axis=0)
-            else:
-                images, labels = images_tr, labels_tr
+            images, labels = self._aggregate((images_tr, labels_tr),
+                                             None if meta_test is None else (images_te, labels_te))
             with tf.GradientTape() as tape:
                 tape.watch(theta)
                 objective, terms, state = self._episode(theta, state, memory, images, labels,
@@ -382,23 +379,34 @@ class MetaLearningTrainer:
 
         if not self.use_memory:
             return None
-        sums = counts = None
-        for i, (images, labels) in enumerate(batches):
-            if max_batches is not None and i >= max_batches:
-                break
-            features, _, _ = self.encode(tf.cast(images, self.compute_dtype), training=False)
-            s, c = memory_ops.class_feature_sums(tf.cast(features, self.memory.dtype),
-                                                 tf.cast(labels, tf.int32), self.num_classes,
-                                                 self.training_options["ignore_index"])
-            sums, counts = (s, c) if sums is None else (sums + s, counts + c)
-        if sums is None:
+        def feature_batches():
+            for i, (images, labels) in enumerate(batches):
+                if max_batches is not None and i >= max_batches:
+                    return
+                features, _, _ = self.encode(tf.cast(images, self.compute_dtype), training=False)
+                yield features, tf.cast(labels, tf.int32)
+
+        try:
+            value = memory_ops.initial_memory(feature_batches(), self.num_classes,
+                                              self.training_options["ignore_index"], dtype=self.memory.dtype)
+        except ValueError as error:
+            if "no batches" not in str(error):
+                raise
             raise ValueError("initialize_memory got no batches: give it (images, labels) batches "
-                             "of the source domains")
-        value = memory_ops.memory_from_sums(sums, counts)
+                             "of the source domains") from None
         self.memory.assign(value)
         return value
 
     # ------------------------------------------------------------------------------------- train step
+    @staticmethod
+    def _aggregate(first, second=None):
+        """``(images, labels)`` of both halves of an episode as one batch (the aggregate methods)."""
+        images, labels = first[0], tf.cast(first[1], tf.int32)
+        if second is None:
+            return images, labels
+        return (tf.concat([images, tf.cast(second[0], images.dtype)], axis=0),
+                tf.concat([labels, tf.cast(second[1], tf.int32)], axis=0))
+
     def _split_episode(self, data):
         if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], (tuple, list)):
             return tuple(data[0]), tuple(data[1])
@@ -450,10 +458,8 @@ class MetaLearningTrainer:
                 value = replica.all_reduce(tf.distribute.ReduceOp.MEAN, value)
             variable.assign(value)
         if self.use_memory:
-            images, labels = meta_train
-            if meta_test is not None and self.training_options["method"] == "memory_agg":
-                images = tf.concat([images, tf.cast(meta_test[0], images.dtype)], axis=0)
-                labels = tf.concat([tf.cast(labels, tf.int32), tf.cast(meta_test[1], tf.int32)], axis=0)
+            aggregate = self.training_options["method"] == "memory_agg"
+            images, labels = self._aggregate(meta_train, meta_test if aggregate else None)
             self.write_memory(images, labels, enabled=finite)
         logs = {}
         # Running means over finite steps only (one skipped step would otherwise turn them NaN for the
