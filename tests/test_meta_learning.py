@@ -54,6 +54,31 @@ def test_gradient_matches_finite_differences(method):
         assert abs(analytic - numeric) / abs(numeric) < 1e-5, (analytic, numeric)
 
 
+def test_meta_test_reads_m_hat_when_asked():
+    """Table 6's first row (meta_test_memory="m_hat"): the meta-test step reads M_hat = update(M, X_tr; theta)
+    written with theta in the meta-train pass, not M' (theta'); the whole step still matches central
+    differences in float64 (the outer loss reaches theta through M_hat directly)."""
+    model = small_model(float64=True, meta_order=2, meta_test_memory="m_hat")
+    tr, te = episode(np.random.default_rng(7), dtype=np.float64)
+    memory = tf.constant(model.memory.numpy())
+    state0 = [v.numpy() for v in model.non_trainable_variables]
+    features, _, _ = model.encode(tr[0], training=True)
+    expected = model.updated_memory(memory, features, tr[1], training=True).numpy()
+    for v, s in zip(model.non_trainable_variables, state0):
+        v.assign(s)
+    _, _, updates = model.compute_meta_gradients(tr, te, learning_rate=LR)
+    np.testing.assert_allclose(updates["memory_prime"].numpy(), expected, rtol=1e-10, atol=1e-12)
+    model.set_training_options(meta_test_memory="m_prime")
+    _, _, prime = model.compute_meta_gradients(tr, te, learning_rate=LR)
+    assert np.abs(prime["memory_prime"].numpy() - expected).max() > 1e-6
+    model.set_training_options(meta_test_memory="m_hat")
+    for seed in (0, 1):
+        # eps 1e-6: with this episode a ReLU kink lies within 1e-5 of theta along direction 0 (the M' step
+        # shows the same 0.4% error at 1e-5 and agrees to 1e-8 at 1e-6)
+        analytic, numeric = directional_check(model, tr, te, seed=seed, eps=1e-6)
+        assert abs(analytic - numeric) / abs(numeric) < 1e-5, (analytic, numeric)
+
+
 def test_first_order_equals_formula_and_differs_from_second(float64_model):
     """meta_order=1: dJ/dtheta = dL_in/dtheta + dL_out/dtheta' at theta' = theta - alpha dL_in/dtheta,
     with M' written through U(theta') from frozen encoder features. Computed here with the variables
@@ -197,6 +222,8 @@ def test_bad_input_is_refused_before_any_step():
         small_model(meta_order=3)
     with pytest.raises(ValueError, match="unknown memory_prime_freeze"):
         small_model(memory_prime_freeze="decoder")
+    with pytest.raises(ValueError, match="unknown meta_test_memory"):
+        small_model(meta_test_memory="m_tilde")
     with pytest.raises(ValueError, match="unknown option"):
         small_model(meta_lr=3)
     model = small_model()

@@ -36,6 +36,9 @@ META_ORDERS = (0, 1, 2)
 OUTER_OBJECTIVES = ("mldg", "meta_test_only")
 MEMORY_READS = ("softmax", "gumbel")
 MEMORY_PRIME_FREEZES = ("encoder", "none", "encoder_and_update")
+# Memory read in the meta-test step (Table 6): M' re-written with the fast weights (eq. 10, the paper), or the
+# M_hat the meta-train step wrote with theta (Table 6's first row: no re-update).
+META_TEST_MEMORIES = ("m_prime", "m_hat")
 
 TRAINING_DEFAULTS = dict(
     method="mgml",
@@ -44,6 +47,7 @@ TRAINING_DEFAULTS = dict(
     inner_lr_ratio=0.25,
     memory_read="softmax",
     memory_prime_freeze="encoder",
+    meta_test_memory="m_prime",
     use_cohesion=True,
     use_divergence=True,
     seg_weight=losses_lib.SEG_WEIGHT,
@@ -58,6 +62,11 @@ TRAINING_DEFAULTS = dict(
 
 LOG_NAMES = ("loss", "inner_loss", "outer_loss", "inner_seg", "outer_seg", "aux", "cohesion", "div_cls",
              "div_cos")
+
+
+def _is_loss_scaled(optimizer):
+    """True for a ``LossScaleOptimizer`` (mixed_float16), which skips steps with non-finite gradients."""
+    return hasattr(optimizer, "inner_optimizer") and hasattr(optimizer, "dynamic_scale")
 
 
 class Options(Mapping):
@@ -83,7 +92,8 @@ class Options(Mapping):
 def validate_training_options(options):
     """Raises a one-line ``ValueError`` for an unknown or out-of-range training option value."""
     choices = {"method": METHODS, "meta_order": META_ORDERS, "outer_objective": OUTER_OBJECTIVES,
-               "memory_read": MEMORY_READS, "memory_prime_freeze": MEMORY_PRIME_FREEZES}
+               "memory_read": MEMORY_READS, "memory_prime_freeze": MEMORY_PRIME_FREEZES,
+               "meta_test_memory": META_TEST_MEMORIES}
     for key, allowed in choices.items():
         if options[key] not in allowed:
             raise ValueError(f"unknown {key} {options[key]!r}; choose one of {list(allowed)}")
@@ -156,10 +166,12 @@ class MetaLearningTrainer:
             new_state.append(value if current is None else current)
         return result, new_state
 
-    def _episode(self, theta, state, memory, images, labels, with_update, seed=None):
-        """Read losses (and, ``with_update``, the update loss) of one pass: ``(total, terms, state)``."""
+    def _episode(self, theta, state, memory, images, labels, with_update, seed=None, keep_m_hat=False):
+        """Read losses (and, ``with_update``, the update loss) of one pass: ``(total, terms, state)``; with
+        ``keep_m_hat``, ``(total, terms, state, M_hat)`` where ``M_hat = update(M, images; theta)``."""
         opts = self.training_options
         use_memory = self.use_memory and memory is not None
+        kept = {}
 
         def run():
             gumbel_seed = seed if use_memory and opts["memory_read"] == "gumbel" else None
@@ -175,8 +187,10 @@ class MetaLearningTrainer:
                 terms["aux"] = losses_lib.pixel_cross_entropy_sum(labels, out["aux_logits"])[0] / count
             if use_memory and opts["use_cohesion"]:
                 terms["cohesion"] = losses_lib.pixel_cross_entropy_sum(labels, out["scores"])[0] / count
-            if use_memory and with_update and opts["use_divergence"]:
+            if use_memory and with_update and (opts["use_divergence"] or keep_m_hat):
                 m_hat = self.updated_memory(memory, out["features"], labels, training=True)
+                kept["m_hat"] = m_hat
+            if use_memory and with_update and opts["use_divergence"]:
                 replicas = float(getattr(sync_replica_context(), "num_replicas_in_sync", 1))
                 terms["div_cls"] = losses_lib.memory_classification_loss(
                     self.memory_classifier(m_hat)) / replicas
@@ -188,6 +202,8 @@ class MetaLearningTrainer:
                    "div_cls": opts["divergence_classification_weight"],
                    "div_cos": opts["divergence_cosine_weight"]}
         total = tf.add_n([weights[k] * v for k, v in terms.items()])
+        if keep_m_hat:
+            return total, terms, state, kept.get("m_hat")
         return total, terms, state
 
     def _memory_prime(self, theta_prime, state, memory, images, labels):
@@ -293,18 +309,20 @@ class MetaLearningTrainer:
             return objective, gradients, {"non_trainable": state, "terms": logs, "memory_prime": None}
 
         order = int(opts["meta_order"])
+        keep_m_hat = memory is not None and opts["meta_test_memory"] == "m_hat"
         alpha = tf.cast(opts["inner_lr_ratio"], lr.dtype) * lr
         with tf.GradientTape() as outer:
             outer.watch(theta)
             if order == 0:
-                inner_loss, inner_terms, state = self._episode(theta, state, memory, images_tr, labels_tr,
-                                                               with_update=True, seed=seeds[0])
+                inner_loss, inner_terms, state, m_hat = self._episode(
+                    theta, state, memory, images_tr, labels_tr, with_update=True, seed=seeds[0], keep_m_hat=True)
                 theta_prime = theta
             else:
                 with tf.GradientTape() as inner:
                     inner.watch(theta)
-                    inner_loss, inner_terms, state = self._episode(theta, state, memory, images_tr,
-                                                                   labels_tr, with_update=True, seed=seeds[0])
+                    inner_loss, inner_terms, state, m_hat = self._episode(
+                        theta, state, memory, images_tr, labels_tr, with_update=True, seed=seeds[0],
+                        keep_m_hat=True)
                     scaled_inner_loss = inner_loss * scale
                 # Under a strategy each replica's inner gradient is that of its share of L_in: the fast
                 # weights need their sum (the all-reduce is differentiable, so second order stays exact).
@@ -319,7 +337,9 @@ class MetaLearningTrainer:
                 inner_grads = [g / tf.cast(scale, g.dtype) for g in inner_grads]
                 theta_prime = [t - tf.cast(alpha, t.dtype) * g for t, g in zip(theta, inner_grads)]
             memory_prime = None
-            if memory is not None:
+            if keep_m_hat:
+                memory_prime = m_hat  # Table 6, first row: the meta-test step reads M_hat (theta, not theta')
+            elif memory is not None:
                 memory_prime, state = self._memory_prime(theta_prime, state, memory, images_tr, labels_tr)
             outer_loss, outer_terms, state = self._episode(theta_prime, state, memory_prime, images_te,
                                                            labels_te, with_update=False, seed=seeds[1])
@@ -420,6 +440,37 @@ class MetaLearningTrainer:
         raise ValueError("train data must be ((images, labels), (images, labels)) episodes or "
                          "(images, labels) batches")
 
+    def _apply_if_finite(self, gradients, finite):
+        """``optimizer.apply`` when ``finite``; otherwise only the step counter advances (weights and
+        optimiser slots keep their values: the step leaves no trace, and the input stream, the schedule and
+        the Gumbel seeds stay aligned with the step number).
+
+        Under a strategy the condition is taken in the cross-replica context (as Keras's
+        ``LossScaleOptimizer`` does): ``apply`` calls ``merge_call``, which a ``cond`` branch in a replica
+        context may not do. ``finite`` is the same on every replica."""
+        optimizer, variables = self.optimizer, self.trainable_variables
+
+        def apply():
+            optimizer.apply(gradients, variables)
+
+        def skip():
+            optimizer.iterations.assign_add(1)
+
+        if (not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context()
+                or tf.__internal__.distribute.strategy_supports_no_merge_call()):
+            tf.cond(finite, apply, skip)
+            return
+
+        def cross_replica(strategy, finite_per_replica, grads):
+            agreed = strategy.experimental_local_results(finite_per_replica)[0]
+
+            def apply_all():
+                strategy.extended.call_for_each_replica(lambda g: optimizer.apply(g, variables), args=(grads,))
+
+            tf.cond(agreed, apply_all, skip)
+
+        tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, gradients))
+
     def train_step(self, data):
         self.train_step_traces += 1
         meta_train, meta_test = self._split_episode(data)
@@ -440,12 +491,22 @@ class MetaLearningTrainer:
         # A step whose gradients are not finite (an overflowing float16 loss scale, a diverging run) must
         # not leak into the state either: the BatchNorm statistics of its passes and the memory written
         # with its weights are then discarded. (A LossScaleOptimizer skips such a step and lowers the scale.)
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients]
-                               + [tf.math.is_finite(objective)])
+        objective_finite = tf.math.is_finite(tf.cast(objective, tf.float32))
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients] + [objective_finite])
         if replica is not None:
-            bad = replica.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
-            finite = bad < 0.5  # every replica agrees
-        self.optimizer.apply(gradients, self.trainable_variables)
+            bad = replica.all_reduce(tf.distribute.ReduceOp.SUM,
+                                     tf.stack([1.0 - tf.cast(finite, tf.float32),
+                                               1.0 - tf.cast(objective_finite, tf.float32)]))
+            finite, objective_finite = bad[0] < 0.5, bad[1] < 0.5  # every replica agrees
+        loss_scaled = _is_loss_scaled(self.optimizer)
+        # A fault: the loss or the gradients are not finite. Under loss scaling, scaled gradients that
+        # overflow with a finite loss are the loss scale's normal adjustment (skipped by the optimiser), not a
+        # fault. ``step_fault`` is this step's flag (the training loop stops or counts on it).
+        fault = tf.logical_not(objective_finite) if loss_scaled else tf.logical_not(finite)
+        if loss_scaled:
+            self.optimizer.apply(gradients, self.trainable_variables)  # skips non-finite steps itself
+        else:
+            self._apply_if_finite(gradients, finite)
         memory = self.memory if self.use_memory else None
         for variable, value in zip(self.non_trainable_variables, updates["non_trainable"]):
             if variable is memory:
@@ -473,6 +534,7 @@ class MetaLearningTrainer:
             if name in updates["terms"]:
                 logs[name] = tracker.result()
         logs["nonfinite_steps"] = self._skipped_steps.result()
+        logs["step_fault"] = tf.cast(fault, tf.float32)
         logs["lr"] = lr
         logs["inner_lr"] = tf.cast(self.training_options["inner_lr_ratio"], lr.dtype) * lr
         return logs

@@ -10,7 +10,7 @@ import tempfile
 
 from absl import flags
 
-from mgml_tf.training.cli import UsageError
+from mgml_tf.training.cli import UsageError, check_writable
 
 # Options whose values come from a fixed set (checked again by the model; listed here for --help).
 _HELP = {
@@ -39,6 +39,8 @@ _HELP = {
     "inner_lr_ratio": "Inner learning rate alpha as a fraction of the outer rate beta (1/4 in the paper).",
     "memory_read": "softmax (default) or gumbel (training only, the reference's read).",
     "memory_prime_freeze": "Parameters frozen when writing M' (eq. 10; Table 6).",
+    "meta_test_memory": "Memory the meta-test step reads: m_prime (eq. 10, re-written with the fast weights) "
+                        "or m_hat (written with theta in the meta-train step; Table 6's first row).",
     "use_cohesion": "Feature cohesion loss (eq. 6; Table 5).",
     "use_divergence": "Memory divergence loss (eq. 7; Table 5).",
     "seg_weight": "Weight of the segmentation loss.",
@@ -75,7 +77,8 @@ def _choices():
     from mgml_tf.models import backbones, meta_learning, segmenter
     return {"backbone": backbones.BACKBONES, "head": segmenter.HEADS, "method": meta_learning.METHODS,
             "outer_objective": meta_learning.OUTER_OBJECTIVES, "memory_read": meta_learning.MEMORY_READS,
-            "memory_prime_freeze": meta_learning.MEMORY_PRIME_FREEZES, "lr_schedule": optim.SCHEDULES}
+            "memory_prime_freeze": meta_learning.MEMORY_PRIME_FREEZES,
+            "meta_test_memory": meta_learning.META_TEST_MEMORIES, "lr_schedule": optim.SCHEDULES}
 
 
 def define_model_flags(fv):
@@ -141,8 +144,16 @@ def define_train_flags(fv):
                          flag_values=fv)
     flags.DEFINE_integer("memory_init_batches", 100, "Source batches used to initialise the memory "
                          "(fresh runs only; 0: keep the random initial memory).", flag_values=fv)
-    flags.DEFINE_boolean("deterministic", False, "Deterministic input pipeline order (same batches every run).",
+    flags.DEFINE_boolean("deterministic", False, "Reproducible run: deterministic kernels "
+                         "(tf.config.experimental.enable_op_determinism), deterministic input pipeline order, "
+                         "every seed from --seed; two runs give bit-identical losses and weights on CPU. On GPU "
+                         "slower, and ops without a deterministic GPU kernel raise (docs/RELIABILITY.md).",
                          flag_values=fv)
+    flags.DEFINE_enum("nonfinite", "stop", ["stop", "skip"], "A step whose loss or gradients are NaN/Inf is "
+                      "never applied; stop: end the run with a one-line error naming the step; skip: go on "
+                      "and count it (see --max_nonfinite_steps).", flag_values=fv)
+    flags.DEFINE_integer("max_nonfinite_steps", 10, "With --nonfinite=skip: stop once more than this many "
+                         "steps of one run were skipped.", flag_values=fv)
     flags.DEFINE_integer("summary_images", 2, "Images written to TensorBoard at each evaluation.",
                          flag_values=fv)
     define_synthetic_flags(fv)
@@ -280,6 +291,7 @@ def validate_synthetic_flags(fv):
 def validate_train_flags(fv):
     """Every training flag value, before any work; returns the ``build_model`` options."""
     _need(bool(fv.model_dir), "--model_dir is required")
+    check_writable("model_dir", fv.model_dir)
     _need(bool(fv.sources), "--sources is required (name:root comma list, or synthetic)")
     opts = model_options(fv)
     validate_model_options(opts)
@@ -288,7 +300,7 @@ def validate_train_flags(fv):
     _need(all(c >= 32 for c in crop), f"--crop_size must be at least 32 pixels, got {','.join(fv.crop_size)}")
     for key in ("batch_per_domain", "checkpoint_every", "keep_checkpoints", "log_every"):
         _need(fv[key].value >= 1, f"--{key} must be a positive integer, got {fv[key].value}")
-    for key in ("eval_every", "memory_init_batches", "summary_images"):
+    for key in ("eval_every", "memory_init_batches", "summary_images", "max_nonfinite_steps"):
         _need(fv[key].value >= 0, f"--{key} must be >= 0, got {fv[key].value}")
     validate_eval_flags(fv)
     validate_synthetic_flags(fv)
