@@ -46,8 +46,10 @@ def main(argv):
     data_lib.check_specs(fv.targets, "targets")
     if not os.path.isdir(fv.model_dir):
         raise cli.UsageError(f"--model_dir={fv.model_dir} not found")
-    if fv.output_json and os.path.isdir(fv.output_json):
-        raise cli.UsageError(f"--output_json={fv.output_json} is a folder; give a file name")
+    if fv.output_json:
+        cli.check_writable("output_json", fv.output_json, folder=False)
+    if fv.save_predictions:
+        cli.check_writable("save_predictions", fv.save_predictions)
 
     import numpy as np
 

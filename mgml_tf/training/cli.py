@@ -115,18 +115,140 @@ def write_json(path, value):
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
+def _flagfile_name(arg, rest):
+    """The file of a ``--flagfile`` directive (``(name, consumed_next)``), or ``(None, False)``."""
+    for prefix in ("--flagfile=", "-flagfile="):
+        if arg.startswith(prefix):
+            return os.path.expanduser(arg[len(prefix):].strip()), False
+    if arg in ("--flagfile", "-flagfile"):
+        return (os.path.expanduser(rest[0]) if rest else ""), True
+    return None, False
+
+
+def _read_flagfile(path, stack):
+    """Lines of one flagfile as absl reads them, each with its origin ``path:line``; nested flagfiles are
+    expanded. Raises ``UsageError`` naming the file when it is missing, a folder, unreadable or not text."""
+    where = f" (included from {stack[-1]})" if stack else ""
+    if not path:
+        raise UsageError(f"--flagfile needs a file name{where}")
+    if path in stack:
+        return []  # absl ignores a circular include (with a warning); so do we
+    if not os.path.exists(path):
+        raise UsageError(f"flagfile {path} not found{where}; check the path (relative paths are resolved "
+                         "from the current directory)")
+    if os.path.isdir(path):
+        raise UsageError(f"flagfile {path} is a folder{where}; give a text file of --name=value lines")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except UnicodeDecodeError:
+        raise UsageError(f"flagfile {path} is not UTF-8 text{where}; give a text file of --name=value "
+                         "lines") from None
+    except OSError as e:
+        raise UsageError(f"cannot read flagfile {path}{where}: {e.strerror or e}; check its permissions") from None
+    out = []
+    for number, line in enumerate(lines, 1):
+        if line.isspace() or line.startswith("#") or line.startswith("//"):
+            continue
+        text = line.strip()
+        nested, _ = _flagfile_name(text, [])
+        if nested is not None:
+            out.extend(_read_flagfile(nested, stack + [f"{path}:{number}"]))
+        else:
+            out.append((text, f"{path}:{number}"))
+    return out
+
+
+def _expand_args(argv):
+    """``[(arg, origin)]`` of the command line with every flagfile expanded (origin: ``FILE:LINE`` or
+    ``the command line``)."""
+    out, rest = [], list(argv)
+    while rest:
+        arg, rest = rest[0], rest[1:]
+        name, consumed = _flagfile_name(arg, rest)
+        if name is None:
+            out.append((arg, "the command line"))
+            continue
+        if consumed:
+            rest = rest[1:]
+        out.extend(_read_flagfile(name, []))
+    return out
+
+
+def _flag_error(flag_values, error, expanded):
+    """A one-line message for an absl parse error: which flag, where it came from, what to do."""
+    from absl import flags
+
+    def origin_of(name):
+        for arg, origin in reversed(expanded):
+            bare = arg.lstrip("-").split("=", 1)[0]
+            if bare in (name, "no" + name):
+                return origin
+        return None
+
+    text = " ".join(str(error).split())
+    if isinstance(error, flags.UnrecognizedFlagError):
+        name = error.flagname
+        origin = origin_of(name)
+        where = f" in {origin}" if origin else ""
+        return f"unknown flag --{name}{where}; `--help` lists the flags (a flagfile line looks like --name=value)"
+    if isinstance(error, flags.IllegalFlagValueError) and text.startswith("flag --"):
+        name = text[len("flag --"):].split("=", 1)[0].split(":", 1)[0]
+        origin = origin_of(name)
+        where = f" (in {origin})" if origin and origin != "the command line" else ""
+        value = text.split("=", 1)[1].split(":", 1)[0] if "=" in text else ""
+        if value.startswith("-") and name in flag_values and not flag_values[name].boolean:
+            return (f"--{name} has no value{where} (the next argument {value!r} was taken as its value); "
+                    f"write --{name}=VALUE")
+        return f"{text}{where}; fix the value (`--help` describes the flag)"
+    return text
+
+
 def parse_flags(flag_values, argv, prog):
-    """Parses ``argv`` into ``flag_values`` (``--flagfile`` nests); ``--help`` prints help and exits 0."""
+    """Parses ``argv`` into ``flag_values`` (``--flagfile`` nests); ``--help`` prints help and exits 0.
+
+    Flagfiles are read once up front so that a missing, unreadable or non-text flagfile, a line that is
+    not a flag, and an unknown or malformed flag are reported as one ``UsageError`` line naming the file
+    and line they came from."""
     from absl import flags
 
     if any(a in ("-h", "--help", "--helpfull", "-help") for a in argv[1:]):
         print(f"usage: python -m {prog} [--flagfile=FILE] [--flag=value ...]\n")
         print(flag_values.get_help())
         sys.exit(0)
+    expanded = _expand_args(argv[1:])
     try:
         rest = flag_values(argv)
     except flags.Error as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(_flag_error(flag_values, e, expanded)) from None
     if len(rest) > 1:
-        raise UsageError(f"unexpected positional argument(s): {' '.join(rest[1:])}; flags look like --name=value")
+        origins = {arg: origin for arg, origin in expanded}
+        stray = rest[1]
+        origin = origins.get(stray, "the command line")
+        raise UsageError(f"unexpected argument {stray!r} in {origin}: flags look like --name=value"
+                         + (f" ({len(rest) - 2} more)" if len(rest) > 2 else ""))
     return rest
+
+
+def check_writable(flag, path, folder=True):
+    """Refuses (``UsageError``) an output path that cannot be created or written: an existing file where a
+    folder is wanted (or the reverse), a parent that is a file, or no write permission on the nearest
+    existing parent. Writes nothing."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(path):
+        if folder and not os.path.isdir(path):
+            raise UsageError(f"--{flag}={path} exists and is not a folder; choose another path")
+        if not folder and os.path.isdir(path):
+            raise UsageError(f"--{flag}={path} is a folder; give a file name")
+        if not os.access(path if folder else os.path.dirname(path), os.W_OK | os.X_OK):
+            raise UsageError(f"--{flag}={path} is not writable; fix its permissions or choose another path")
+        return
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"--{flag}={path} cannot be created: {parent} is a file, not a folder; choose "
+                         "another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--{flag}={path} cannot be created: {parent} is not writable; fix its "
+                         "permissions or choose another path")
