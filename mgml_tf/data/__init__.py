@@ -2,7 +2,8 @@
 from mgml_tf.data.datasets import (  # noqa: F401
     KNOWN_DATASETS, LABEL_FORMATS, CorruptFileError, DataError, DatasetNotFoundError, Domain,
     LabelFormat, NoFilesFoundError, SizeMismatchError, SplitListError, UnknownDatasetError,
-    UnpairedFilesError, decode_image, decode_label, load_domain, parse_domains, read_pair)
+    UnknownLabelValueError, UnpairedFilesError, check_image_file, decode_image, decode_label, load_domain,
+    parse_domains, read_pair, unknown_label_values)
 # `augment` and `episodes` are submodules (their main functions share the module name, so they are not
 # re-exported here: `from mgml_tf.data.episodes import episodes`).
 from mgml_tf.data import augment, episodes  # noqa: F401,E402

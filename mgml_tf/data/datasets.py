@@ -57,7 +57,12 @@ class SizeMismatchError(DataError, ValueError):
 
 
 class CorruptFileError(DataError, ValueError):
-    """A file cannot be decoded (corrupt, truncated, or not a PNG/JPEG)."""
+    """A file cannot be decoded (corrupt, truncated, empty, 0x0 pixels, or not a PNG/JPEG)."""
+
+
+class UnknownLabelValueError(DataError, ValueError):
+    """A label holds values that are neither a class id nor ignore in its dataset's label map
+    (found by `check_files=True`; the streaming pipeline maps such values to ignore)."""
 
 
 def _names(paths, total=None):
@@ -73,22 +78,30 @@ def _names(paths, total=None):
 class LabelFormat:
     """How a dataset's label PNG becomes train ids.
 
-    kind: "ids" (8-bit grey PNG of ids), "ids16" (channel 0 of an 8- or 16-bit PNG: SYNTHIA),
+    kind: "ids" (grey PNG of ids), "ids16" (channel 0 of an 8- or 16-bit PNG: SYNTHIA),
     "ids_or_colors" (grey PNG of ids, or a colour/palette PNG read through `color_map`).
+    num_ids: the ids a label of this dataset may hold are 0..num_ids-1 and 255; known_colors: the colours
+    a colour label may hold. Values outside them are unknown: mapped to ignore while streaming, refused
+    by `check_files=True` (`UnknownLabelValueError`).
     """
     kind: str
     id_map: dict
     color_map: dict = None
+    num_ids: int = 256
+    known_colors: tuple = None
 
 
-_CITYSCAPES_FMT = LabelFormat("ids", L.CITYSCAPES_LABEL_ID_TO_TRAIN_ID)
-_TRAIN_ID_FMT = LabelFormat("ids", L.TRAIN_ID_IDENTITY)
+_CITYSCAPES_FMT = LabelFormat("ids", L.CITYSCAPES_LABEL_ID_TO_TRAIN_ID, num_ids=L.CITYSCAPES_NUM_LABEL_IDS)
+_TRAIN_ID_FMT = LabelFormat("ids", L.TRAIN_ID_IDENTITY, num_ids=L.NUM_CLASSES)
 LABEL_FORMATS = {
-    "gtav": LabelFormat("ids_or_colors", L.CITYSCAPES_LABEL_ID_TO_TRAIN_ID, L.GTAV_COLOR_TO_TRAIN_ID),
-    "synthia": LabelFormat("ids16", L.SYNTHIA_ID_TO_TRAIN_ID),
+    "gtav": LabelFormat("ids_or_colors", L.CITYSCAPES_LABEL_ID_TO_TRAIN_ID, L.GTAV_COLOR_TO_TRAIN_ID,
+                        num_ids=L.CITYSCAPES_NUM_LABEL_IDS, known_colors=L.CITYSCAPES_ALL_COLORS),
+    "synthia": LabelFormat("ids16", L.SYNTHIA_ID_TO_TRAIN_ID, num_ids=len(L.SYNTHIA_CLASS_NAMES)),
     "cityscapes": _CITYSCAPES_FMT,
     "bdd100k": _TRAIN_ID_FMT,
-    "mapillary": LabelFormat("ids_or_colors", L.MAPILLARY_ID_TO_TRAIN_ID, L.MAPILLARY_COLOR_TO_TRAIN_ID),
+    "mapillary": LabelFormat("ids_or_colors", L.MAPILLARY_ID_TO_TRAIN_ID, L.MAPILLARY_COLOR_TO_TRAIN_ID,
+                             num_ids=len(L.MAPILLARY_CLASSES),
+                             known_colors=tuple(c for _, c in L.MAPILLARY_CLASSES)),
     "idd": _TRAIN_ID_FMT,
 }
 
@@ -105,12 +118,16 @@ def _png_bit_depth(data):
 
 
 def _structure_ok(data, allow_jpeg):
-    """True if `data` looks like a complete PNG (signature + final IEND) or JPEG (SOI + EOI in the tail)."""
+    """True if `data` looks like a complete PNG (signature + final IEND, width and height not 0) or JPEG
+    (SOI + EOI in the tail)."""
     n = tf.strings.length(data)
     head8 = tf.strings.substr(data, 0, 8)
     is_png = tf.equal(head8, _PNG_SIG)
     png_end = tf.equal(tf.strings.substr(data, tf.maximum(n - 8, 0), 4), b"IEND")
-    png_ok = is_png & png_end & (n >= 57)
+    # IHDR width and height (bytes 16..23); zero-padded so that short strings cannot index out of range
+    dims = tf.io.decode_raw(tf.strings.substr(tf.strings.join([data, b"\0" * 24]), 16, 8), tf.uint8)
+    has_pixels = tf.reduce_any(dims[:4] > 0) & tf.reduce_any(dims[4:] > 0)
+    png_ok = is_png & png_end & (n >= 57) & has_pixels
     if not allow_jpeg:
         return png_ok
     is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), _JPEG_SIG)
@@ -127,14 +144,17 @@ def _read_checked(path, allow_jpeg):
     ok = _structure_ok(data, allow_jpeg)
     what = "PNG/JPEG" if allow_jpeg else "PNG"
     check = tf.debugging.Assert(ok, [
-        f"mgml_tf.data: corrupt, truncated or non-{what} file (re-extract it, or load the domain with "
-        "check_files=True / skip_bad=True):", path], summarize=1)
+        f"mgml_tf.data: corrupt, truncated, empty or non-{what} file (re-extract it, or load the domain "
+        "with check_files=True / skip_bad=True):", path], summarize=1)
     with tf.control_dependencies([check]):
         return tf.identity(data)
 
 
 def decode_image(data):
-    """uint8 [H, W, 3] from PNG (8/16-bit, grey/palette/RGB/RGBA) or JPEG bytes, TF ops."""
+    """uint8 [H, W, 3] from PNG (8/16-bit, grey/palette/RGB/RGBA) or JPEG bytes, TF ops.
+
+    Grey images are replicated to 3 channels, an alpha channel is dropped (the colour is kept whatever the
+    alpha), 16-bit samples are scaled to 8 bits (round(v * 255 / 65535))."""
     image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
@@ -147,7 +167,11 @@ def decode_label_raw(data, fmt):
     sampling), and maps far fewer pixels: the training pipeline does that.
     """
     if fmt.kind == "ids":
-        raw = tf.io.decode_png(data, channels=1)
+        def sixteen_ids():  # ids are read exactly, not scaled to 8 bits; ids above 255 become ignore
+            return tf.cast(tf.minimum(tf.io.decode_png(data, channels=1, dtype=tf.uint16), 255), tf.uint8)
+
+        raw = tf.cond(_png_bit_depth(data) == 16, sixteen_ids, lambda: tf.io.decode_png(data, channels=1))
+        raw.set_shape([None, None, 1])
     elif fmt.kind == "ids16":
         def sixteen():
             return tf.cast(tf.io.decode_png(data, channels=0, dtype=tf.uint16)[..., :1], tf.int32)
@@ -158,7 +182,14 @@ def decode_label_raw(data, fmt):
         raw = tf.cond(_png_bit_depth(data) == 16, sixteen, eight)
         raw.set_shape([None, None, 1])
     elif fmt.kind == "ids_or_colors":
-        raw = tf.io.decode_png(data, channels=0)  # palettes come out as RGB(A); grey as 1-2 channels
+        def sixteen():  # grey: ids read exactly (above 255: ignore); colours: scaled to 8 bits
+            v = tf.io.decode_png(data, channels=0, dtype=tf.uint16)
+            return tf.cond(tf.shape(v)[-1] <= 2, lambda: tf.cast(tf.minimum(v, 255), tf.uint8),
+                           lambda: tf.io.decode_png(data, channels=0))
+
+        # palettes come out as RGB(A); grey as 1-2 channels
+        raw = tf.cond(_png_bit_depth(data) == 16, sixteen, lambda: tf.io.decode_png(data, channels=0))
+        raw.set_shape([None, None, None])
     else:
         raise ValueError(f"unknown label format kind {fmt.kind!r}")
     return raw
@@ -219,15 +250,21 @@ def _header_size(path):
             f.seek(max(size - _JPEG_TAIL, 0))
             tail = f.read()
     except OSError as e:
-        raise CorruptFileError(f"cannot read {path!r}: {e}; check the file and its permissions") from e
+        reason = e.strerror or str(e)
+        raise CorruptFileError(f"cannot read {path!r}: {reason}; check the file and its permissions") from None
+    if size == 0:
+        raise CorruptFileError(f"{path!r} is empty (0 bytes); re-extract or re-encode it, or remove it")
     if head.startswith(_PNG_SIG):
         if len(head) < 33 or head[12:16] != b"IHDR" or b"IEND" not in tail[-12:]:
-            raise CorruptFileError(f"truncated or corrupt PNG {path!r}; re-extract it or drop the pair")
+            raise CorruptFileError(f"truncated or corrupt PNG {path!r}; re-extract or re-encode it, or remove it")
         w, h = struct.unpack(">II", head[16:24])
+        if not (w and h):
+            raise CorruptFileError(f"{path!r} has no pixels ({w}x{h} PNG); re-encode it or remove it")
         return h, w
     if head.startswith(_JPEG_SIG):
         if b"\xff\xd9" not in tail:
-            raise CorruptFileError(f"truncated JPEG {path!r} (no end marker); re-extract it or drop the pair")
+            raise CorruptFileError(f"truncated JPEG {path!r} (no end marker); re-extract or re-encode it, "
+                                   "or remove it")
         i = 2
         while i + 9 < len(head):
             if head[i] != 0xFF:
@@ -240,10 +277,19 @@ def _header_size(path):
             seg = struct.unpack(">H", head[i + 2:i + 4])[0]
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
                 h, w = struct.unpack(">HH", head[i + 5:i + 9])
+                if not (w and h):
+                    raise CorruptFileError(f"{path!r} has no pixels ({w}x{h} JPEG); re-encode it or remove it")
                 return h, w
             i += 2 + seg
         return None  # size not in the first 64 KiB: leave it to decoding
-    raise CorruptFileError(f"{path!r} is neither PNG nor JPEG; remove it from the dataset folder")
+    raise CorruptFileError(f"{path!r} is neither PNG nor JPEG; convert it to PNG or remove it")
+
+
+def check_image_file(path):
+    """Cheap check of one PNG/JPEG file without decoding it: readable, not empty, signature, end marker,
+    width and height not 0. Returns ``(height, width)`` (None when a JPEG's size is not in its first
+    64 KiB); raises `CorruptFileError` with a one-line message naming the file and what to do."""
+    return _header_size(os.fspath(path))
 
 
 # ---------------------------------------------------------------------------------------------- Domain
@@ -503,21 +549,61 @@ def _check_header(pair):
     return None
 
 
-def _check_decode(pair, fmt):
+_SHOWN_VALUES = 5  # how many unknown label values an error message lists
+
+
+def unknown_label_values(data, fmt):
+    """Values of a label PNG (bytes) that are neither a class id nor ignore in `fmt`'s label map: a sorted
+    list of ints (ids) or (r, g, b) tuples (colours); empty when every value is known. NumPy, eager."""
+    import numpy as np
+
+    depth = int(_png_bit_depth(data))
+    raw = tf.io.decode_png(data, channels=0, dtype=tf.uint16 if depth == 16 else tf.uint8).numpy()
+    colour = fmt.kind == "ids_or_colors" and raw.shape[-1] >= 3
+    if not colour:
+        channel = raw[..., 0] if fmt.kind != "ids" or raw.shape[-1] <= 2 else \
+            decode_label_raw(data, fmt).numpy()[..., 0]
+        values = np.unique(channel).astype(np.int64)
+        known = np.arange(fmt.num_ids).tolist() + [L.IGNORE_ID]
+        return values[~np.isin(values, known)].tolist()
+    rgb = raw[..., :3].astype(np.int64)
+    if depth == 16:
+        rgb = (rgb * 255 + 32767) // 65535
+    keys = np.unique(L.color_keys(rgb))
+    known_keys = L.color_keys(list(fmt.known_colors or fmt.color_map))
+    return [(int(k) >> 16, (int(k) >> 8) & 255, int(k) & 255) for k in keys[~np.isin(keys, known_keys)]]
+
+
+def _unknown_values_reason(name, path, fmt, values):
+    shown = ", ".join(str(v) for v in values[:_SHOWN_VALUES]) + (
+        f" and {len(values) - _SHOWN_VALUES} more" if len(values) > _SHOWN_VALUES else "")
+    if isinstance(values[0], tuple):
+        expected = f"the {len(fmt.known_colors or fmt.color_map)} colours of its label map"
+    else:
+        expected = f"ids 0..{fmt.num_ids - 1} or 255"
+    return (f"label {path!r} holds value(s) {shown} that are neither class ids nor ignore for {name} "
+            f"(expected {expected}); is it the right label file for this dataset?")
+
+
+def _check_decode(pair, fmt, name="this dataset"):
     image_path, label_path = pair
     decoded = []
     for kind, path in (("image", image_path), ("label", label_path)):
         try:
             data = tf.io.read_file(path)
             if not bool(_structure_ok(data, allow_jpeg=kind == "image")):
-                return f"truncated or corrupt {kind} {path!r} (bad signature or missing end marker)"
+                return f"truncated, empty or corrupt {kind} {path!r} (bad signature, missing end marker or 0x0)"
             decoded.append(decode_image(data) if kind == "image" else decode_label(data, fmt))
+            if kind == "label":
+                unknown = unknown_label_values(data, fmt)
         except tf.errors.OpError as e:
             return f"corrupt {kind} {path!r}: " + e.message.strip().splitlines()[0]
     image, label = decoded
     if tuple(image.shape[:2]) != tuple(label.shape[:2]):
         return (f"image {image_path!r} is {image.shape[0]}x{image.shape[1]} but label {label_path!r} is "
                 f"{label.shape[0]}x{label.shape[1]}")
+    if unknown:
+        return UnknownLabelValueError, _unknown_values_reason(name, label_path, fmt, unknown)
     return None
 
 
@@ -525,11 +611,14 @@ def _check_all(name, pairs, fn, skip_bad):
     workers = max(1, min(len(pairs), os.cpu_count() or 1))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         reasons = list(pool.map(fn, pairs))
+    classes = [r[0] if isinstance(r, tuple) else None for r in reasons]
+    reasons = [r[1] if isinstance(r, tuple) else r for r in reasons]
     bad = [(p[0], p[1], r) for p, r in zip(pairs, reasons) if r is not None]
     if bad and not skip_bad:
         first = bad[0][2]
         more = f" ({len(bad) - 1} more bad pair(s))" if len(bad) > 1 else ""
-        cls = SizeMismatchError if " but label " in first else CorruptFileError
+        cls = next(c for c, r in zip(classes, reasons) if r is not None) or (
+            SizeMismatchError if " but label " in first else CorruptFileError)
         raise cls(f"{name}: {first}{more}; fix or remove the file(s), or load with skip_bad=True")
     good = [p for p, r in zip(pairs, reasons) if r is None]
     return good, bad
@@ -563,7 +652,7 @@ def load_domain(name, root, split="train", split_list=None, check_files=False, s
     fmt = LABEL_FORMATS[key]
     skipped = []
     if check_files:
-        pairs, skipped = _check_all(key, pairs, lambda p: _check_decode(p, fmt), skip_bad)
+        pairs, skipped = _check_all(key, pairs, lambda p: _check_decode(p, fmt, key), skip_bad)
     elif skip_bad:
         pairs, skipped = _check_all(key, pairs, _check_header, skip_bad)
     if skipped:

@@ -62,6 +62,14 @@ CITYSCAPES_NUM_LABEL_IDS = 34
 #: plate share (0,0,142) and read as car.
 GTAV_COLOR_TO_TRAIN_ID = {c.color: c.train_id for c in CITYSCAPES_CLASSES}
 
+#: The colour of every Cityscapes label id 0..33 (and of the licence plate, -1), as in
+#: `cityscapesscripts.helpers.labels`: the colours a GTAV colour label may hold. Colours of classes that are
+#: not evaluated map to ignore; any colour outside this set is an unknown value (`check_files=True`).
+CITYSCAPES_ALL_COLORS = (
+    (0, 0, 0), (111, 74, 0), (81, 0, 81), (250, 170, 160), (230, 150, 140), (180, 165, 180),
+    (150, 100, 100), (150, 120, 90), (0, 0, 90), (0, 0, 110),
+) + tuple(c.color for c in CITYSCAPES_CLASSES)
+
 #: SYNTHIA (RAND_CITYSCAPES) class names, indexed by the id stored in channel 0 of `GT/LABELS/*.png`.
 SYNTHIA_CLASS_NAMES = (
     "void", "sky", "building", "road", "sidewalk", "fence", "vegetation", "pole", "car",
