@@ -1,6 +1,7 @@
 """``python -m mgml_tf.export --model_dir=DIR --export_dir=DIR``: a SavedModel for serving.
 
-Signatures (any batch and image size; the input spec refuses other dtypes, ranks and channel counts):
+Signatures (any batch and image size >= 1; uint8 only: another dtype is refused by the signature, another
+rank or channel count, or an empty batch or image, by a check that runs before the network):
 
 * ``serving_default(images: uint8 [B, H, W, 3])`` -> ``labels`` (uint8 [B, H, W], train ids) and
   ``probabilities`` (float32 [B, H, W, N]);
@@ -54,15 +55,21 @@ def serving_module(model):
     module.num_classes = tf.Variable(n, trainable=False, name="num_classes")
 
     def checked(images):
-        # Concrete signature functions do not enforce the spec's rank and channels at call time: a rank-3
-        # input would reach the convolutions and abort the process. Refuse it here with an error instead.
-        rank = tf.debugging.assert_equal(tf.rank(images), 4,
-                                         message="images must be [batch, height, width, 3] uint8")
-        with tf.control_dependencies([rank]):
-            channels = tf.debugging.assert_equal(tf.shape(images)[tf.rank(images) - 1], 3,
-                                                 message="images must have 3 (RGB) channels")
-        with tf.control_dependencies([rank, channels]):
-            return tf.cast(tf.identity(images), tf.float32)
+        # A signature call does not enforce the spec's rank and channel count, and inside the traced graph
+        # the static spec [?, ?, ?, 3] lets rank/shape checks be constant-folded away: a rank-3 input would
+        # then fail deep inside the network with an unrelated message (or worse). The image is therefore
+        # passed through serialize/parse, which forgets the static shape, and checked on its real shape.
+        real = tf.io.parse_tensor(tf.io.serialize_tensor(images), tf.uint8)
+        shape = tf.shape(real)
+        rank_ok = tf.equal(tf.size(shape), 4)
+        padded = tf.concat([shape, tf.zeros([4], tf.int32)], 0)  # indexable whatever the rank
+        ok = rank_ok & tf.equal(padded[3], 3) & tf.reduce_all(padded[:3] >= 1)
+        check = tf.debugging.Assert(ok, [
+            "mgml_tf serving: images must be uint8 [batch, height, width, 3] (RGB) with batch, height and "
+            "width >= 1; got shape", shape], summarize=8)
+        with tf.control_dependencies([check]):
+            real = tf.ensure_shape(tf.identity(real), [None, None, None, 3])
+        return tf.cast(real, tf.float32)
 
     @tf.function(input_signature=[spec])
     def serve(images):
@@ -119,6 +126,7 @@ def main(argv):
         raise cli.UsageError(f"--model_dir={fv.model_dir} not found")
     if os.path.exists(fv.export_dir) and not fv.overwrite:
         raise cli.UsageError(f"--export_dir={fv.export_dir} exists; remove it or pass --overwrite")
+    cli.check_writable("export_dir", fv.export_dir)
 
     import numpy as np
     import tensorflow as tf

@@ -55,9 +55,19 @@ def list_inputs(path):
 
 
 def read_image(path):
-    """uint8 ``[H, W, 3]``; ``RunError`` naming the file if it cannot be read as an image."""
+    """uint8 ``[H, W, 3]``; ``RunError`` naming the file if it cannot be read as an image.
+
+    PNG or JPEG only: the file is first checked like a dataset file (readable, not empty, complete, not
+    0x0: ``mgml_tf.data.check_image_file``), then decoded like one (grey replicated to RGB, alpha dropped,
+    16-bit scaled to 8 bits)."""
     import tensorflow as tf
 
+    from mgml_tf.data import CorruptFileError, check_image_file
+
+    try:
+        check_image_file(path)
+    except CorruptFileError as e:
+        raise cli.RunError(f"cannot read image {path}: {e}") from None
     try:
         data = tf.io.read_file(path)
         image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
@@ -75,11 +85,19 @@ class _Model:
         import tensorflow as tf
 
         if export_dir:
-            loaded = tf.saved_model.load(export_dir)
+            if not tf.saved_model.contains_saved_model(export_dir):
+                raise cli.RunError(f"--export_dir={export_dir} holds no SavedModel (no saved_model.pb); "
+                                   "write one with mgml_tf.export")
+            try:
+                loaded = tf.saved_model.load(export_dir)
+                self.class_names = [n.decode() for n in loaded.class_names.numpy()]
+                self.palette = loaded.palette.numpy()
+                self._serve = loaded.signatures["serving_default"]
+            except (tf.errors.OpError, ValueError, OSError, AttributeError, KeyError) as e:
+                reason = cli.one_line(getattr(e, "message", None) or e)[:160]
+                raise cli.RunError(f"--export_dir={export_dir} is not a SavedModel of mgml_tf.export ({reason}); "
+                                   "export the model again with mgml_tf.export") from None
             self._loaded = loaded
-            self.class_names = [n.decode() for n in loaded.class_names.numpy()]
-            self.palette = loaded.palette.numpy()
-            self._serve = loaded.signatures["serving_default"]
             self._memory = loaded.signatures.get("memory_weights")
             self.source = export_dir
         else:
@@ -121,6 +139,7 @@ def main(argv):
     source = fv.export_dir or fv.model_dir
     if not os.path.isdir(source):
         raise cli.UsageError(f"--{'export_dir' if fv.export_dir else 'model_dir'}={source} not found")
+    cli.check_writable("output_dir", fv.output_dir)
     inputs = list_inputs(fv.input)
     for path, _ in inputs:  # decode everything first: no output at all if one input is unreadable
         read_image(path)
