@@ -46,10 +46,68 @@ def load_config(model_dir):
         raise RunError(f"cannot read {path}: {e}") from None
 
 
+def latest_checkpoint(model_dir):
+    """Prefix of the newest checkpoint named by ``model_dir/checkpoints/checkpoint``, or None."""
+    import tensorflow as tf
+
+    folder = os.path.join(model_dir, "checkpoints")
+    return tf.train.latest_checkpoint(folder) if os.path.isdir(folder) else None
+
+
+def checkpoint_architecture(path):
+    """The architecture options a checkpoint's variables reveal (``backbone``, ``head``, ``num_classes``,
+    ``feature_channels``, ``use_memory``, ``use_update_network``, ``aux_head``), read from its variable
+    names and shapes without building a model; ``{}`` if the checkpoint cannot be read."""
+    import re
+
+    import tensorflow as tf
+
+    try:
+        shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError):
+        return {}
+    suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
+    var = {k[len("model/"):-len(suffix)].replace(".S", "/"): tuple(v) for k, v in shapes.items()
+           if k.startswith("model/") and k.endswith(suffix)}
+    arch = {}
+    blocks = [int(m.group(1)) for m in (re.match(r"conv4_block(\d+)_", k) for k in var) if m]
+    if blocks:
+        arch["backbone"] = {1: "resnet_small", 6: "resnet50", 23: "resnet101"}.get(max(blocks))
+    if any(k.startswith("aspp/") for k in var):
+        arch["head"] = "deeplabv3plus"
+    elif any(k.startswith("decoder/classifier_rate") for k in var):
+        arch["head"] = "deeplabv2"
+    classifiers = [v for k, v in var.items() if k.startswith("decoder/classifier") and k.endswith("/kernel")]
+    if "memory/memory" in var:
+        arch["num_classes"], arch["feature_channels"] = var["memory/memory"]
+    elif classifiers:
+        arch["num_classes"] = classifiers[0][-1]
+    arch["use_memory"] = "memory/memory" in var
+    if arch["use_memory"]:
+        arch["use_update_network"] = any(k.startswith("update_network/") for k in var)
+    arch["aux_head"] = any(k.startswith("aux_head/") for k in var)
+    return {k: v for k, v in arch.items() if v is not None}
+
+
+def checkpoint_differences(path, options):
+    """``["name=checkpoint value (checkpoint) vs value (now)", ...]`` for the architecture options in which
+    the checkpoint at ``path`` differs from ``options``."""
+    found = checkpoint_architecture(path)
+    want = resolved_architecture(options)
+    return [f"{k}={v!r} (checkpoint) vs {want[k]!r} (now)" for k, v in found.items()
+            if k in want and want[k] is not None and v != want[k]]
+
+
 def check_compatible(model_dir, options):
-    """Refuses a ``model_dir`` whose saved configuration has another architecture, num_classes or method."""
+    """Refuses a ``model_dir`` whose saved configuration has another architecture, num_classes or method;
+    without ``flags.json``, compares the options with what the newest checkpoint's variables reveal."""
     saved = load_config(model_dir)
     if saved is None:
+        path = latest_checkpoint(model_dir)
+        diffs = checkpoint_differences(path, options) if path else []
+        if diffs:
+            raise RunError(f"--model_dir={model_dir} holds a checkpoint of another configuration (and no "
+                           f"{CONFIG_JSON}): {'; '.join(diffs)}; use a new --model_dir or matching flags")
         return None
     old = resolved_architecture(saved["options"])
     new = resolved_architecture(options)
@@ -91,7 +149,17 @@ def build_from_dir(model_dir, log=print, restore=True):
         raise RunError(f"{model_dir} has no {CONFIG_JSON}: not a model_dir written by mgml_tf.train")
     options = dict(config["options"])
     options["aspp_rates"] = tuple(options["aspp_rates"])
-    model = mgml_tf.build_model(**options)
+    newest = latest_checkpoint(model_dir) if restore else None
+    diffs = checkpoint_differences(newest, options) if newest else []
+    if diffs:
+        raise RunError(f"{os.path.join(model_dir, CONFIG_JSON)} does not match the checkpoint {newest}: "
+                       f"{'; '.join(diffs).replace('(now)', '(flags.json)')}; restore the run's own "
+                       f"{CONFIG_JSON} or use the model_dir it came from")
+    try:
+        model = mgml_tf.build_model(**options)
+    except (TypeError, ValueError) as e:
+        raise RunError(f"{os.path.join(model_dir, CONFIG_JSON)} holds options build_model refuses ({e}); "
+                       "restore the run's own flags.json") from None
     checkpoint = checkpoints.checkpoint_object(model)
     ckpt_manager = checkpoints.manager(checkpoint, model_dir, keep=None)
     path = checkpoints.restore_latest(model, checkpoint, ckpt_manager, log=log) if restore else None
