@@ -70,6 +70,7 @@ flags.DEFINE_list("sections", list(SECTIONS), "Sections to run: inference, flops
 flags.DEFINE_bool("quick", False, "Smoke test: small sizes, few repeats (outputs to /tmp unless given).")
 flags.DEFINE_list("inference_sizes", ["512x1024", "1024x2048"], "HxW inference resolutions (batch 1).")
 flags.DEFINE_integer("inference_repeats", 6, "Timed interleaved rounds per inference resolution.")
+flags.DEFINE_integer("block_repeats", 50, "Calls per timed loop of the memory block alone.")
 flags.DEFINE_integer("warmup", 2, "Untimed calls of every inference configuration before timing.")
 flags.DEFINE_bool("inference_xla", True, "Also time inference with jit_compile=True.")
 flags.DEFINE_list("train_xla_methods", ["baseline", "mgml 2nd order"],
@@ -152,16 +153,20 @@ def _command():
 
 
 # ----------------------------------------------------------------------------------------------- stats
-def interleaved(fns, rounds, on_round=None):
+def interleaved(fns, rounds, on_round=None, cpu_times=None):
     """Times ``fns`` (name -> zero-argument callable that returns when done) in ``rounds`` rounds, each
-    running every function once in a rotating order. Returns name -> list of seconds (by round)."""
+    running every function once in a rotating order. Returns name -> list of seconds (by round); with a
+    ``cpu_times`` dict, also fills it with the process CPU seconds of each call (all threads: less
+    sensitive than wall time to other processes on the machine)."""
     names = list(fns)
     times = {n: [] for n in names}
     for r in range(rounds):
         for n in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fns[n]()
             times[n].append(time.perf_counter() - t0)
+            if cpu_times is not None:
+                cpu_times.setdefault(n, []).append(time.process_time() - c0)
         if on_round:
             on_round(r, times)
     return times
@@ -264,8 +269,11 @@ def run_inference():
             print(f"[inference {size_text}] round {r + 1}/{FLAGS.inference_repeats}: " +
                   ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()), flush=True)
 
-        times = interleaved(calls, FLAGS.inference_repeats, progress)
+        cpu = {}
+        times = interleaved(calls, FLAGS.inference_repeats, progress, cpu_times=cpu)
         entry["configs"] = {k: _summary(v) for k, v in times.items()}
+        entry["cpu_configs"] = {k: _summary(v) for k, v in cpu.items()}
+        entry["memory_block"] = _memory_block_cost(models["with memory"], h, w, cpu)
         ratios = {}
         for xla in ("off", "on"):
             a, b = f"with memory, XLA {xla}", f"without memory, XLA {xla}"
@@ -278,6 +286,35 @@ def run_inference():
         entry["ratios"] = ratios
         result["sizes"][f"{h}x{w}"] = entry
     return result
+
+
+def _memory_block_cost(model, h, w, network_cpu):
+    """The memory read-and-fuse block (eqs. 4-5: the only layers the memory adds to inference) timed alone
+    on an encoder-sized feature map, ``--block_repeats`` calls in one timed loop, against the network's
+    per-image time. Many short calls give a stable estimate where whole-image ratios drown in load noise."""
+    import numpy as np
+    import tensorflow as tf
+
+    stride = int(model.model_options.get("output_stride", 16))
+    c = int(model.model_options["feature_channels"])
+    features = tf.constant(np.random.default_rng(2).normal(
+        size=(1, -(-h // stride), -(-w // stride), c)).astype("float32"))
+    memory = model.memory_bank.memory.value
+    block = tf.function(lambda f: model.memory_fuse(f, memory, training=False)[0])
+    for _ in range(3):
+        block(features).numpy()
+    wall, cpu = [], []
+    for _ in range(5):  # five loops; the median loop is reported
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(FLAGS.block_repeats):
+            out = block(features)
+        out.numpy()
+        wall.append((time.perf_counter() - t0) / FLAGS.block_repeats)
+        cpu.append((time.process_time() - c0) / FLAGS.block_repeats)
+    base_cpu = statistics.median(network_cpu.get("without memory, XLA off", [float("nan")]))
+    return {"feature_shape": list(features.shape), "repeats": FLAGS.block_repeats, "wall_s": statistics.median(wall),
+            "cpu_s": statistics.median(cpu), "network_cpu_s_without_memory": base_cpu,
+            "added_fraction_cpu": statistics.median(cpu) / base_cpu}
 
 
 # ----------------------------------------------------------------------------------------------- flops
@@ -460,6 +497,15 @@ def render_inference(sec):
                          f"{e['warmup_s'][key]:.1f} s |")
         for key, msg in e.get("failed", {}).items():
             lines.append(f"| {key} | fails: {msg} | - |")
+        if "cpu_configs" in e:
+            lines += ["", "Process CPU time per image (all threads), median (min-max): " + "; ".join(
+                f"{k} {_ms(c['median_s'])} ({_ms(c['min_s'])}-{_ms(c['max_s'])})" for k, c in e["cpu_configs"].items())]
+        if "memory_block" in e:
+            mb = e["memory_block"]
+            lines += ["", f"The memory block alone (read and fuse, eqs. 4-5) on a {mb['feature_shape']} feature map: "
+                      f"{_ms(mb['wall_s'])} wall, {_ms(mb['cpu_s'])} CPU per call (median of 5 loops of "
+                      f"{mb['repeats']} calls); against the network's CPU time without memory, "
+                      f"{_ms(mb['network_cpu_s_without_memory'])}: **+{100 * mb['added_fraction_cpu']:.2f}%**."]
         lines += ["", "| ratio | of medians | per-round median (min-max) | 95% bootstrap interval |",
                   "|---|---:|---:|---:|"]
         for key, r in e["ratios"].items():
