@@ -9,12 +9,32 @@ writing therefore leaves the state file naming the previous, complete checkpoint
 interrupted one are overwritten by the next save of that step. Old checkpoints are deleted after the state
 file has been updated. ``restore_latest`` additionally falls back to an older checkpoint if the newest cannot
 be read (e.g. truncated by a full disk), and says so.
-"""
-import os
 
+Two more guarantees are added here (``save``, ``Manager``; tests/test_reliability_faults.py): TensorFlow's
+manager deletes the files of checkpoints beyond ``max_to_keep`` *before* it drops them from the state file,
+so a kill during that deletion left the state file listing a half-deleted checkpoint; ``Manager`` first
+rewrites the state file without them, then deletes. And ``save`` refuses to write a checkpoint holding a
+non-finite variable, so the last good checkpoint is never followed (or, with ``keep_checkpoints``, replaced)
+by a bad one.
+
+Fault injection (testing only): the environment variable ``MGML_TF_FAULT_INJECT`` holds comma-separated
+``KIND:STEP`` items. ``kill_in_checkpoint_write:STEP``: while saving the checkpoint of ``STEP``, after its
+files are written and before the state file names it, truncate its data file to half (what a kill in the
+middle of the data write leaves) and SIGKILL the process. ``nan_input:STEP`` (read by the training loop):
+the images of step ``STEP`` are multiplied by NaN, so that its loss and gradients are not finite.
+"""
+import glob
+import os
+import signal
+import sys
+
+import numpy as np
 import tensorflow as tf
 
 from mgml_tf.training.cli import RunError
+
+FAULT_ENV = "MGML_TF_FAULT_INJECT"
+FAULT_KINDS = ("kill_in_checkpoint_write", "nan_input")
 
 PREFIX = "ckpt"
 
@@ -71,9 +91,77 @@ def variable_key(kind, path):
     return f"{kind}/{path.replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE"
 
 
+class Manager(tf.train.CheckpointManager):
+    """``tf.train.CheckpointManager`` whose state file never lists a checkpoint whose files are being
+    deleted: the checkpoints beyond ``max_to_keep`` leave the state file first, their files go after.
+    (Overrides the private ``_sweep`` of TF 2.21; ``keep_checkpoint_every_n_hours`` is not supported.)"""
+
+    def _sweep(self):
+        if not self._max_to_keep:
+            return
+        doomed = []
+        while len(self._maybe_delete) > self._max_to_keep:
+            doomed.append(self._maybe_delete.popitem(last=False)[0])
+        if not doomed:
+            return
+        self._record_state()
+        for prefix in doomed:
+            for path in glob.glob(glob.escape(prefix) + ".data-?????-of-?????") + [prefix + ".index"]:
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    pass
+
+
 def manager(checkpoint, model_dir, keep):
-    return tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=keep,
-                                      checkpoint_name=PREFIX)
+    return Manager(checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=keep, checkpoint_name=PREFIX)
+
+
+def fault_injection(environ=None):
+    """``{kind: set of steps}`` from ``MGML_TF_FAULT_INJECT`` (testing hook; see the module docstring)."""
+    text = (os.environ if environ is None else environ).get(FAULT_ENV, "").strip()
+    faults = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kind, _, step = item.partition(":")
+        if kind not in FAULT_KINDS or not step.strip().isdigit():
+            raise RunError(f"{FAULT_ENV}={text!r}: items must be KIND:STEP with KIND one of "
+                           f"{', '.join(FAULT_KINDS)}")
+        faults.setdefault(kind, set()).add(int(step))
+    return faults
+
+
+def _kill_in_write(save_path):
+    """The ``kill_in_checkpoint_write`` fault: called after the files of ``save_path`` are written, before
+    the state file is updated."""
+    for path in glob.glob(glob.escape(save_path) + ".data-*"):
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+    print(f"fault injection: SIGKILL while writing {save_path}", flush=True)
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def nonfinite_variables(variables):
+    """Paths of the floating-point variables holding a NaN or an infinity."""
+    bad = []
+    for v in variables:
+        value = np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            bad.append(getattr(v, "path", getattr(v, "name", "?")))
+    return bad
+
+
+def save(ckpt_manager, step, variables=()):
+    """Writes the checkpoint of ``step`` through ``ckpt_manager`` and returns its path; refuses (RunError,
+    nothing written) when one of ``variables`` is not finite."""
+    bad = nonfinite_variables(variables)
+    if bad:
+        raise RunError(f"not writing the checkpoint of step {step}: {len(bad)} variable(s) hold NaN or Inf "
+                       f"(first: {bad[0]}); the newest checkpoint is still {ckpt_manager.latest_checkpoint}")
+    options = None
+    if step in fault_injection().get("kill_in_checkpoint_write", ()):
+        options = tf.train.CheckpointOptions(experimental_write_callbacks=[_kill_in_write])
+    return ckpt_manager.save(checkpoint_number=step, options=options)
 
 
 def checkpoint_step(path):

@@ -1,6 +1,5 @@
 """The training run behind ``python -m mgml_tf.train``: memory initialisation, Algorithm 1 steps with a
 progress line, checkpoints, TensorBoard summaries, periodic and final evaluation on the targets."""
-import inspect
 import json
 import os
 import sys
@@ -40,16 +39,25 @@ def _input_pipeline(method, domains, fv, crop, start_step, log, num_replicas=1):
                   deterministic=fv.deterministic)
     if num_replicas > 1:
         kwargs["num_replicas"] = int(num_replicas)
-    params = inspect.signature(fn).parameters
-    for name in ("start_step", "initial_step"):
-        if name in params:
-            return fn(domains, **kwargs, **{name: start_step})
-    if start_step:
-        # The pipeline has no start argument: continue on a stream seeded by (seed, resume step) rather than
-        # replaying start_step steps of decoding and augmentation.
-        kwargs["seed"] = (int(fv.seed) * 1000003 + int(start_step)) % (2 ** 31)
-        log(f"note: input stream resumed with seed {kwargs['seed']} (pipeline has no start-step argument)")
-    return fn(domains, **kwargs)
+    # Step t of the stream is a pure function of (seed, t), so the resumed stream is exactly the one an
+    # uninterrupted run would have read from start_step on (tests/test_data_episodes.py::
+    # test_start_step_resumes_the_stream; end to end: tests/test_reliability_faults.py).
+    return fn(domains, start_step=int(start_step), **kwargs)
+
+
+def enable_determinism(seed, log=print):
+    """``--deterministic``: deterministic kernels (``enable_op_determinism``, which also makes every
+    ``tf.data`` pipeline deterministic) and one seed for Python, NumPy, Keras and TensorFlow. Ops without a
+    deterministic kernel then raise instead of running (on GPU; docs/RELIABILITY.md)."""
+    import keras
+    tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(int(seed))
+    log(f"deterministic: op determinism on, seed {int(seed)}")
+
+
+def _with_nan_images(batch):
+    """The ``nan_input`` fault: the batch with its images (floating tensors) multiplied by NaN."""
+    return tf.nest.map_structure(lambda x: x * float("nan") if x.dtype.is_floating else x, batch)
 
 
 def _images_per_step(method, num_sources, batch):
@@ -223,13 +231,41 @@ class Trainer:
         for tracker in model.metrics:
             tracker.reset_state()
         step = start_step
+        nan_steps = ckpt_lib.fault_injection().get("nan_input", set())
+        if nan_steps and self.distributed:
+            raise cli.RunError("the nan_input fault injection works on one device only")
+        policy, max_skips = getattr(fv, "nonfinite", "stop"), int(getattr(fv, "max_nonfinite_steps", 0))
+        skipped, window_steps, window_skips = 0, 0, 0
         window_time, n_window = 0.0, 0  # seconds inside train steps since the last progress line
         timed_time, steps_timed = 0.0, 0  # the same since the first (tracing) step, for the ETA
         while step < total:
             t0 = time.perf_counter()
-            replica_logs = step_fn(next(iterator))
+            batch = next(iterator)
+            if step + 1 in nan_steps:
+                batch = _with_nan_images(batch)
+            replica_logs = step_fn(batch)
             logs = replica_logs[0]
+            attempted = step + 1
             step = int(model.optimizer.iterations.numpy())
+            window_steps += 1
+            if max(float(other.pop("step_fault", 0.0)) for other in replica_logs):
+                window_skips += 1
+                # The step changed nothing (train_step skips it): weights, optimiser slots, BatchNorm
+                # statistics and memory are those of the step before.
+                newest = self.save_manager.latest_checkpoint if self.chief else None
+                if policy == "stop":
+                    raise cli.RunError(
+                        f"non-finite loss or gradients at step {attempted}: stopped without applying it "
+                        f"(newest checkpoint: {newest or 'none'}); lower --learning_rate, check the input "
+                        "data, or pass --nonfinite=skip")
+                skipped += 1
+                self.log(f"step {attempted}: non-finite loss or gradients, step skipped ({skipped} skipped "
+                         f"in this run, at most --max_nonfinite_steps={max_skips})")
+                if skipped > max_skips:
+                    raise cli.RunError(
+                        f"{skipped} steps with non-finite loss or gradients in this run (the last at step "
+                        f"{attempted}), more than --max_nonfinite_steps={max_skips}: stopped (newest "
+                        f"checkpoint: {newest or 'none'}); lower --learning_rate or check the input data")
             dt = time.perf_counter() - t0
             if step > start_step + 1:  # the first step traces the graph: excluded from rates and ETA
                 window_time, n_window = window_time + dt, n_window + 1
@@ -244,10 +280,13 @@ class Trainer:
                 rate = n_window * per_step / window_time if n_window else None
                 eta = _fmt_time(timed_time / steps_timed * (total - step)) if steps_timed else "?"
                 parts = [f"{_SHORT[k]} {values[k]:.3f}" for k in _LOSS_ORDER if k in values]
+                if window_skips == window_steps:  # no finite step to average since the last line
+                    parts = ["(every step since the last line skipped: non-finite)"]
+                    values = {k: v for k, v in values.items() if k not in _SHORT}
                 speed = f"{rate:.1f} img/s  " if rate else ""
                 self.log(f"step {step}/{total}  " + "  ".join(parts) + f"  lr {values['lr']:.2e}  "
                          + speed + f"ETA {eta}")
-                if not all(np.isfinite(values[k]) for k in values):
+                if not all(np.isfinite(values[k]) for k in values):  # a skipped step is never averaged in
                     raise cli.RunError(f"non-finite loss at step {step}: {values}; lower --learning_rate")
                 with train_writer.as_default(step=step):
                     for k, v in values.items():
@@ -258,8 +297,10 @@ class Trainer:
                 for tracker in model.metrics:
                     tracker.reset_state()
                 window_time, n_window = 0.0, 0
+                window_steps, window_skips = 0, 0
             if step % fv.checkpoint_every == 0 or step == total:
-                path = self.save_manager.save(checkpoint_number=step)
+                path = ckpt_lib.save(self.save_manager, step,
+                                     list(model.variables) + list(model.optimizer.variables))
                 if self.chief:
                     self.log(f"checkpoint {path}")
             if step < total and fv.eval_every and step % fv.eval_every == 0 and self.targets and self.chief:
@@ -336,6 +377,8 @@ def run_training(fv, options, log=print, strategy=None):
         log("targets: " + ", ".join(f"{d.name}:{d.root} ({len(d)} images)" for d in targets))
     import keras
     keras.utils.set_random_seed(int(options["seed"]))
+    if getattr(fv, "deterministic", False):
+        enable_determinism(options["seed"], log)
     with strategy.scope():
         model = mgml_tf.build_model(**options)
         trainer = Trainer(fv, options, model, sources, targets, log=log, strategy=strategy)
@@ -378,6 +421,7 @@ def run_training(fv, options, log=print, strategy=None):
 
 _SAVED_FLAGS = ("model_dir", "sources", "targets", "batch_per_domain", "crop_size", "checkpoint_every",
                 "keep_checkpoints", "eval_every", "log_every", "memory_init_batches", "deterministic",
+                "nonfinite", "max_nonfinite_steps",
                 "summary_images", "synthetic_root", "synthetic_num_train", "synthetic_num_val",
                 "synthetic_height", "synthetic_width", "sliding_window", "window_size", "window_overlap",
                 "flip", "num_classes_protocol", "max_eval_images")
