@@ -257,6 +257,29 @@ def test_state_file_never_lists_a_checkpoint_being_deleted(tmp_path, monkeypatch
     assert os.path.exists(os.path.join(tmp_path, "checkpoints", "ckpt-1.index"))  # debris, not listed
 
 
+def test_newest_checkpoint_with_truncated_data_falls_back(tmp_path):
+    """The state file names a checkpoint whose data file was truncated afterwards (storage fault): its index
+    reads, its data does not; the restore falls back to the previous checkpoint, every variable of it."""
+    model = helpers.small_model()
+    mgr = checkpoints.manager(checkpoints.checkpoint_object(model), str(tmp_path), keep=3)
+    first = checkpoints.save(mgr, 1)
+    want = [v.numpy().copy() for v in model.variables]
+    model.memory.assign(model.memory.numpy()[::-1].copy())
+    second = checkpoints.save(mgr, 2)
+    data = [p for p in os.listdir(os.path.join(tmp_path, "checkpoints")) if p.startswith("ckpt-2.data")]
+    path = os.path.join(tmp_path, "checkpoints", data[0])
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    fresh = helpers.small_model(init_seed=4)
+    ckpt = checkpoints.checkpoint_object(fresh)
+    messages = []
+    assert checkpoints.restore_latest(fresh, ckpt, checkpoints.manager(ckpt, str(tmp_path), 3),
+                                      log=messages.append) == first
+    assert any(second in m and "unreadable" in m for m in messages)
+    for v, w in zip(fresh.variables, want):
+        np.testing.assert_array_equal(v.numpy(), w, err_msg=v.path)
+
+
 def test_fault_injection_variable_is_checked():
     assert checkpoints.fault_injection({}) == {}
     assert checkpoints.fault_injection({checkpoints.FAULT_ENV: "nan_input:3,kill_in_checkpoint_write:4"}) == {

@@ -195,7 +195,13 @@ def restore_latest(model, checkpoint, ckpt_manager, log=print):
             errors.append(f"{path}: {type(e).__name__}")
             log(f"warning: checkpoint {path} is unreadable ({type(e).__name__}); trying an older one")
             continue
-        status = checkpoint.read(path)
+        try:
+            status = checkpoint.read(path)
+        except (tf.errors.OpError, IndexError, ValueError) as e:  # index fine, data file truncated or corrupt
+            # Variables read before the error are overwritten by the older checkpoint's (all are matched).
+            errors.append(f"{path}: {type(e).__name__}")
+            log(f"warning: checkpoint {path} is unreadable ({type(e).__name__}: {e}); trying an older one")
+            continue
         status.assert_existing_objects_matched()
         status.expect_partial()  # `save_counter` is the manager's bookkeeping, not model state
         return path
