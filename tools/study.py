@@ -192,14 +192,17 @@ def markdown(summary, meta):
                          f" | **{fmt(s['mean']['average'], s['std']['average'])}** | {len(s['seeds'])} | "
                          f"{vs_text} |")
         lines.append("")
+    width = max(max(summary[n]["seeds"]) + 1 for n in names)
     lines += ["Per seed (average over the targets):", "",
-              "| variant | " + " | ".join(f"seed {i}" for i in range(max(len(summary[n]["seeds"]) for n in names)))
-              + " | minutes per run |", "|---|" + "---|" * (max(len(summary[n]["seeds"]) for n in names) + 1)]
+              "| variant | " + " | ".join(f"seed {i}" for i in range(width)) + " | minutes per run |",
+              "|---|" + "---|" * (width + 1)]
     for n in names:
         s = summary[n]
         walls = [w for w in s["wall_s"] if w]
         minutes = f"{np.mean(walls) / 60:.1f}" if walls else "—"
-        lines.append(f"| `{n}` | " + " | ".join(f"{v:.1f}" for v in s["per_seed"]["average"]) + f" | {minutes} |")
+        per_seed = dict(zip(s["seeds"], s["per_seed"]["average"]))
+        lines.append(f"| `{n}` | " + " | ".join(f"{per_seed[i]:.1f}" if i in per_seed else "—" for i in range(width))
+                     + f" | {minutes} |")
     lines.append("")
     return "\n".join(lines)
 
