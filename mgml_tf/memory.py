@@ -78,7 +78,9 @@ def update_memory_from_sums(memory, sums, counts, momentum=0.8):
     present = counts > 0
     zhat = sums / tf.maximum(counts, EPSILON)[:, None]
     moved = momentum * memory + (1.0 - momentum) * zhat
-    return l2_normalize(tf.where(present[:, None], moved, memory))
+    # Absent rows are returned as they are, not re-normalised: a unit row re-normalised every step would
+    # drift by rounding over a long run, and a class absent from a whole run must keep its row bit for bit.
+    return tf.where(present[:, None], l2_normalize(moved), memory)
 
 
 def update_memory(memory, features, labels, momentum=0.8, ignore_index=255):
