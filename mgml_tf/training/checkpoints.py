@@ -25,6 +25,7 @@ the images of step ``STEP`` are multiplied by NaN, so that its loss and gradient
 """
 import glob
 import os
+import re
 import signal
 import sys
 
@@ -47,7 +48,7 @@ def checkpoint_object(model):
     """
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    model_vars = {v.path: v for v in model.variables}
+    model_vars = model_variable_paths(model)
     opt_vars = {optimizer_key(model.optimizer, v): v for v in _optimizer_variables(model.optimizer)}
     if len(model_vars) != len(model.variables) or len(opt_vars) != len(_optimizer_variables(model.optimizer)):
         raise RuntimeError("variable paths are not unique; cannot key the checkpoint by path")
@@ -84,6 +85,25 @@ def optimizer_key(optimizer, variable):
         return "loss_scale/" + variable.path.split("/", 1)[-1]
     prefix = optimizer.name + "/"
     return variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.path
+
+
+def model_variable_paths(model):
+    """``{path: variable}`` of every model variable, with paths that do not depend on the process's history.
+
+    Keras names seed generators (the dropout layers' random state) from a per-process counter:
+    ``seed_generator_3/seed_generator_state`` in a process that built other models first, but
+    ``seed_generator/...`` in a fresh one. Here the i-th seed generator of the model is always
+    ``seed_generator`` (i = 0) or ``seed_generator_<i>``, the names a fresh process gives them, so a checkpoint
+    reads the same in any process."""
+    paths, generators = {}, 0
+    for v in model.variables:
+        path = v.path
+        head, _, rest = path.partition("/")
+        if rest == "seed_generator_state" and re.fullmatch(r"seed_generator(_\d+)?", head):
+            path = ("seed_generator" if generators == 0 else f"seed_generator_{generators}") + "/" + rest
+            generators += 1
+        paths[path] = v
+    return paths
 
 
 def variable_key(kind, path):
@@ -172,8 +192,8 @@ def check_shapes(model, path):
     """Refuses a checkpoint whose variable shapes differ from the model's (another num_classes, ...)."""
     reader = tf.train.load_checkpoint(path)
     shapes = reader.get_variable_to_shape_map()
-    for v in model.variables:
-        key = variable_key("model", v.path)
+    for path, v in model_variable_paths(model).items():
+        key = variable_key("model", path)
         if key not in shapes:
             raise RunError(f"checkpoint {path} has no variable {v.path}: it was written by another "
                            "architecture; use a new --model_dir")
