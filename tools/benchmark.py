@@ -538,6 +538,12 @@ def _inference_verdict(sec):
                 verdict = "not decided within the noise: the interval straddles +1%"
             out.append(f"- {size}, XLA {xla}: memory read costs {_pct(r['ratio_of_medians'])} "
                        f"(95% interval {_pct(lo)} to {_pct(hi)}); target {verdict}.")
+        mb = e.get("memory_block")
+        if mb:
+            added = 100 * mb["added_fraction_cpu"]
+            out.append(f"- {size}, the memory block timed alone: +{added:.2f}% of the network's CPU time; target "
+                       f"{'met' if added <= 1.0 else 'not met'} by this measure, which load barely moves "
+                       f"({mb['repeats']} calls per loop).")
     return out + [""]
 
 
