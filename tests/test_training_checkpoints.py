@@ -106,8 +106,9 @@ def test_other_num_classes_refused(tmp_path):
     mgr.save(checkpoint_number=1)
     other = helpers.small_model(num_classes=5)
     ckpt2 = checkpoints.checkpoint_object(other)
-    with pytest.raises(RunError, match="num_classes"):
+    with pytest.raises(RunError, match="num_classes") as refused:
         checkpoints.restore_latest(other, ckpt2, checkpoints.manager(ckpt2, str(tmp_path), 1))
+    assert f"checkpoint {os.path.join(str(tmp_path), 'checkpoints', 'ckpt-1')} holds " in str(refused.value)
 
 
 def test_keys_do_not_depend_on_models_built_before(tmp_path):

@@ -192,13 +192,13 @@ def check_shapes(model, path):
     """Refuses a checkpoint whose variable shapes differ from the model's (another num_classes, ...)."""
     reader = tf.train.load_checkpoint(path)
     shapes = reader.get_variable_to_shape_map()
-    for path, v in model_variable_paths(model).items():
-        key = variable_key("model", path)
+    for var_path, v in model_variable_paths(model).items():
+        key = variable_key("model", var_path)
         if key not in shapes:
-            raise RunError(f"checkpoint {path} has no variable {v.path}: it was written by another "
+            raise RunError(f"checkpoint {path} has no variable {var_path}: it was written by another "
                            "architecture; use a new --model_dir")
         if tuple(shapes[key]) != tuple(v.shape):
-            raise RunError(f"checkpoint {path} holds {v.path} of shape {tuple(shapes[key])} but the model "
+            raise RunError(f"checkpoint {path} holds {var_path} of shape {tuple(shapes[key])} but the model "
                            f"needs {tuple(v.shape)} (another num_classes or architecture); use a new --model_dir")
 
 
