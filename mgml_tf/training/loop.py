@@ -47,11 +47,10 @@ def _input_pipeline(method, domains, fv, crop, start_step, log, num_replicas=1):
 
 def enable_determinism(seed, log=print):
     """``--deterministic``: deterministic kernels (``enable_op_determinism``, which also makes every
-    ``tf.data`` pipeline deterministic) and one seed for Python, NumPy, Keras and TensorFlow. Ops without a
-    deterministic kernel then raise instead of running (on GPU; docs/RELIABILITY.md)."""
-    import keras
+    ``tf.data`` pipeline deterministic); Python, NumPy, Keras and TensorFlow are seeded from ``seed`` by
+    ``run_training`` in every run. Ops without a deterministic kernel then raise instead of running (on GPU;
+    docs/RELIABILITY.md)."""
     tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(int(seed))
     log(f"deterministic: op determinism on, seed {int(seed)}")
 
 
