@@ -167,8 +167,9 @@ class MetaLearningTrainer:
         return result, new_state
 
     def _episode(self, theta, state, memory, images, labels, with_update, seed=None, keep_m_hat=False):
-        """Read losses (and, ``with_update``, the update loss) of one pass: ``(total, terms, state)``; with
-        ``keep_m_hat``, ``(total, terms, state, M_hat)`` where ``M_hat = update(M, images; theta)``."""
+        """Read losses (and, ``with_update``, the update loss) of one pass: ``(total, terms, state, M_hat)``
+        where ``M_hat = update(M, images; theta)`` when the divergence loss or ``keep_m_hat`` needs it, else
+        None."""
         opts = self.training_options
         use_memory = self.use_memory and memory is not None
         kept = {}
@@ -202,9 +203,7 @@ class MetaLearningTrainer:
                    "div_cls": opts["divergence_classification_weight"],
                    "div_cos": opts["divergence_cosine_weight"]}
         total = tf.add_n([weights[k] * v for k, v in terms.items()])
-        if keep_m_hat:
-            return total, terms, state, kept.get("m_hat")
-        return total, terms, state
+        return total, terms, state, kept.get("m_hat")
 
     def _memory_prime(self, theta_prime, state, memory, images, labels):
         """Eq. 10: ``M' = update(M, X_tr; copy(theta'_E), theta'_U)`` with the freeze of
@@ -301,8 +300,8 @@ class MetaLearningTrainer:
                                              None if meta_test is None else (images_te, labels_te))
             with tf.GradientTape() as tape:
                 tape.watch(theta)
-                objective, terms, state = self._episode(theta, state, memory, images, labels,
-                                                        with_update=True, seed=seeds[0])
+                objective, terms, state, _ = self._episode(theta, state, memory, images, labels,
+                                                           with_update=True, seed=seeds[0])
                 scaled_objective = objective * scale  # on the tape: scaled outside, it would be unconnected
             gradients = tape.gradient(scaled_objective, theta, unconnected_gradients=zero)
             logs = self._named_terms(objective, objective, None, terms, None)
@@ -315,14 +314,15 @@ class MetaLearningTrainer:
             outer.watch(theta)
             if order == 0:
                 inner_loss, inner_terms, state, m_hat = self._episode(
-                    theta, state, memory, images_tr, labels_tr, with_update=True, seed=seeds[0], keep_m_hat=True)
+                    theta, state, memory, images_tr, labels_tr, with_update=True, seed=seeds[0],
+                    keep_m_hat=keep_m_hat)
                 theta_prime = theta
             else:
                 with tf.GradientTape() as inner:
                     inner.watch(theta)
                     inner_loss, inner_terms, state, m_hat = self._episode(
                         theta, state, memory, images_tr, labels_tr, with_update=True, seed=seeds[0],
-                        keep_m_hat=True)
+                        keep_m_hat=keep_m_hat)
                     scaled_inner_loss = inner_loss * scale
                 # Under a strategy each replica's inner gradient is that of its share of L_in: the fast
                 # weights need their sum (the all-reduce is differentiable, so second order stays exact).
@@ -341,8 +341,8 @@ class MetaLearningTrainer:
                 memory_prime = m_hat  # Table 6, first row: the meta-test step reads M_hat (theta, not theta')
             elif memory is not None:
                 memory_prime, state = self._memory_prime(theta_prime, state, memory, images_tr, labels_tr)
-            outer_loss, outer_terms, state = self._episode(theta_prime, state, memory_prime, images_te,
-                                                           labels_te, with_update=False, seed=seeds[1])
+            outer_loss, outer_terms, state, _ = self._episode(theta_prime, state, memory_prime, images_te,
+                                                              labels_te, with_update=False, seed=seeds[1])
             if opts["outer_objective"] == "meta_test_only":
                 objective = outer_loss
             else:
