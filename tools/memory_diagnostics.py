@@ -23,6 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from markdown_blocks import replace_block  # noqa: E402  (tools/, the script's folder)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("model_dirs", None, "Trained runs (model_dir of mgml_tf.train) with a memory.", required=True)
 flags.DEFINE_list("labels", None, "A label per model_dir for the table (default: the last two path parts).")
@@ -87,17 +89,6 @@ def markdown(results, labels):
                          f"{s['network_accuracy']:.1f} | {s['mean_max_weight']:.3f} | "
                          f"{s['mean_normalized_entropy']:.3f} |")
     return "\n".join(lines) + "\n"
-
-
-def replace_block(path, begin, end, block):
-    """Replaces the text between ``begin`` and ``end`` in ``path`` (appending the markers if absent)."""
-    text = open(path).read() if os.path.exists(path) else ""
-    if begin not in text:
-        text += f"\n{begin}\n{end}\n"
-    head, rest = text.split(begin, 1)
-    tail = rest.split(end, 1)[1]
-    with open(path, "w") as f:
-        f.write(f"{head}{begin}\n{block}{end}{tail}")
 
 
 def main(argv):
