@@ -17,6 +17,12 @@ earlier from tracing the one-device step with an unknown batch size. Two unrelat
 the same jump at the same step of this tiny run point to one discrete event on its trajectory (a ReLU input
 within float32 rounding of zero flips sides, which changes the gradient by a whole unit's contribution).
 Exactness over three steps is the float64 model-level test's job (1e-12).
+
+Every run here uses BatchNorm's two-pass moments (``MGML_TF_BATCH_NORM=two_pass``): synchronised BatchNorm
+across replicas always does, while one device would otherwise take the fused kernel, whose different rounding
+this tiny run amplifies to 2e-4 by step 2 (the same amplification that moves float32 meta-gradients of the
+small test model by percents under a 1e-6 change of the input; tests/test_convolution.py). What is compared
+is then the wiring alone, with only the order of reductions differing.
 """
 import json
 import os
@@ -44,6 +50,18 @@ def _checkpoint(model_dir, step):
 def _max_abs_diff(a, b):
     assert sorted(a) == sorted(b)
     return max(float(np.max(np.abs(np.asarray(a[k], np.float64) - b[k]))) for k in a if np.size(a[k]))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _two_pass_batch_norm():
+    """The child processes inherit ``MGML_TF_BATCH_NORM=two_pass`` (see the module docstring)."""
+    previous = os.environ.get("MGML_TF_BATCH_NORM")
+    os.environ["MGML_TF_BATCH_NORM"] = "two_pass"
+    yield
+    if previous is None:
+        del os.environ["MGML_TF_BATCH_NORM"]
+    else:
+        os.environ["MGML_TF_BATCH_NORM"] = previous
 
 
 @pytest.fixture(scope="module")

@@ -56,3 +56,77 @@ def test_forward_equals_keras_batch_norm():
     np.testing.assert_allclose(ours.moving_variance.numpy(), theirs.moving_variance.numpy(), rtol=1e-5)
     np.testing.assert_allclose(ours(x, training=False), theirs(x, training=False), atol=1e-5)
 
+
+
+@pytest.fixture
+def two_pass_mode():
+    from mgml_tf.layers import normalization
+    yield normalization.set_batch_norm_mode
+    normalization.set_batch_norm_mode(None)
+
+
+def _bn_derivatives(layer, x, c):
+    """Output, moving statistics after one training call, first derivatives (input, gamma, beta) of
+    sum(c * sin(y)), and second derivatives of their squared norm."""
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(c * tf.sin(y))
+        first = inner.gradient(loss, [x] + layer.trainable_weights)
+        norm = tf.add_n([tf.reduce_sum(g * g) for g in first])
+    second = outer.gradient(norm, [x] + layer.trainable_weights)
+    return [y, layer.moving_mean.value, layer.moving_variance.value] + first + second
+
+
+@pytest.mark.parametrize("epsilon", [1e-3, 1.001e-5])
+def test_fused_kernel_equals_two_pass_to_second_order(two_pass_mode, epsilon):
+    """float32 training: the fused kernel gives the two-pass layer's output, moving statistics (the biased
+    batch variance, as Keras averages it), first and second derivatives, up to float32 rounding; inference
+    with the moving statistics too."""
+    rng = np.random.default_rng(3)
+    x = tf.constant((rng.normal(size=(4, 7, 9, 6)) * 3 + 1).astype(np.float32))
+    c = tf.constant(rng.normal(size=(4, 7, 9, 6)).astype(np.float32))
+    results = {}
+    for mode in ("two_pass", "auto"):
+        two_pass_mode(mode)
+        layer = MetaBatchNormalization(momentum=0.5, epsilon=epsilon)
+        layer.build(x.shape)
+        layer.gamma.assign(rng.normal(size=6).astype(np.float32) if mode == "two_pass" else results["gamma"])
+        results["gamma"] = layer.gamma.numpy()
+        results[mode] = _bn_derivatives(layer, x, c) + [layer(x, training=False)]
+    for got, want in zip(results["auto"], results["two_pass"]):
+        scale = float(tf.reduce_max(tf.abs(want)))
+        assert float(tf.reduce_max(tf.abs(got - want))) <= 2e-5 * scale, (got.shape, scale)
+
+
+def _op_types(layer, x, training):
+    fn = tf.function(lambda t: layer(t, training=training))
+    return {op.type for op in fn.get_concrete_function(x).graph.get_operations()}
+
+
+def test_kernel_choice(two_pass_mode):
+    """float32 NHWC runs FusedBatchNormV3 in training and inference; float64, the two_pass mode and
+    synchronised or masked calls take the two-pass moments."""
+    layer = MetaBatchNormalization()
+    x = tf.zeros([2, 3, 3, 4])
+    layer.build(x.shape)
+    assert "FusedBatchNormV3" in _op_types(layer, x, True) and "FusedBatchNormV3" in _op_types(layer, x, False)
+    two_pass_mode("two_pass")
+    assert "FusedBatchNormV3" not in _op_types(layer, x, True)
+    two_pass_mode(None)
+    keras.config.set_floatx("float64")
+    layer64 = MetaBatchNormalization(dtype="float64")
+    x64 = tf.zeros([2, 3, 3, 4], tf.float64)
+    layer64.build(x64.shape)
+    assert "FusedBatchNormV3" not in _op_types(layer64, x64, True)
+
+
+def test_batch_norm_mode_errors(monkeypatch, two_pass_mode):
+    from mgml_tf.layers import normalization
+    monkeypatch.setenv("MGML_TF_BATCH_NORM", "cudnn")
+    with pytest.raises(ValueError, match="MGML_TF_BATCH_NORM='cudnn' is not a batch norm mode"):
+        normalization.batch_norm_mode()
+    with pytest.raises(ValueError, match="unknown batch norm mode 'fused'"):
+        two_pass_mode("fused")

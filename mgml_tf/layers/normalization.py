@@ -12,15 +12,82 @@ global batch, exact in every order of differentiation (all-reduce is differentia
 
 It overrides the private ``BatchNormalization._moments``; the Keras minor version is pinned in setup.cfg
 and the finite-difference test guards the override.
+
+Where the normalised tensor is float32 NHWC (after Keras's upcast of half-precision inputs) and no mask or
+cross-replica synchronisation is asked for, the layer runs TensorFlow's fused kernel (``FusedBatchNormV3``:
+oneDNN on CPU, cuDNN on GPU) in training and in inference instead of Keras's composition of moments and
+element-wise ops. Its gradient kernels are exact to second order as well: ``FusedBatchNormGradV3`` has a
+registered gradient built from the batch moments with the mean kept, and the fused op gives the batch
+statistics no gradient, which nothing here differentiates (they only feed the moving averages). Float64 (the
+finite-difference tests), synchronised replicas and masks take the two-pass moments above. The mode
+``two_pass`` (:func:`set_batch_norm_mode` or ``MGML_TF_BATCH_NORM=two_pass``) forces those everywhere, for
+comparisons; ``auto`` is the default.
 """
+import os
+
 import keras
 import tensorflow as tf
 from keras import ops
 
+BATCH_NORM_MODES = ("auto", "two_pass")
+_ENV = "MGML_TF_BATCH_NORM"
+_mode = None  # set_batch_norm_mode's choice; None: the environment variable, else "auto"
+
+
+def set_batch_norm_mode(mode):
+    """``auto`` (the fused kernel where it applies) or ``two_pass`` (always the two-pass moments), for layers
+    called from now on; ``None``: back to ``MGML_TF_BATCH_NORM`` or ``auto``."""
+    global _mode
+    if mode is not None and mode not in BATCH_NORM_MODES:
+        raise ValueError(f"unknown batch norm mode {mode!r}; choose one of {list(BATCH_NORM_MODES)}")
+    _mode = mode
+
+
+def batch_norm_mode():
+    if _mode is not None:
+        return _mode
+    mode = os.environ.get(_ENV, "auto") or "auto"
+    if mode not in BATCH_NORM_MODES:
+        raise ValueError(f"{_ENV}={mode!r} is not a batch norm mode; set it to one of {list(BATCH_NORM_MODES)}")
+    return mode
+
 
 @keras.saving.register_keras_serializable(package="mgml_tf")
 class MetaBatchNormalization(keras.layers.BatchNormalization):
-    """``keras.layers.BatchNormalization`` with batch moments that are exact to second order."""
+    """``keras.layers.BatchNormalization`` with batch moments that are exact to second order, on the fused
+    kernel where it applies (module docstring)."""
+
+    def _uses_fused_kernel(self, inputs, mask):
+        if batch_norm_mode() != "auto" or mask is not None or self.renorm:
+            return False
+        if len(inputs.shape) != 4 or self.axis not in (-1, 3):
+            return False
+        if keras.backend.result_type(inputs.dtype, "float32") != "float32":
+            return False
+        replica = tf.distribute.get_replica_context()
+        return not (self.synchronized and replica is not None and replica.num_replicas_in_sync > 1)
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._uses_fused_kernel(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        x = ops.cast(inputs, "float32")
+        channels = x.shape[-1]
+        gamma = ops.cast(self.gamma, "float32") if self.scale else tf.ones([channels], "float32")
+        beta = ops.cast(self.beta, "float32") if self.center else tf.zeros([channels], "float32")
+        moving_mean = ops.cast(self.moving_mean, "float32")
+        moving_variance = ops.cast(self.moving_variance, "float32")
+        if training and self.trainable:
+            out = tf.raw_ops.FusedBatchNormV3(x=x, scale=gamma, offset=beta, mean=tf.zeros([0]),
+                                              variance=tf.zeros([0]), epsilon=self.epsilon, is_training=True)
+            # The kernel returns the unbiased batch variance; Keras averages the biased one.
+            count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), "float32")
+            variance = out.batch_variance * (count - 1.0) / tf.maximum(count, 1.0)
+            self.moving_mean.assign(moving_mean * self.momentum + out.batch_mean * (1.0 - self.momentum))
+            self.moving_variance.assign(moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            out = tf.raw_ops.FusedBatchNormV3(x=x, scale=gamma, offset=beta, mean=moving_mean,
+                                              variance=moving_variance, epsilon=self.epsilon, is_training=False)
+        return ops.cast(out.y, self.compute_dtype)
 
     def _moments(self, inputs, mask):
         if mask is not None:
