@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from mgml_tf.layers import MetaBatchNormalization
+from mgml_tf.layers import Conv2D, MetaBatchNormalization
 
 BACKBONES = ("resnet50", "resnet101", "resnet_small")
 OUTPUT_STRIDES = (8, 16, 32)
@@ -103,7 +103,7 @@ class _Builder:
         self.dtype = dtype
 
     def conv(self, x, filters, kernel_size, name, strides=1, dilation=1, padding="valid", use_bias=True):
-        return keras.layers.Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation,
+        return Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation,
                                    padding=padding, use_bias=use_bias, name=name, dtype=self.dtype)(x)
 
     def bn(self, x, name):
