@@ -25,6 +25,9 @@ def run(tmp_path_factory):
 def test_train_outputs(run):
     out, model_dir = run["train"].stdout, run["model_dir"]
     assert "memory initialised" in out and "step 3/3" in out and "img/s" in out and "ETA" in out
+    from mgml_tf.layers import dilated_convolution_path
+    assert (f"kernels (float32): dilated convolutions {dilated_convolution_path('float32')}, "
+            "BatchNorm moments fused") in out
     for name in ("flags.cfg", "flags.json", "eval_results.json", "checkpoints/checkpoint",
                  "checkpoints/ckpt-2.index", "checkpoints/ckpt-3.index"):
         assert os.path.exists(os.path.join(model_dir, name)), name

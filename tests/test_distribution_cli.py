@@ -81,7 +81,7 @@ def test_mirrored_two_devices_equals_one_device(reference):
     proc = run_cli("train", *tiny_args(str(model_dir), str(synth), *COMMON, "--distribution_strategy=mirrored",
                                        "--num_devices=2", f"--debug_dump_variables={root / 'mirrored_dump'}"),
                    check=True)
-    assert "MirroredStrategy, 2 replicas" in proc.stdout
+    assert "MirroredStrategy, 2 replicas" in proc.stdout and "BatchNorm moments two_pass" in proc.stdout
     dump = np.load(f"{root / 'mirrored_dump'}.single.npz")
     assert float(dump["__replicas_max_abs_diff__"]) == 0.0  # both replicas hold the same state
     with open(model_dir / "flags.json") as f:

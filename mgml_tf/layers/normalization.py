@@ -43,6 +43,14 @@ def set_batch_norm_mode(mode):
     _mode = mode
 
 
+def batch_norm_path(dtype, synchronized_replicas=False):
+    """``"fused"`` or ``"two_pass"``: the moments an NHWC BatchNorm in ``dtype`` takes in training (module
+    docstring); ``synchronized_replicas``: synchronised across more than one replica."""
+    if batch_norm_mode() == "two_pass" or synchronized_replicas:
+        return "two_pass"
+    return "fused" if keras.backend.result_type(dtype, "float32") == "float32" else "two_pass"
+
+
 def batch_norm_mode():
     if _mode is not None:
         return _mode
@@ -58,14 +66,11 @@ class MetaBatchNormalization(keras.layers.BatchNormalization):
     kernel where it applies (module docstring)."""
 
     def _uses_fused_kernel(self, inputs, mask):
-        if batch_norm_mode() != "auto" or mask is not None or self.renorm:
-            return False
-        if len(inputs.shape) != 4 or self.axis not in (-1, 3):
-            return False
-        if keras.backend.result_type(inputs.dtype, "float32") != "float32":
+        if mask is not None or self.renorm or len(inputs.shape) != 4 or self.axis not in (-1, 3):
             return False
         replica = tf.distribute.get_replica_context()
-        return not (self.synchronized and replica is not None and replica.num_replicas_in_sync > 1)
+        synchronized = self.synchronized and replica is not None and replica.num_replicas_in_sync > 1
+        return batch_norm_path(inputs.dtype, synchronized) == "fused"
 
     def call(self, inputs, training=None, mask=None):
         if not self._uses_fused_kernel(inputs, mask):

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from mgml_tf import layers
 from mgml_tf.training import checkpoints as ckpt_lib
 from mgml_tf.training import cli
 from mgml_tf.training import data as data_lib
@@ -385,6 +386,10 @@ def run_training(fv, options, log=print, strategy=None):
         log(f"mixed precision {fv.mixed_precision}: compute {model.compute_dtype}, variables "
             f"{model.variable_dtype}, memory {model.memory.dtype if model.use_memory else '-'}"
             f"{', loss-scaled' if 'LossScale' in type(model.optimizer).__name__ else ''}")
+    synchronized = bool(options.get("synchronized_bn")) and replicas > 1
+    log(f"kernels ({model.compute_dtype}): dilated convolutions "
+        f"{layers.dilated_convolution_path(model.compute_dtype)}, BatchNorm moments "
+        f"{layers.batch_norm_path(model.compute_dtype, synchronized)}")
     restored = ckpt_lib.restore_latest(model, trainer.checkpoint, trainer.manager, log=log)
     # Only now (configuration compatible, checkpoint readable) is anything written to model_dir.
     from mgml_tf.training import flags as flags_lib
