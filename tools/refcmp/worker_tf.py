@@ -1,0 +1,175 @@
+"""Timing worker for mgml_tf (run with a Python that has mgml_tf and TensorFlow installed).
+
+    python worker_tf.py --configs=mgml1,mgml2,baseline [--size=256] [--batch_per_domain=2] [--threads=2]
+                        [--warmup=2] [--infer=512x1024] [--dropout=0.1]
+
+Configurations: ``mgml_tf.build_model(backbone="resnet50", head="deeplabv3plus", num_classes=19, ...)``
+  mgml1 / mgml2   method="mgml", meta_order=1 / 2 (Algorithm 1, project defaults otherwise)
+  baseline        method="baseline"
+  mldg1 / mldg2   method="mldg", meta_order=1 / 2
+  memory_agg      method="memory_agg"
+each stepped as tools/benchmark_train_step.py does it: ``tf.function(model.train_step, reduce_retracing=True)``
+on ((meta-train images, labels), (meta-test images, labels)) = (domain 0, domain 1), first call untimed,
+``float(logs["loss"])`` to wait for the step. ``infer_memory`` / ``infer_baseline``: the evaluate CLI's
+``mgml_tf.training.inference.Predictor(model).probabilities`` (softmax of model(images, training=False))
+of one image of size --infer.
+Any configuration name with the suffix ``_fallback`` (e.g. ``baseline_fallback``) is built and traced with the
+fallback kernels (dilated convolutions through space-to-batch, BatchNorm with two-pass moments: what mgml_tf
+ran before its fast kernels), so one run times both kernel choices side by side.
+Threads: TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS are set from --threads before TensorFlow loads.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--configs", default="mgml1,mgml2,baseline")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--batch_per_domain", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--infer", default="512x1024")
+    p.add_argument("--dropout", type=float, default=0.1)
+    a = p.parse_args()
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(a.threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = str(a.threads)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import numpy as np
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(a.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(a.threads)
+    import keras
+    import mgml_tf
+    import data
+    import worker_common
+
+    images, labels = data.episode(a.size, a.batch_per_domain)
+    episode = tuple((tf.constant(images[d]), tf.constant(labels[d])) for d in range(2))
+    options = dict(backbone="resnet50", head="deeplabv3plus", num_classes=19, dropout=a.dropout)
+    kinds = {"mgml1": dict(method="mgml", meta_order=1), "mgml2": dict(method="mgml", meta_order=2),
+             "baseline": dict(method="baseline"), "mldg1": dict(method="mldg", meta_order=1),
+             "mldg2": dict(method="mldg", meta_order=2), "memory_agg": dict(method="memory_agg")}
+    steps = {}
+    info = {"tf": tf.__version__, "keras": keras.__version__,
+            "intra": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter": tf.config.threading.get_inter_op_parallelism_threads()}
+    rng = np.random.default_rng(0)
+
+    def unit_rows(model):
+        m = rng.uniform(size=model.memory.shape).astype(np.float32)
+        model.memory.assign(m / np.linalg.norm(m, axis=1, keepdims=True))
+
+    from mgml_tf.layers import convolution, normalization
+
+    for full_name in a.configs.split(","):
+        name = full_name[:-len("_fallback")] if full_name.endswith("_fallback") else full_name
+        fallback = name != full_name
+        convolution.set_dilated_convolution_mode("space_to_batch" if fallback else None)
+        normalization.set_batch_norm_mode("two_pass" if fallback else None)
+        if name in kinds:
+            keras.utils.set_random_seed(0)
+            model = mgml_tf.build_model(**options, **kinds[name])
+            if model.use_memory:
+                unit_rows(model)
+            step = tf.function(model.train_step, reduce_retracing=True)
+            step(episode)  # trace + first run, untimed
+
+            def run(step=step):
+                logs = step(episode)
+                float(logs["loss"])
+            steps[full_name] = run
+        elif name.startswith("infer_"):
+            from mgml_tf.training.inference import Predictor
+            keras.utils.set_random_seed(0)
+            model = mgml_tf.build_model(**options, method="mgml" if name == "infer_memory" else "baseline",
+                                        compile=False)
+            if model.use_memory:
+                unit_rows(model)
+            predictor = Predictor(model)
+            h, w = (int(v) for v in a.infer.split("x"))
+            img = data.image(h, w)
+            predictor.probabilities(img)
+
+            def run(predictor=predictor, img=img):
+                predictor.probabilities(img)
+            steps[full_name] = run
+        elif name in ("aspp", "decoder"):
+            # diagnostic: forward + backward of one head block alone (training=True)
+            from mgml_tf import losses
+            from mgml_tf.ops import resize_bilinear
+            keras.utils.set_random_seed(0)
+            model = mgml_tf.build_model(**options, method="baseline", compile=False)
+            nb, s16, s4 = 2 * a.batch_per_domain, a.size // 16, a.size // 4
+            r = np.random.default_rng(0)
+            if name == "aspp":
+                block = model.encoder_head
+                args_ = (tf.constant(np.maximum(r.normal(size=(nb, s16, s16, 2048)), 0).astype(np.float32)),)
+
+                def fwd(x, block=block):
+                    return tf.reduce_mean(block(x, training=True))
+            else:
+                block = model.decoder
+                lab = tf.constant(labels.reshape(-1, a.size, a.size))
+                args_ = (tf.constant(np.maximum(r.normal(size=(nb, s16, s16, 256)), 0).astype(np.float32)),
+                         tf.constant(np.maximum(r.normal(size=(nb, s4, s4, 256)), 0).astype(np.float32)))
+
+                def fwd(feat, low, block=block, lab=lab):
+                    logits = resize_bilinear(block(feat, low, training=True), (a.size, a.size))
+                    return losses.segmentation_loss(lab, logits)
+
+            @tf.function
+            def fb(*xs, fwd=fwd, block=block):
+                with tf.GradientTape() as tape:
+                    loss = fwd(*xs)
+                grads = tape.gradient(loss, block.trainable_variables)
+                return loss, tf.add_n([tf.reduce_sum(g) for g in grads])
+
+            fb(*args_)
+
+            def run(fb=fb, args_=args_):
+                float(fb(*args_)[1])
+            steps[full_name] = run
+        elif name in ("backbone", "backbone_keras"):
+            # diagnostic: forward + backward of the backbone alone (training=True), 2 x batch_per_domain images
+            keras.utils.set_random_seed(0)
+            if name == "backbone":  # mgml_tf's ResNet-50 (MetaBatchNormalization), OS16
+                from mgml_tf.models import backbones
+                net = backbones.build_backbone("resnet50", output_stride=16)
+                out_key = "high_level"
+            else:  # stock keras.applications.ResNet50 (keras BatchNormalization), OS32
+                net = keras.applications.ResNet50(include_top=False, weights=None,
+                                                   input_shape=(a.size, a.size, 3))
+                out_key = None
+            x = tf.constant(images.reshape(-1, *images.shape[2:]))
+
+            @tf.function
+            def fb(x, net=net, out_key=out_key):
+                with tf.GradientTape() as tape:
+                    y = net(x, training=True)
+                    y = y[out_key] if out_key else y
+                    loss = tf.reduce_mean(y)
+                grads = tape.gradient(loss, net.trainable_variables)
+                return loss, tf.add_n([tf.reduce_sum(g) for g in grads])
+
+            fb(x)
+
+            def run(fb=fb, x=x):
+                loss, g = fb(x)
+                float(g)
+            steps[full_name] = run
+        else:
+            raise SystemExit(f"unknown config {name}")
+    convolution.set_dilated_convolution_mode(None)
+    normalization.set_batch_norm_mode(None)
+    for name in steps:
+        for _ in range(a.warmup):
+            steps[name]()
+    worker_common.serve(steps, info)
+
+
+if __name__ == "__main__":
+    main()
