@@ -9,9 +9,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("meta_order", [2])
+@pytest.mark.parametrize("meta_order", [1, 2])
 def test_mirrored_two_replicas_equal_one_device(meta_order):
-    """3 steps of second-order MGML on 2 logical CPU replicas vs one device, same global batches.
+    """3 steps of first- or second-order MGML on 2 logical CPU replicas vs one device, same global batches.
 
     Run in float64: rounding noise is then ~1e-15 relative, so any real difference in the algorithm (a
     missing all-reduce of the memory's class sums or of the inner gradient, a loss normalised per replica,

@@ -310,6 +310,7 @@ class MetaLearningTrainer:
         order = int(opts["meta_order"])
         keep_m_hat = memory is not None and opts["meta_test_memory"] == "m_hat"
         alpha = tf.cast(opts["inner_lr_ratio"], lr.dtype) * lr
+        add_inner = opts["outer_objective"] == "mldg"
         with tf.GradientTape() as outer:
             outer.watch(theta)
             if order == 0:
@@ -324,17 +325,17 @@ class MetaLearningTrainer:
                         theta, state, memory, images_tr, labels_tr, with_update=True, seed=seeds[0],
                         keep_m_hat=keep_m_hat)
                     scaled_inner_loss = inner_loss * scale
-                # Under a strategy each replica's inner gradient is that of its share of L_in: the fast
-                # weights need their sum (the all-reduce is differentiable, so second order stays exact).
+                # This replica's inner gradient (of its share of s * L_in). Second order keeps it on the outer
+                # tape (dtheta'/dtheta = I - alpha H); first order takes it off the tape.
                 if order == 2:
-                    inner_grads = all_reduce_sum(inner.gradient(scaled_inner_loss, theta,
-                                                                unconnected_gradients=zero))
+                    local_inner_grads = inner.gradient(scaled_inner_loss, theta, unconnected_gradients=zero)
                 else:
                     with outer.stop_recording():
-                        inner_grads = all_reduce_sum(inner.gradient(scaled_inner_loss, theta,
-                                                                    unconnected_gradients=zero))
-                    inner_grads = [tf.stop_gradient(g) for g in inner_grads]
-                inner_grads = [g / tf.cast(scale, g.dtype) for g in inner_grads]
+                        local_inner_grads = inner.gradient(scaled_inner_loss, theta, unconnected_gradients=zero)
+                    local_inner_grads = [tf.stop_gradient(g) for g in local_inner_grads]
+                # The fast weights need the whole batch's gradient: the sum over replicas (the all-reduce is
+                # differentiable, so second order stays exact).
+                inner_grads = [g / tf.cast(scale, g.dtype) for g in all_reduce_sum(local_inner_grads)]
                 theta_prime = [t - tf.cast(alpha, t.dtype) * g for t, g in zip(theta, inner_grads)]
             memory_prime = None
             if keep_m_hat:
@@ -343,12 +344,16 @@ class MetaLearningTrainer:
                 memory_prime, state = self._memory_prime(theta_prime, state, memory, images_tr, labels_tr)
             outer_loss, outer_terms, state, _ = self._episode(theta_prime, state, memory_prime, images_te,
                                                               labels_te, with_update=False, seed=seeds[1])
-            if opts["outer_objective"] == "meta_test_only":
-                objective = outer_loss
-            else:
-                objective = inner_loss + outer_loss
-            scaled_objective = objective * scale
-        gradients = outer.gradient(scaled_objective, theta, unconnected_gradients=zero)
+            objective = inner_loss + outer_loss if add_inner else outer_loss
+            # J = L_in(theta) + L_out(theta'(theta)) (the MLDG form) or L_out alone. At first order the
+            # gradient of L_in is the inner gradient already taken: the outer tape differentiates L_out only,
+            # instead of running L_in's backward pass a second time. (At second order the same sum makes
+            # TensorFlow's oneDNN graph rewrite build a cyclic graph for ResNet-50, so the tape takes J.)
+            reuse_inner = order == 1 and add_inner
+            scaled_taped = (outer_loss if reuse_inner else objective) * scale
+        gradients = outer.gradient(scaled_taped, theta, unconnected_gradients=zero)
+        if reuse_inner:
+            gradients = [g + h for g, h in zip(gradients, local_inner_grads)]
         logs = self._named_terms(objective, inner_loss, outer_loss, inner_terms, outer_terms)
         return objective, gradients, {"non_trainable": state, "terms": logs, "memory_prime": memory_prime}
 
