@@ -59,7 +59,9 @@ def op_table(logdir, steps):
         for line in plane.lines:
             for event in line.events:
                 name = names.get(event.metadata_id, "")
-                if ":" not in name:  # executor bookkeeping ("Process", "ExecutorState", ...) nests the ops
+                # Op events are "scope/name:Type"; executor and eager bookkeeping ("ExecutorState::Process",
+                # "EagerLocalExecute: ...") nests them and is left out.
+                if ":" not in name or "::" in name or " " in name:
                     continue
                 op_name, op_type = name.rsplit(":", 1)
                 ms = event.duration_ps / 1e9 / steps

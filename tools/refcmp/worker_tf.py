@@ -15,7 +15,8 @@ on ((meta-train images, labels), (meta-test images, labels)) = (domain 0, domain
 of one image of size --infer.
 Any configuration name with the suffix ``_fallback`` (e.g. ``baseline_fallback``) is built and traced with the
 fallback kernels (dilated convolutions through space-to-batch, BatchNorm with two-pass moments: what mgml_tf
-ran before its fast kernels), so one run times both kernel choices side by side.
+ran before its fast kernels), ``_s2b`` with the dilation fallback only, ``_twopass`` with the BatchNorm
+fallback only, so one run times the kernel choices side by side.
 Threads: TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS are set from --threads before TensorFlow loads.
 """
 import argparse
@@ -66,10 +67,10 @@ def main():
     from mgml_tf.layers import convolution, normalization
 
     for full_name in a.configs.split(","):
-        name = full_name[:-len("_fallback")] if full_name.endswith("_fallback") else full_name
-        fallback = name != full_name
-        convolution.set_dilated_convolution_mode("space_to_batch" if fallback else None)
-        normalization.set_batch_norm_mode("two_pass" if fallback else None)
+        suffix = next((x for x in ("_fallback", "_twopass", "_s2b") if full_name.endswith(x)), "")
+        name = full_name[:len(full_name) - len(suffix)]
+        convolution.set_dilated_convolution_mode("space_to_batch" if suffix in ("_fallback", "_s2b") else None)
+        normalization.set_batch_norm_mode("two_pass" if suffix in ("_fallback", "_twopass") else None)
         if name in kinds:
             keras.utils.set_random_seed(0)
             model = mgml_tf.build_model(**options, **kinds[name])
