@@ -26,34 +26,25 @@ smaller half first); they differ only in float rounding, at any order of differe
 paths, ``.keras`` weight paths and configs are those of ``keras.layers.Conv2D``: checkpoints and ``.keras``
 files move between the two.
 """
-import os
-
 import keras
 import tensorflow as tf
 
+from mgml_tf.layers.kernel_mode import KernelMode
+
 MODES = ("auto", "native", "space_to_batch")
-_ENV = "MGML_TF_DILATED_CONV"
-_mode = None  # set_dilated_convolution_mode's choice; None: the environment variable, else "auto"
+_MODE = KernelMode("MGML_TF_DILATED_CONV", MODES, "dilated convolution mode")
 _probed = {}  # (dtype name, device types) -> True when every device type runs dilated conv and gradients
 
 
 def set_dilated_convolution_mode(mode):
     """Chooses the path of dilated convolutions traced from now on: ``auto``, ``native`` or
     ``space_to_batch`` (``None``: back to ``MGML_TF_DILATED_CONV`` or ``auto``)."""
-    global _mode
-    if mode is not None and mode not in MODES:
-        raise ValueError(f"unknown dilated convolution mode {mode!r}; choose one of {list(MODES)}")
-    _mode = mode
+    _MODE.set(mode)
 
 
 def dilated_convolution_mode():
     """The mode in force: :func:`set_dilated_convolution_mode`'s, else ``MGML_TF_DILATED_CONV``'s, else auto."""
-    if _mode is not None:
-        return _mode
-    mode = os.environ.get(_ENV, "auto") or "auto"
-    if mode not in MODES:
-        raise ValueError(f"{_ENV}={mode!r} is not a dilated convolution mode; set it to one of {list(MODES)}")
-    return mode
+    return _MODE.get()
 
 
 def _device_types():
@@ -93,7 +84,7 @@ def dilated_convolution_path(dtype):
     if _probed[key]:
         return "native"
     if mode == "native":
-        raise ValueError(f"dilated convolutions were forced native ({_ENV} or set_dilated_convolution_mode), "
+        raise ValueError(f"dilated convolutions were forced native ({_MODE.env} or set_dilated_convolution_mode), "
                          f"but a device here ({', '.join(devices)}) has no dilated {dtype.name} Conv2D gradient; "
                          "use mode auto or space_to_batch")
     return "space_to_batch"

@@ -23,24 +23,24 @@ finite-difference tests), synchronised replicas and masks take the two-pass mome
 ``two_pass`` (:func:`set_batch_norm_mode` or ``MGML_TF_BATCH_NORM=two_pass``) forces those everywhere, for
 comparisons; ``auto`` is the default.
 """
-import os
-
 import keras
 import tensorflow as tf
 from keras import ops
 
+from mgml_tf.layers.kernel_mode import KernelMode
+
 BATCH_NORM_MODES = ("auto", "two_pass")
-_ENV = "MGML_TF_BATCH_NORM"
-_mode = None  # set_batch_norm_mode's choice; None: the environment variable, else "auto"
+_MODE = KernelMode("MGML_TF_BATCH_NORM", BATCH_NORM_MODES, "batch norm mode")
 
 
 def set_batch_norm_mode(mode):
     """``auto`` (the fused kernel where it applies) or ``two_pass`` (always the two-pass moments), for layers
     called from now on; ``None``: back to ``MGML_TF_BATCH_NORM`` or ``auto``."""
-    global _mode
-    if mode is not None and mode not in BATCH_NORM_MODES:
-        raise ValueError(f"unknown batch norm mode {mode!r}; choose one of {list(BATCH_NORM_MODES)}")
-    _mode = mode
+    _MODE.set(mode)
+
+
+def batch_norm_mode():
+    return _MODE.get()
 
 
 def batch_norm_path(dtype, synchronized_replicas=False):
@@ -49,15 +49,6 @@ def batch_norm_path(dtype, synchronized_replicas=False):
     if batch_norm_mode() == "two_pass" or synchronized_replicas:
         return "two_pass"
     return "fused" if keras.backend.result_type(dtype, "float32") == "float32" else "two_pass"
-
-
-def batch_norm_mode():
-    if _mode is not None:
-        return _mode
-    mode = os.environ.get(_ENV, "auto") or "auto"
-    if mode not in BATCH_NORM_MODES:
-        raise ValueError(f"{_ENV}={mode!r} is not a batch norm mode; set it to one of {list(BATCH_NORM_MODES)}")
-    return mode
 
 
 @keras.saving.register_keras_serializable(package="mgml_tf")
