@@ -57,7 +57,6 @@ def test_forward_equals_keras_batch_norm():
     np.testing.assert_allclose(ours(x, training=False), theirs(x, training=False), atol=1e-5)
 
 
-
 @pytest.fixture
 def two_pass_mode():
     from mgml_tf.layers import normalization

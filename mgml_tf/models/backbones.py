@@ -103,8 +103,8 @@ class _Builder:
         self.dtype = dtype
 
     def conv(self, x, filters, kernel_size, name, strides=1, dilation=1, padding="valid", use_bias=True):
-        return Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation,
-                                   padding=padding, use_bias=use_bias, name=name, dtype=self.dtype)(x)
+        return Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation, padding=padding,
+                      use_bias=use_bias, name=name, dtype=self.dtype)(x)
 
     def bn(self, x, name):
         return MetaBatchNormalization(axis=-1, momentum=self.bn_momentum, epsilon=_BN_EPSILON,

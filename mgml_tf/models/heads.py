@@ -26,9 +26,8 @@ class ConvBNReLU(keras.layers.Layer):
         self.dilation_rate = int(dilation_rate)
         self.bn_momentum = bn_momentum
         self.synchronized_bn = synchronized_bn
-        self.conv = Conv2D(self.filters, self.kernel_size, padding="same",
-                                  dilation_rate=self.dilation_rate, use_bias=False, dtype=self.dtype_policy,
-                                  name="conv")
+        self.conv = Conv2D(self.filters, self.kernel_size, padding="same", dilation_rate=self.dilation_rate,
+                           use_bias=False, dtype=self.dtype_policy, name="conv")
         self.bn = MetaBatchNormalization(momentum=bn_momentum, synchronized=synchronized_bn,
                                          dtype=self.dtype_policy, name="bn")
 
@@ -203,8 +202,8 @@ class DeepLabV2Head(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.rates = tuple(int(r) for r in rates)
-        self.convs = [Conv2D(self.num_classes, 3, padding="same", dilation_rate=r,
-                                    dtype=self.dtype_policy, name=f"classifier_rate{r}")
+        self.convs = [Conv2D(self.num_classes, 3, padding="same", dilation_rate=r, dtype=self.dtype_policy,
+                             name=f"classifier_rate{r}")
                       for r in self.rates]
 
     def build(self, input_shape):
