@@ -22,7 +22,6 @@ Command line::
 See docs/SYNTHETIC.md.
 """
 import collections
-import json
 import os
 import sys
 import time
@@ -30,13 +29,13 @@ import zlib
 
 import numpy as np
 
+from mgml_tf.data import layout_writer
 from mgml_tf.data._synthetic_labels import (  # noqa: F401  (re-exported)
     CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, SYNTHIA_ABSENT, TRAIN_TO_COLOR, TRAIN_TO_LABEL_ID,
     TRAIN_TO_MAPILLARY, TRAIN_TO_SYNTHIA, TRAIN_TO_TRAIN, colorize)
 from mgml_tf.data._synthetic_scene import Scene, render_scene  # noqa: F401
 from mgml_tf.data._synthetic_styles import SOURCE_STYLES, STYLES, TARGET_STYLES, Style, stylize  # noqa: F401
-
-LAYOUTS = ("gtav", "synthia", "cityscapes", "bdd100k", "mapillary", "idd")
+from mgml_tf.data.layout_writer import LAYOUTS  # noqa: F401  (re-exported)
 
 #: The embedded default suite: style -> layout it is written in.  Sources mirror the paper's G + S + I
 #: (GTAV, Synthia, IDD layouts, train split); targets its C, B, M (Cityscapes, BDD100K, Mapillary, val split).
@@ -51,10 +50,6 @@ DEFAULT_SUITE = collections.OrderedDict([
 
 SuiteSpecs = collections.namedtuple("SuiteSpecs", ["sources", "targets"])
 
-_MAPILLARY_SPLITS = {"train": "training", "training": "training", "val": "validation",
-                     "validation": "validation", "test": "testing", "testing": "testing"}
-_MIN_SIZE = 32
-
 
 def get_style(style):
     """A `Style` from a style name or a `Style`; ValueError (one line, listing the known names) otherwise."""
@@ -65,15 +60,8 @@ def get_style(style):
     raise ValueError(f"unknown style {style!r}; known styles: {', '.join(STYLES)}")
 
 
-def _check_layout(layout):
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; known layouts: {', '.join(LAYOUTS)}")
-
-
-def _check_size(height, width):
-    for name, val in (("height", height), ("width", width)):
-        if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < _MIN_SIZE:
-            raise ValueError(f"{name} must be an integer >= {_MIN_SIZE}, got {val!r}")
+_check_layout = layout_writer.check_layout
+_check_size = layout_writer.check_size
 
 
 def _as_rng(rng):
@@ -106,61 +94,9 @@ def image_rng(style, seed, index):
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def _paths(layout, root, split, style_name, index):
-    """(image path, label path) of image `index` in `layout` under `root`."""
-    if layout == "gtav":
-        stem = f"{index + 1:05d}"
-        return os.path.join(root, "images", stem + ".png"), os.path.join(root, "labels", stem + ".png")
-    if layout == "synthia":
-        stem = f"{index:07d}"
-        return os.path.join(root, "RGB", stem + ".png"), os.path.join(root, "GT", "LABELS", stem + ".png")
-    if layout == "cityscapes":
-        city = style_name.replace("_", "")
-        stem = f"{city}_000000_{index:06d}"
-        return (os.path.join(root, "leftImg8bit", split, city, stem + "_leftImg8bit.png"),
-                os.path.join(root, "gtFine", split, city, stem + "_gtFine_labelIds.png"))
-    if layout == "bdd100k":
-        name = f"{style_name.replace('_', '')}-{index:07d}"
-        return (os.path.join(root, "images", "10k", split, name + ".jpg"),
-                os.path.join(root, "labels", "sem_seg", "masks", split, name + ".png"))
-    if layout == "mapillary":
-        msplit = _MAPILLARY_SPLITS.get(split, split)
-        name = f"{style_name.replace('_', '')}{index:07d}"
-        return (os.path.join(root, msplit, "images", name + ".jpg"),
-                os.path.join(root, msplit, "labels", name + ".png"))
-    if layout == "idd":
-        seq, frame = f"{index // 100}", f"{index:06d}"
-        return (os.path.join(root, "leftImg8bit", split, seq, frame + "_leftImg8bit.png"),
-                os.path.join(root, "gtFine", split, seq, frame + "_gtFine_labelcsTrainIds.png"))
-    raise AssertionError(layout)
-
-
-def encode_label(layout, label):
-    """Train-id map [H, W] -> the array written as that layout's label PNG (dtype and channels as stored).
-
-    gtav: Cityscapes colours [H, W, 3] uint8; synthia: [H, W, 3] uint16 with the Synthia class id in channel 0
-    (terrain, truck, train -> 0 void); cityscapes: Cityscapes label ids [H, W, 1]; bdd100k, idd: train ids
-    [H, W, 1]; mapillary: Mapillary v1.2 ids [H, W, 1] (one id per train id; 65 "Unlabeled" for ignore).
-    """
-    _check_layout(layout)
-    label = np.asarray(label, np.uint8)
-    if layout == "gtav":
-        return TRAIN_TO_COLOR[label]
-    if layout == "synthia":
-        out = np.zeros(label.shape + (3,), np.uint16)
-        out[..., 0] = TRAIN_TO_SYNTHIA[label]
-        return out
-    table = {"cityscapes": TRAIN_TO_LABEL_ID, "bdd100k": TRAIN_TO_TRAIN, "idd": TRAIN_TO_TRAIN,
-             "mapillary": TRAIN_TO_MAPILLARY}[layout]
-    return table[label][..., None]
-
-
-def _write(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+_paths = layout_writer.paths
+encode_label = layout_writer.encode_label
+_write = layout_writer.write_file
 
 
 def write_dataset(style, layout, num_images, output_dir, seed=0, height=256, width=512, split="train",
@@ -177,48 +113,12 @@ def write_dataset(style, layout, num_images, output_dir, seed=0, height=256, wid
       (wall clock spent generating), `cpu_seconds_generate` (CPU time of the same) and `seconds_total`.
     """
     style = get_style(style)
-    _check_layout(layout)
-    if not isinstance(num_images, (int, np.integer)) or isinstance(num_images, bool) or num_images <= 0:
-        raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
-    _check_size(height, width)
-    if not isinstance(split, str) or not split or os.sep in split:
-        raise ValueError(f"split must be a plain directory name such as 'train' or 'val', got {split!r}")
-    import tensorflow as tf  # only the writers need it
-
-    root = os.path.abspath(output_dir)
-    pairs = []
-    t_gen = cpu_gen = 0.0
-    t0 = time.perf_counter()
-    for i in range(num_images):
-        g0, c0 = time.perf_counter(), time.thread_time()
-        image, label = generate_scene(style, height, width, image_rng(style, seed, i))
-        t_gen += time.perf_counter() - g0
-        cpu_gen += time.thread_time() - c0
-        ipath, lpath = _paths(layout, root, split, style.name, i)
-        if ipath.endswith(".jpg"):
-            data = tf.io.encode_jpeg(image, quality=92, chroma_downsampling=False).numpy()
-        else:
-            data = tf.io.encode_png(image, compression=3).numpy()
-        _write(ipath, data)
-        _write(lpath, tf.io.encode_png(encode_label(layout, label)).numpy())
-        pairs.append((ipath, lpath))
-        if verbose and (i + 1) % 50 == 0:
-            print(f"  {style.name}: {i + 1}/{num_images}", file=sys.stderr)
-    total = time.perf_counter() - t0
+    layout_writer.check_write_args(layout, num_images, height, width, split)
     meta = {"generator": "mgml_tf.data.synthetic", "style": style.name, "layout": layout, "seed": int(seed),
-            "height": int(height), "width": int(width), "splits": {split: int(num_images)}}
-    meta_path = os.path.join(root, "SYNTHETIC.json")
-    if os.path.exists(meta_path):
-        try:
-            with open(meta_path) as f:
-                old = json.load(f)
-            if all(old.get(k) == meta[k] for k in ("style", "layout", "seed", "height", "width")):
-                meta["splits"] = {**old.get("splits", {}), split: int(num_images)}
-        except (OSError, ValueError):
-            pass
-    _write(meta_path, (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
-    return {"spec": f"{layout}:{root}", "pairs": pairs, "seconds_generate": t_gen,
-            "cpu_seconds_generate": cpu_gen, "seconds_total": total}
+            "height": int(height), "width": int(width)}
+    return layout_writer.write_images(
+        lambda i: generate_scene(style, height, width, image_rng(style, seed, i)), style.name, layout,
+        num_images, output_dir, split, meta, verbose)
 
 
 def write_default_suite(output_dir, num_train=200, num_val=50, seed=0, height=256, width=512, verbose=False):

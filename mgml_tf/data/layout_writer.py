@@ -1,0 +1,147 @@
+"""Writing generated (image, label) pairs in published dataset layouts; shared by every synthetic family.
+
+Knows the file paths of GTAV, Synthia, Cityscapes, BDD100K, Mapillary and IDD, the label encoding of each
+(see docs/SYNTHETIC.md, "The written layouts"), and writes every file atomically (temporary file, then
+rename).  It knows nothing about scenes: a family passes a function that makes image `i`.
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from mgml_tf.data._synthetic_labels import (
+    TRAIN_TO_COLOR, TRAIN_TO_LABEL_ID, TRAIN_TO_MAPILLARY, TRAIN_TO_SYNTHIA, TRAIN_TO_TRAIN)
+
+LAYOUTS = ("gtav", "synthia", "cityscapes", "bdd100k", "mapillary", "idd")
+MIN_SIZE = 32
+
+_MAPILLARY_SPLITS = {"train": "training", "training": "training", "val": "validation",
+                     "validation": "validation", "test": "testing", "testing": "testing"}
+# SYNTHETIC.json keys that must match for a second split to be added to an existing root's record.
+_SAME_ROOT_KEYS = ("generator", "style", "layout", "seed", "height", "width")
+
+
+def check_layout(layout):
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known layouts: {', '.join(LAYOUTS)}")
+
+
+def check_size(height, width):
+    for name, val in (("height", height), ("width", width)):
+        if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < MIN_SIZE:
+            raise ValueError(f"{name} must be an integer >= {MIN_SIZE}, got {val!r}")
+
+
+def check_write_args(layout, num_images, height, width, split):
+    """ValueError (one line) for a bad layout, image count, size or split name."""
+    check_layout(layout)
+    if not isinstance(num_images, (int, np.integer)) or isinstance(num_images, bool) or num_images <= 0:
+        raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
+    check_size(height, width)
+    if not isinstance(split, str) or not split or os.sep in split:
+        raise ValueError(f"split must be a plain directory name such as 'train' or 'val', got {split!r}")
+
+
+def paths(layout, root, split, style_name, index):
+    """(image path, label path) of image `index` in `layout` under `root`."""
+    if layout == "gtav":
+        stem = f"{index + 1:05d}"
+        return os.path.join(root, "images", stem + ".png"), os.path.join(root, "labels", stem + ".png")
+    if layout == "synthia":
+        stem = f"{index:07d}"
+        return os.path.join(root, "RGB", stem + ".png"), os.path.join(root, "GT", "LABELS", stem + ".png")
+    if layout == "cityscapes":
+        city = style_name.replace("_", "")
+        stem = f"{city}_000000_{index:06d}"
+        return (os.path.join(root, "leftImg8bit", split, city, stem + "_leftImg8bit.png"),
+                os.path.join(root, "gtFine", split, city, stem + "_gtFine_labelIds.png"))
+    if layout == "bdd100k":
+        name = f"{style_name.replace('_', '')}-{index:07d}"
+        return (os.path.join(root, "images", "10k", split, name + ".jpg"),
+                os.path.join(root, "labels", "sem_seg", "masks", split, name + ".png"))
+    if layout == "mapillary":
+        msplit = _MAPILLARY_SPLITS.get(split, split)
+        name = f"{style_name.replace('_', '')}{index:07d}"
+        return (os.path.join(root, msplit, "images", name + ".jpg"),
+                os.path.join(root, msplit, "labels", name + ".png"))
+    if layout == "idd":
+        seq, frame = f"{index // 100}", f"{index:06d}"
+        return (os.path.join(root, "leftImg8bit", split, seq, frame + "_leftImg8bit.png"),
+                os.path.join(root, "gtFine", split, seq, frame + "_gtFine_labelcsTrainIds.png"))
+    raise AssertionError(layout)
+
+
+def encode_label(layout, label):
+    """Train-id map [H, W] -> the array written as that layout's label PNG (dtype and channels as stored).
+
+    gtav: Cityscapes colours [H, W, 3] uint8; synthia: [H, W, 3] uint16 with the Synthia class id in channel 0
+    (terrain, truck, train -> 0 void); cityscapes: Cityscapes label ids [H, W, 1]; bdd100k, idd: train ids
+    [H, W, 1]; mapillary: Mapillary v1.2 ids [H, W, 1] (one id per train id; 65 "Unlabeled" for ignore).
+    """
+    check_layout(layout)
+    label = np.asarray(label, np.uint8)
+    if layout == "gtav":
+        return TRAIN_TO_COLOR[label]
+    if layout == "synthia":
+        out = np.zeros(label.shape + (3,), np.uint16)
+        out[..., 0] = TRAIN_TO_SYNTHIA[label]
+        return out
+    table = {"cityscapes": TRAIN_TO_LABEL_ID, "bdd100k": TRAIN_TO_TRAIN, "idd": TRAIN_TO_TRAIN,
+             "mapillary": TRAIN_TO_MAPILLARY}[layout]
+    return table[label][..., None]
+
+
+def write_file(path, data):
+    """Write bytes atomically: a reader never sees a half-written file under `path`."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def write_images(make_image, style_name, layout, num_images, output_dir, split, meta, verbose=False):
+    """Write images 0..num_images-1 (`make_image(i) -> (image, label)`) and the root's SYNTHETIC.json.
+
+    `meta` holds generator, style, layout, seed, height and width; the record of an existing SYNTHETIC.json
+    with the same values keeps its other splits.  Arguments must be checked (`check_write_args`) first.
+    Returns the `write_dataset` result dict (spec, pairs, seconds_generate, cpu_seconds_generate,
+    seconds_total).
+    """
+    import tensorflow as tf  # only the encoders need it
+
+    root = os.path.abspath(output_dir)
+    pairs = []
+    t_gen = cpu_gen = 0.0
+    t0 = time.perf_counter()
+    for i in range(num_images):
+        g0, c0 = time.perf_counter(), time.thread_time()
+        image, label = make_image(i)
+        t_gen += time.perf_counter() - g0
+        cpu_gen += time.thread_time() - c0
+        ipath, lpath = paths(layout, root, split, style_name, i)
+        if ipath.endswith(".jpg"):
+            data = tf.io.encode_jpeg(image, quality=92, chroma_downsampling=False).numpy()
+        else:
+            data = tf.io.encode_png(image, compression=3).numpy()
+        write_file(ipath, data)
+        write_file(lpath, tf.io.encode_png(encode_label(layout, label)).numpy())
+        pairs.append((ipath, lpath))
+        if verbose and (i + 1) % 50 == 0:
+            print(f"  {style_name}: {i + 1}/{num_images}", file=sys.stderr)
+    total = time.perf_counter() - t0
+    meta = dict(meta, splits={split: int(num_images)})
+    meta_path = os.path.join(root, "SYNTHETIC.json")
+    if os.path.exists(meta_path):
+        try:
+            with open(meta_path) as f:
+                old = json.load(f)
+            if all(old.get(k) == meta[k] for k in _SAME_ROOT_KEYS):
+                meta["splits"] = {**old.get("splits", {}), split: int(num_images)}
+        except (OSError, ValueError):
+            pass
+    write_file(meta_path, (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
+    return {"spec": f"{layout}:{root}", "pairs": pairs, "seconds_generate": t_gen,
+            "cpu_seconds_generate": cpu_gen, "seconds_total": total}
