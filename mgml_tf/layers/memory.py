@@ -1,18 +1,22 @@
 """Keras layers around the categorical memory (Sec. 3.2, Fig. 3).
 
 - ``CategoricalMemory`` holds ``M`` (``N x C``, non-trainable, float32 even under mixed precision).
-- ``MemoryUpdateNetwork`` is ``U``: ``relu(x + BN(conv1x1(x)))``, applied to the L2-normalised ``F``.
+- ``MemoryUpdateNetwork`` is ``U``: ``relu(x + BN(conv1x1(x)))``, applied to the L2-normalised ``F`` (the
+  paper, Sec. 3.2; the model's ``update_network_input="raw"`` feeds it ``F`` as the reference code does).
 - ``MemoryReadFuse`` is eqs. 4-5: read ``M`` with ``q = normalize(F)`` and fuse
   ``R = ReLU(BN(conv1x1([q, W^T M])))``.
 
 Each layer computes with the memory passed in as a tensor, never assigning it: the meta step runs them on
 fast weights and candidate memories. The maths lives in ``mgml_tf.memory``.
+
+Their BatchNorm epsilon (``bn_epsilon``) is PyTorch's 1e-5 by default, as in the reference code; a config saved
+before the option existed has no ``bn_epsilon`` key and keeps meaning Keras's 1e-3 (docs/REFERENCE.md).
 """
 import keras
 import tensorflow as tf
 
 from mgml_tf import memory as memory_ops
-from mgml_tf.layers.normalization import MetaBatchNormalization
+from mgml_tf.layers.normalization import BN_EPSILON, LegacyBNEpsilon, MetaBatchNormalization
 
 
 def _memory_dtype(policy):
@@ -46,19 +50,20 @@ class CategoricalMemory(keras.layers.Layer):
         return {**super().get_config(), "num_classes": self.num_classes, "channels": self.channels}
 
 
-class _Conv1x1BatchNorm(keras.layers.Layer):
+class _Conv1x1BatchNorm(LegacyBNEpsilon, keras.layers.Layer):
     """Shared part of U and the fusion block: a bias-free 1x1 convolution to ``channels`` and a
     ``MetaBatchNormalization``; subclasses say what goes in and around them."""
 
-    def __init__(self, channels, bn_momentum=0.9, synchronized_bn=False, **kwargs):
+    def __init__(self, channels, bn_momentum=0.9, synchronized_bn=False, bn_epsilon=BN_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self.channels = int(channels)
         self.bn_momentum = bn_momentum
         self.synchronized_bn = synchronized_bn
+        self.bn_epsilon = float(bn_epsilon)
         self.conv = keras.layers.Conv2D(self.channels, 1, use_bias=False, dtype=self.dtype_policy,
                                         name="conv")
-        self.norm = MetaBatchNormalization(momentum=bn_momentum, synchronized=synchronized_bn,
-                                           dtype=self.dtype_policy, name="bn")
+        self.norm = MetaBatchNormalization(momentum=bn_momentum, epsilon=self.bn_epsilon,
+                                           synchronized=synchronized_bn, dtype=self.dtype_policy, name="bn")
 
     def _build_parts(self, input_shape, in_channels):
         self.conv.build(tuple(input_shape[:-1]) + (in_channels,))
@@ -67,7 +72,7 @@ class _Conv1x1BatchNorm(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "bn_momentum": self.bn_momentum,
-                "synchronized_bn": self.synchronized_bn}
+                "synchronized_bn": self.synchronized_bn, "bn_epsilon": self.bn_epsilon}
 
 
 @keras.saving.register_keras_serializable(package="mgml_tf")
@@ -97,8 +102,10 @@ class MemoryReadFuse(_Conv1x1BatchNorm):
     itself runs in the memory's dtype (float32 under mixed precision); the fusion in the compute dtype.
     """
 
-    def __init__(self, channels, temperature=1.0, bn_momentum=0.9, synchronized_bn=False, **kwargs):
-        super().__init__(channels, bn_momentum=bn_momentum, synchronized_bn=synchronized_bn, **kwargs)
+    def __init__(self, channels, temperature=1.0, bn_momentum=0.9, synchronized_bn=False, bn_epsilon=BN_EPSILON,
+                 **kwargs):
+        super().__init__(channels, bn_momentum=bn_momentum, synchronized_bn=synchronized_bn, bn_epsilon=bn_epsilon,
+                         **kwargs)
         self.temperature = float(temperature)
 
     def build(self, input_shape):

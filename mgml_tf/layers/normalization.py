@@ -29,6 +29,24 @@ from keras import ops
 
 from mgml_tf.layers.kernel_mode import KernelMode
 
+#: BatchNorm epsilon of the head and memory blocks (``mgml_tf.models.heads``,
+#: ``mgml_tf.layers.memory``): PyTorch's default, what the reference code runs with.
+BN_EPSILON = 1e-5
+#: What a config saved without ``bn_epsilon`` means: Keras's default, the only value before the option.
+LEGACY_BN_EPSILON = 1e-3
+
+
+class LegacyBNEpsilon:
+    """Mixin: ``from_config`` reads a config without ``bn_epsilon`` (saved before the option) as
+    ``LEGACY_BN_EPSILON``, so that it still builds the layer it was saved from."""
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.setdefault("bn_epsilon", LEGACY_BN_EPSILON)
+        return super().from_config(config)
+
+
 BATCH_NORM_MODES = ("auto", "two_pass")
 _MODE = KernelMode("MGML_TF_BATCH_NORM", BATCH_NORM_MODES, "batch norm mode")
 

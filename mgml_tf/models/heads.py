@@ -1,6 +1,8 @@
 """Segmentation heads: ASPP, the DeepLabV3+ decoder, the DeepLabV2 projection and classifier, the FCN aux head.
 
-Every BatchNormalization is a ``MetaBatchNormalization`` (``bn_momentum``/``synchronized_bn`` options).
+Every BatchNormalization is a ``MetaBatchNormalization`` (``bn_momentum``/``bn_epsilon``/``synchronized_bn``
+options). ``bn_epsilon`` defaults to PyTorch's 1e-5, as in the reference code; a layer config saved before the
+option existed has no ``bn_epsilon`` key and keeps meaning Keras's 1e-3 (``from_config``, docs/REFERENCE.md).
 Dropout is the only randomness: with ``dropout=0`` (or ``training=False``) every layer is deterministic.
 Outputs are in the layer's compute dtype. Everything is twice differentiable, including the bilinear
 upsampling (``mgml_tf.ops.resize_bilinear``: ``tf.image.resize`` silently drops the second derivative).
@@ -10,26 +12,28 @@ import tensorflow as tf
 from keras import ops
 
 from mgml_tf.layers import Conv2D, MetaBatchNormalization
+from mgml_tf.layers.normalization import BN_EPSILON, LEGACY_BN_EPSILON, LegacyBNEpsilon  # noqa: F401
 from mgml_tf.ops import resize_bilinear  # noqa: F401  (re-exported; twice-differentiable resize)
 
 
 # ---------------------------------------------------------------------------------------------- blocks
 @keras.saving.register_keras_serializable(package="mgml_tf")
-class ConvBNReLU(keras.layers.Layer):
+class ConvBNReLU(LegacyBNEpsilon, keras.layers.Layer):
     """Conv2D (no bias, "same" padding, optional dilation) -> MetaBatchNormalization -> ReLU."""
 
     def __init__(self, filters, kernel_size, dilation_rate=1, bn_momentum=0.99, synchronized_bn=False,
-                 **kwargs):
+                 bn_epsilon=BN_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.dilation_rate = int(dilation_rate)
         self.bn_momentum = bn_momentum
         self.synchronized_bn = synchronized_bn
+        self.bn_epsilon = float(bn_epsilon)
         self.conv = Conv2D(self.filters, self.kernel_size, padding="same", dilation_rate=self.dilation_rate,
                            use_bias=False, dtype=self.dtype_policy, name="conv")
-        self.bn = MetaBatchNormalization(momentum=bn_momentum, synchronized=synchronized_bn,
-                                         dtype=self.dtype_policy, name="bn")
+        self.bn = MetaBatchNormalization(momentum=bn_momentum, epsilon=self.bn_epsilon,
+                                         synchronized=synchronized_bn, dtype=self.dtype_policy, name="bn")
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -45,12 +49,14 @@ class ConvBNReLU(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, kernel_size=self.kernel_size, dilation_rate=self.dilation_rate,
-                      bn_momentum=self.bn_momentum, synchronized_bn=self.synchronized_bn)
+                      bn_momentum=self.bn_momentum, synchronized_bn=self.synchronized_bn,
+                      bn_epsilon=self.bn_epsilon)
         return config
 
 
 def _block_options(self):
-    return dict(bn_momentum=self.bn_momentum, synchronized_bn=self.synchronized_bn, dtype=self.dtype_policy)
+    return dict(bn_momentum=self.bn_momentum, synchronized_bn=self.synchronized_bn, bn_epsilon=self.bn_epsilon,
+                dtype=self.dtype_policy)
 
 
 def _check_rank4(layer, shape, what="features"):
@@ -60,7 +66,7 @@ def _check_rank4(layer, shape, what="features"):
 
 
 @keras.saving.register_keras_serializable(package="mgml_tf")
-class ASPP(keras.layers.Layer):
+class ASPP(LegacyBNEpsilon, keras.layers.Layer):
     """Atrous spatial pyramid pooling (DeepLabV3): the encoder head producing F.
 
     Branches (all conv-BN-ReLU, no conv bias): 1x1; one 3x3 per rate with that dilation; image pooling
@@ -69,12 +75,13 @@ class ASPP(keras.layers.Layer):
     """
 
     def __init__(self, filters=256, rates=(6, 12, 18), bn_momentum=0.99, synchronized_bn=False, dropout=0.1,
-                 **kwargs):
+                 bn_epsilon=BN_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.rates = tuple(int(r) for r in rates)
         self.bn_momentum = bn_momentum
         self.synchronized_bn = synchronized_bn
+        self.bn_epsilon = float(bn_epsilon)
         self.dropout_rate = float(dropout)
         self.branch_1x1 = ConvBNReLU(self.filters, 1, name="aspp0", **_block_options(self))
         self.branches = [ConvBNReLU(self.filters, 3, dilation_rate=r, name=f"aspp{i + 1}",
@@ -109,12 +116,12 @@ class ASPP(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, rates=list(self.rates), bn_momentum=self.bn_momentum,
-                      synchronized_bn=self.synchronized_bn, dropout=self.dropout_rate)
+                      synchronized_bn=self.synchronized_bn, dropout=self.dropout_rate, bn_epsilon=self.bn_epsilon)
         return config
 
 
 @keras.saving.register_keras_serializable(package="mgml_tf")
-class DeepLabV3PlusDecoder(keras.layers.Layer):
+class DeepLabV3PlusDecoder(LegacyBNEpsilon, keras.layers.Layer):
     """DeepLabV3+ decoder: ``call(features, low_level) -> logits`` at the low-level (stride-4) resolution.
 
     ``low_level`` -> 1x1 conv-BN-ReLU to ``low_level_filters``; ``features`` upsampled bilinearly
@@ -123,13 +130,14 @@ class DeepLabV3PlusDecoder(keras.layers.Layer):
     """
 
     def __init__(self, num_classes, filters=256, low_level_filters=48, bn_momentum=0.99, synchronized_bn=False,
-                 **kwargs):
+                 bn_epsilon=BN_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.filters = int(filters)
         self.low_level_filters = int(low_level_filters)
         self.bn_momentum = bn_momentum
         self.synchronized_bn = synchronized_bn
+        self.bn_epsilon = float(bn_epsilon)
         self.low_level_projection = ConvBNReLU(self.low_level_filters, 1, name="low_level",
                                                **_block_options(self))
         self.fuse1 = ConvBNReLU(self.filters, 3, name="fuse1", **_block_options(self))
@@ -162,19 +170,20 @@ class DeepLabV3PlusDecoder(keras.layers.Layer):
         config = super().get_config()
         config.update(num_classes=self.num_classes, filters=self.filters,
                       low_level_filters=self.low_level_filters, bn_momentum=self.bn_momentum,
-                      synchronized_bn=self.synchronized_bn)
+                      synchronized_bn=self.synchronized_bn, bn_epsilon=self.bn_epsilon)
         return config
 
 
 @keras.saving.register_keras_serializable(package="mgml_tf")
-class FeatureProjection(keras.layers.Layer):
+class FeatureProjection(LegacyBNEpsilon, keras.layers.Layer):
     """1x1 conv-BN-ReLU to ``filters``: the DeepLabV2 encoder's F from conv5_x."""
 
-    def __init__(self, filters=256, bn_momentum=0.99, synchronized_bn=False, **kwargs):
+    def __init__(self, filters=256, bn_momentum=0.99, synchronized_bn=False, bn_epsilon=BN_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.bn_momentum = bn_momentum
         self.synchronized_bn = synchronized_bn
+        self.bn_epsilon = float(bn_epsilon)
         self.block = ConvBNReLU(self.filters, 1, name="projection", **_block_options(self))
 
     def build(self, input_shape):
@@ -190,7 +199,8 @@ class FeatureProjection(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, bn_momentum=self.bn_momentum, synchronized_bn=self.synchronized_bn)
+        config.update(filters=self.filters, bn_momentum=self.bn_momentum, synchronized_bn=self.synchronized_bn,
+                      bn_epsilon=self.bn_epsilon)
         return config
 
 
@@ -228,17 +238,18 @@ class DeepLabV2Head(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mgml_tf")
-class AuxiliaryHead(keras.layers.Layer):
+class AuxiliaryHead(LegacyBNEpsilon, keras.layers.Layer):
     """FCN auxiliary head on conv4_x: 3x3 conv-BN-ReLU to ``filters``, dropout, 1x1 classifier with bias."""
 
     def __init__(self, num_classes, filters=256, dropout=0.1, bn_momentum=0.99, synchronized_bn=False,
-                 **kwargs):
+                 bn_epsilon=BN_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.filters = int(filters)
         self.dropout_rate = float(dropout)
         self.bn_momentum = bn_momentum
         self.synchronized_bn = synchronized_bn
+        self.bn_epsilon = float(bn_epsilon)
         self.block = ConvBNReLU(self.filters, 3, name="aux", **_block_options(self))
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="aux_dropout")
         self.classifier = keras.layers.Conv2D(self.num_classes, 1, dtype=self.dtype_policy, name="classifier")
@@ -259,5 +270,6 @@ class AuxiliaryHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, filters=self.filters, dropout=self.dropout_rate,
-                      bn_momentum=self.bn_momentum, synchronized_bn=self.synchronized_bn)
+                      bn_momentum=self.bn_momentum, synchronized_bn=self.synchronized_bn,
+                      bn_epsilon=self.bn_epsilon)
         return config
