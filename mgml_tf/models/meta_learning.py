@@ -14,6 +14,14 @@ One step, given a meta-train batch ``X_tr`` (from some source domains) and a met
    code does); ``meta_order=0`` has no inner step (``theta' = theta``: Table 7's episodic row).
 5. ``M <- update(M, X_tr; theta_new)`` without gradient, in inference mode (eq. 12).
 
+BatchNorm moving statistics (the paper is silent): every pass above runs BatchNorm in training mode, on batch
+moments. With ``bn_statistics_from="meta_train"`` (the default, as the reference code) the model keeps the
+moving statistics of pass 1 only: the reference runs passes 2 and 3 on separate fast-weight copies of the
+network whose own statistics are thrown away. ``"every_pass"`` (mgml_tf before the option) chains the moving
+averages through passes 1, 2 and 3, so the meta-test batch moves them too. The aggregate methods have one
+pass, on the aggregated batch, under either value. Other non-trainable state (dropout seeds) always advances
+through every pass.
+
 Everything up to 4 is ``compute_meta_gradients``: a function of the current variable values that changes no
 variable. The network runs functionally: fast weights are tensors mapped onto the variables by a
 ``keras.StatelessScope``, never assigned, so nested ``tf.GradientTape``s see them as ordinary tensors.
@@ -39,6 +47,8 @@ MEMORY_PRIME_FREEZES = ("encoder", "none", "encoder_and_update")
 # Memory read in the meta-test step (Table 6): M' re-written with the fast weights (eq. 10, the paper), or the
 # M_hat the meta-train step wrote with theta (Table 6's first row: no re-update).
 META_TEST_MEMORIES = ("m_prime", "m_hat")
+# Passes whose batches update the BatchNorm moving statistics (module docstring).
+BN_STATISTICS_SOURCES = ("meta_train", "every_pass")
 
 TRAINING_DEFAULTS = dict(
     method="mgml",
@@ -48,6 +58,7 @@ TRAINING_DEFAULTS = dict(
     memory_read="softmax",
     memory_prime_freeze="encoder",
     meta_test_memory="m_prime",
+    bn_statistics_from="meta_train",
     use_cohesion=True,
     use_divergence=True,
     seg_weight=losses_lib.SEG_WEIGHT,
@@ -93,7 +104,7 @@ def validate_training_options(options):
     """Raises a one-line ``ValueError`` for an unknown or out-of-range training option value."""
     choices = {"method": METHODS, "meta_order": META_ORDERS, "outer_objective": OUTER_OBJECTIVES,
                "memory_read": MEMORY_READS, "memory_prime_freeze": MEMORY_PRIME_FREEZES,
-               "meta_test_memory": META_TEST_MEMORIES}
+               "meta_test_memory": META_TEST_MEMORIES, "bn_statistics_from": BN_STATISTICS_SOURCES}
     for key, allowed in choices.items():
         if options[key] not in allowed:
             raise ValueError(f"unknown {key} {options[key]!r}; choose one of {list(allowed)}")
@@ -187,7 +198,8 @@ class MetaLearningTrainer:
             if "aux_logits" in out and opts["aux_weight"] > 0:
                 terms["aux"] = losses_lib.pixel_cross_entropy_sum(labels, out["aux_logits"])[0] / count
             if use_memory and opts["use_cohesion"]:
-                terms["cohesion"] = losses_lib.pixel_cross_entropy_sum(labels, out["scores"])[0] / count
+                # eq. 6 on scores / T or on the scores, as memory_temperature_on says (model.forward)
+                terms["cohesion"] = losses_lib.pixel_cross_entropy_sum(labels, out["cohesion_logits"])[0] / count
             if use_memory and with_update and (opts["use_divergence"] or keep_m_hat):
                 m_hat = self.updated_memory(memory, out["features"], labels, training=True)
                 kept["m_hat"] = m_hat
@@ -222,6 +234,23 @@ class MetaLearningTrainer:
             return self.updated_memory(memory, features, labels, training=True)
 
         return self._stateless(theta_m, state, run)
+
+    def _batch_norm_statistics(self):
+        """Ids of every BatchNorm moving mean and variance among ``non_trainable_variables``."""
+        ids = set()
+        for layer in self._flatten_layers(include_self=False, recursive=True):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                ids.update(id(v) for v in (layer.moving_mean, layer.moving_variance))
+        return ids
+
+    def _keep_meta_train_statistics(self, state, meta_train_state):
+        """``state`` with the BatchNorm moving statistics taken from ``meta_train_state`` where
+        ``bn_statistics_from="meta_train"`` (module docstring); ``state`` unchanged for ``every_pass``."""
+        if self.training_options["bn_statistics_from"] != "meta_train":
+            return state
+        statistics = self._batch_norm_statistics()
+        return [kept if id(v) in statistics else value
+                for v, value, kept in zip(self.non_trainable_variables, state, meta_train_state)]
 
     # ------------------------------------------------------------------------------------ the meta step
     def check_batch(self, images, labels, role):
@@ -337,6 +366,7 @@ class MetaLearningTrainer:
                 # differentiable, so second order stays exact).
                 inner_grads = [g / tf.cast(scale, g.dtype) for g in all_reduce_sum(local_inner_grads)]
                 theta_prime = [t - tf.cast(alpha, t.dtype) * g for t, g in zip(theta, inner_grads)]
+            meta_train_state = state  # after the meta-train pass only
             memory_prime = None
             if keep_m_hat:
                 memory_prime = m_hat  # Table 6, first row: the meta-test step reads M_hat (theta, not theta')
@@ -352,6 +382,7 @@ class MetaLearningTrainer:
             reuse_inner = order == 1 and add_inner
             scaled_taped = (outer_loss if reuse_inner else objective) * scale
         gradients = outer.gradient(scaled_taped, theta, unconnected_gradients=zero)
+        state = self._keep_meta_train_statistics(state, meta_train_state)
         if reuse_inner:
             gradients = [g + h for g, h in zip(gradients, local_inner_grads)]
         logs = self._named_terms(objective, inner_loss, outer_loss, inner_terms, outer_terms)

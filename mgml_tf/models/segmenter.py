@@ -21,6 +21,12 @@ from mgml_tf.models.meta_learning import (MetaLearningTrainer, Options, TRAINING
                                           validate_training_options)
 
 HEADS = ("deeplabv3plus", "deeplabv2")
+# Where memory_temperature T acts (the paper has no temperature: eqs. 4 and 6 read at T = 1):
+# cohesion: the cohesion-loss logits scores / T only, the read softmax at 1 (the reference code);
+# read: the read softmax only, the cohesion loss at 1 (mgml_tf before the option); both: the two.
+MEMORY_TEMPERATURE_ON = ("cohesion", "read", "both")
+# What the update network U reads: normalized: normalize(F) (the paper, Sec. 3.2); raw: F (the reference code).
+UPDATE_NETWORK_INPUTS = ("normalized", "raw")
 DEFAULT_OUTPUT_STRIDE = {"deeplabv3plus": 16, "deeplabv2": 8}
 
 MODEL_DEFAULTS = dict(
@@ -36,12 +42,25 @@ MODEL_DEFAULTS = dict(
     aux_head=True,
     dropout=0.1,
     bn_momentum=0.9,  # PyTorch's BN momentum 0.1
+    bn_epsilon=1e-5,  # of the head and memory blocks: PyTorch's default, the reference's (backbone: 1.001e-5)
     synchronized_bn=False,
     use_memory=True,
     use_update_network=True,
     memory_momentum=0.8,
     memory_temperature=1.0,
+    memory_temperature_on="cohesion",
+    update_network_input="normalized",
 )
+
+# What a configuration saved before an option existed means: the behaviour of that time (docs/REFERENCE.md).
+# MemorySegmenter.from_config and model directories read a missing key as this value, not the new default.
+LEGACY_OPTIONS = dict(bn_epsilon=1e-3, memory_temperature_on="read", update_network_input="normalized",
+                      bn_statistics_from="every_pass")
+
+
+def with_legacy_options(options):
+    """``options`` (a saved configuration) with every option it predates set to its ``LEGACY_OPTIONS`` value."""
+    return {**LEGACY_OPTIONS, **options}
 
 
 def _fail(message):
@@ -84,6 +103,7 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
         self.num_classes = int(config["num_classes"])
         self.use_memory = bool(config["use_memory"])
         bn = dict(bn_momentum=config["bn_momentum"], synchronized_bn=config["synchronized_bn"])
+        heads_bn = dict(bn, bn_epsilon=float(config["bn_epsilon"]))  # the backbone keeps Keras ResNet's epsilon
         policy = self.dtype_policy
         c = int(config["feature_channels"])
 
@@ -94,22 +114,26 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
         if config["head"] == "deeplabv3plus":
             self.encoder_head = heads_lib.ASPP(
                 filters=c, rates=tuple(r * rate_scale for r in config["aspp_rates"]),
-                dropout=config["dropout"], dtype=policy, name="aspp", **bn)
+                dropout=config["dropout"], dtype=policy, name="aspp", **heads_bn)
             self.decoder = heads_lib.DeepLabV3PlusDecoder(
                 self.num_classes, filters=config["decoder_channels"],
-                low_level_filters=config["low_level_channels"], dtype=policy, name="decoder", **bn)
+                low_level_filters=config["low_level_channels"], dtype=policy, name="decoder", **heads_bn)
         else:
-            self.encoder_head = heads_lib.FeatureProjection(filters=c, dtype=policy, name="projection", **bn)
+            self.encoder_head = heads_lib.FeatureProjection(filters=c, dtype=policy, name="projection",
+                                                            **heads_bn)
             self.decoder = heads_lib.DeepLabV2Head(self.num_classes, dtype=policy, name="decoder")
         self.aux_head = (heads_lib.AuxiliaryHead(self.num_classes, filters=config["decoder_channels"],
-                                                 dropout=config["dropout"], dtype=policy, name="aux_head", **bn)
+                                                 dropout=config["dropout"], dtype=policy, name="aux_head",
+                                                 **heads_bn)
                          if config["aux_head"] else None)
         if self.use_memory:
             self.memory_bank = CategoricalMemory(self.num_classes, c, dtype=policy, name="memory")
-            self.update_network = (MemoryUpdateNetwork(c, dtype=policy, name="update_network", **bn)
+            self.update_network = (MemoryUpdateNetwork(c, dtype=policy, name="update_network", **heads_bn)
                                    if config["use_update_network"] else None)
-            self.memory_fuse = MemoryReadFuse(c, temperature=config["memory_temperature"], dtype=policy,
-                                              name="memory_read", **bn)
+            read_temperature = (float(config["memory_temperature"])
+                                if config["memory_temperature_on"] in ("read", "both") else 1.0)
+            self.memory_fuse = MemoryReadFuse(c, temperature=read_temperature, dtype=policy,
+                                              name="memory_read", **heads_bn)
             self.memory_classifier = keras.layers.Dense(self.num_classes, dtype=policy,
                                                         name="memory_classifier")
         self._build_layers()
@@ -131,6 +155,14 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
                 _fail(f"{key} must be positive, got {config[key]}")
         if not 0.0 <= float(config["dropout"]) < 1.0:
             _fail(f"dropout must be in [0, 1), got {config['dropout']}")
+        if not float(config["bn_epsilon"]) > 0.0:
+            _fail(f"bn_epsilon must be positive, got {config['bn_epsilon']}")
+        if not float(config["memory_temperature"]) > 0.0:
+            _fail(f"memory_temperature must be positive, got {config['memory_temperature']}")
+        for key, allowed in (("memory_temperature_on", MEMORY_TEMPERATURE_ON),
+                             ("update_network_input", UPDATE_NETWORK_INPUTS)):
+            if config[key] not in allowed:
+                _fail(f"unknown {key} {config[key]!r}; choose one of {list(allowed)}")
 
     def _build_layers(self):
         """Builds every sub-layer from shapes alone, so that weights exist before the first call (loading
@@ -177,7 +209,11 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
         return features, feats["low_level"], feats["aux"]
 
     def update_features(self, features, training=False):
-        """``Z = U(normalize(F))`` (or ``normalize(F)`` without the update network), for eqs. 1-2."""
+        """``Z = U(normalize(F))`` (the paper, Sec. 3.2), ``U(F)`` with ``update_network_input="raw"`` (the
+        reference code), or ``normalize(F)`` without the update network, for eqs. 1-2 (which normalise ``Z``
+        per pixel again)."""
+        if self.update_network is not None and self.model_options["update_network_input"] == "raw":
+            return self.update_network(features, training=training)
         q = tf.cast(memory_ops.l2_normalize(tf.cast(features, tf.float32)), features.dtype) \
             if features.dtype in (tf.float16, tf.bfloat16) else memory_ops.l2_normalize(features)
         if self.update_network is None:
@@ -203,7 +239,9 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
 
     def forward(self, images, memory=None, training=False, gumbel_seed=None):
         """All outputs of one pass: a dict with ``logits`` and ``aux_logits`` (float32, input resolution),
-        ``features`` (F), and with memory ``weights`` (W, eq. 4) and ``scores`` (cosine, for eq. 6).
+        ``features`` (F), and with memory ``weights`` (W, eq. 4), ``scores`` (cosine) and
+        ``cohesion_logits`` (the logits of the cohesion loss, eq. 6: ``scores / memory_temperature`` where
+        ``memory_temperature_on`` is ``cohesion`` or ``both``, else ``scores``).
 
         ``gumbel_seed`` (a ``[2]`` int tensor) makes the read a Gumbel-softmax with noise drawn
         statelessly from that seed (the reference's training read; never used in evaluation)."""
@@ -222,6 +260,10 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
                 noise = -tf.math.log(-tf.math.log(u))
             x, out["weights"], out["scores"] = self.memory_fuse(features, memory, gumbel_noise=noise,
                                                                 training=training)
+            out["cohesion_logits"] = out["scores"]
+            if self.model_options["memory_temperature_on"] in ("cohesion", "both"):
+                out["cohesion_logits"] = out["scores"] / tf.cast(self.model_options["memory_temperature"],
+                                                                 out["scores"].dtype)
         logits = self.decode(x, low_level, training=training)
         # Logits leave the model in float32 (float64 when the whole model is float64), upsampled with the
         # twice-differentiable resize (mgml_tf.ops).
@@ -267,7 +309,8 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        """A config saved before an option existed keeps its old meaning (``LEGACY_OPTIONS``)."""
+        config = with_legacy_options(dict(config))
         config.pop("trainable", None)
         config.pop("dtype", None)
         return cls(**config)

@@ -26,11 +26,18 @@ _HELP = {
     "aux_head": "Auxiliary FCN head on conv4_x (loss weight aux_weight).",
     "dropout": "Dropout rate in ASPP and the aux head, in [0, 1).",
     "bn_momentum": "BatchNorm moving-average momentum, in [0, 1).",
+    "bn_epsilon": "BatchNorm epsilon of the heads, the update network and the read block (1e-5: PyTorch's, the "
+                  "reference's; 1e-3: Keras's, mgml_tf before this flag). The backbone keeps 1.001e-5.",
     "synchronized_bn": "Synchronised BatchNorm (multi-replica training).",
     "use_memory": "Use the categorical memory (forced off by method=baseline/mldg).",
     "use_update_network": "Use the memory update network U (Table 9).",
     "memory_momentum": "Memory update momentum m of eq. 2, in [0, 1).",
-    "memory_temperature": "Softmax temperature of the memory read (eq. 4), > 0.",
+    "memory_temperature": "Memory softmax temperature T, > 0 (1: the paper, which has none); where it acts: "
+                          "--memory_temperature_on.",
+    "memory_temperature_on": "cohesion: T divides the cohesion-loss logits only (the reference); read: the read "
+                             "softmax of eq. 4 only (mgml_tf before this flag); both.",
+    "update_network_input": "What the update network U reads: normalized: normalize(F) (the paper, Sec. 3.2); "
+                            "raw: F (the reference).",
     "method": "mgml (Algorithm 1), baseline (aggregated sources), mldg (meta-learning without memory), "
               "memory_agg (memory on aggregated sources).",
     "meta_order": "2: second-order meta-gradient (the paper); 1: first order (the reference code); "
@@ -41,6 +48,9 @@ _HELP = {
     "memory_prime_freeze": "Parameters frozen when writing M' (eq. 10; Table 6).",
     "meta_test_memory": "Memory the meta-test step reads: m_prime (eq. 10, re-written with the fast weights) "
                         "or m_hat (written with theta in the meta-train step; Table 6's first row).",
+    "bn_statistics_from": "Passes whose batches update the BatchNorm moving statistics: meta_train (the meta-train "
+                          "pass only, as the reference) or every_pass (also M' and the meta-test pass: mgml_tf "
+                          "before this flag). One pass either way for baseline and memory_agg.",
     "use_cohesion": "Feature cohesion loss (eq. 6; Table 5).",
     "use_divergence": "Memory divergence loss (eq. 7; Table 5).",
     "seg_weight": "Weight of the segmentation loss.",
@@ -78,7 +88,10 @@ def _choices():
     return {"backbone": backbones.BACKBONES, "head": segmenter.HEADS, "method": meta_learning.METHODS,
             "outer_objective": meta_learning.OUTER_OBJECTIVES, "memory_read": meta_learning.MEMORY_READS,
             "memory_prime_freeze": meta_learning.MEMORY_PRIME_FREEZES,
-            "meta_test_memory": meta_learning.META_TEST_MEMORIES, "lr_schedule": optim.SCHEDULES}
+            "meta_test_memory": meta_learning.META_TEST_MEMORIES, "lr_schedule": optim.SCHEDULES,
+            "bn_statistics_from": meta_learning.BN_STATISTICS_SOURCES,
+            "memory_temperature_on": segmenter.MEMORY_TEMPERATURE_ON,
+            "update_network_input": segmenter.UPDATE_NETWORK_INPUTS}
 
 
 def define_model_flags(fv):
@@ -260,6 +273,8 @@ def validate_model_options(opts):
           f"--aspp_rates must be positive integers, got {list(opts['aspp_rates'])}")
     _need(opts["memory_temperature"] > 0 and math.isfinite(opts["memory_temperature"]),
           f"--memory_temperature must be positive, got {opts['memory_temperature']}")
+    _need(opts["bn_epsilon"] > 0 and math.isfinite(opts["bn_epsilon"]),
+          f"--bn_epsilon must be positive, got {opts['bn_epsilon']}")
     _need(opts["meta_order"] in (0, 1, 2), f"--meta_order must be 0, 1 or 2, got {opts['meta_order']}")
     for key in ("inner_lr_ratio", "seg_weight", "aux_weight", "cohesion_weight",
                 "divergence_classification_weight", "divergence_cosine_weight", "weight_decay"):

@@ -368,6 +368,17 @@ def run_training(fv, options, log=print, strategy=None):
         options = dict(options, synchronized_bn=True)  # two-pass global moments across replicas
     model_dir = fv.model_dir
     saved = md.check_compatible(model_dir, options) if os.path.isdir(model_dir) else None
+    legacy = {}
+    if saved is not None:
+        # Resuming a run saved before an option existed: it goes on with that time's behaviour unless the
+        # option is given on this command line (LEGACY_OPTIONS, docs/REFERENCE.md).
+        from mgml_tf.models.segmenter import LEGACY_OPTIONS
+        legacy = {k: v for k, v in LEGACY_OPTIONS.items()
+                  if k not in saved.get("options", {}) and not (k in fv and fv[k].present)}
+        if legacy:
+            options = dict(options, **legacy)
+            log("options this run predates keep their old values: "
+                + ", ".join(f"{k}={v!r}" for k, v in legacy.items()))
     source_specs = data_lib.expand(fv.sources, "source", fv, log=log)
     target_specs = data_lib.expand(fv.targets, "target", fv, log=log)
     sources = data_lib.load(source_specs, "train", "sources")
@@ -398,6 +409,7 @@ def run_training(fv, options, log=print, strategy=None):
         log("resuming with changed options: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
     names = [n for n in fv if fv[n].present or n in options or n in _SAVED_FLAGS]
     values = flags_lib.flag_dict(fv, sorted(set(names) - {"flagfile", "help", "helpfull", "helpshort"}))
+    values.update(legacy)  # flags.cfg must resume with them too
     config = {"options": md.json_options(options), "flags": values,
               "resolved": {"sources": source_specs, "targets": target_specs,
                            "architecture": md.resolved_architecture(options)},

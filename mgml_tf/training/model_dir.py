@@ -147,7 +147,10 @@ def build_from_dir(model_dir, log=print, restore=True):
     config = load_config(model_dir)
     if config is None:
         raise RunError(f"{model_dir} has no {CONFIG_JSON}: not a model_dir written by mgml_tf.train")
-    options = dict(config["options"])
+    from mgml_tf.models.segmenter import with_legacy_options
+
+    # A flags.json written before an option existed keeps that time's behaviour (LEGACY_OPTIONS).
+    options = with_legacy_options(dict(config["options"]))
     options["aspp_rates"] = tuple(options["aspp_rates"])
     newest = latest_checkpoint(model_dir) if restore else None
     diffs = checkpoint_differences(newest, options) if newest else []
