@@ -1,0 +1,191 @@
+"""A second synthetic family, "towns": ray-cast 3-D towns through distorted cameras, in six styles.
+
+Independent of the "streets" family (`mgml_tf.data.synthetic`): its own camera models (rectilinear,
+stereographic-like, fisheye; pitch, roll, rolling shutter), street plans (curves, hills, cross streets,
+roundabouts, plazas, one-way alleys, tram tracks, parking lanes), object shapes (boxy or rounded vehicles,
+capsule people, low-poly trees, stepped and domed buildings) and styles.  Only the dataset-layout writing
+(`mgml_tf.data.layout_writer`) and the Cityscapes class table are shared.  Same API as `synthetic`, so a
+caller can switch family by module.
+
+Python::
+
+    from mgml_tf.data import synthetic_towns as towns
+    image, label = towns.generate_scene("dusk_dashcam", 128, 256, rng=0)
+    sources, targets = towns.write_default_suite("/tmp/towns", num_train=100, num_val=25)
+
+Command line::
+
+    python -m mgml_tf.data.synthetic_towns --num_images=100 --num_val_images=25 --output_dir=/tmp/towns
+
+See docs/SYNTHETIC.md, "The towns family".
+"""
+import collections
+import os
+import sys
+import time
+import zlib
+
+import numpy as np
+
+from mgml_tf.data import layout_writer
+from mgml_tf.data._synthetic_labels import CLASS_NAMES, NUM_CLASSES, colorize  # noqa: F401  (re-exported)
+from mgml_tf.data._towns_scene import Town, render_town  # noqa: F401  (re-exported)
+from mgml_tf.data._towns_styles import SOURCE_STYLES, STYLES, TARGET_STYLES, TownStyle, shade  # noqa: F401
+from mgml_tf.data.layout_writer import LAYOUTS, encode_label  # noqa: F401  (re-exported)
+
+#: style -> layout: sources in the GTAV, Synthia and IDD layouts (train split), targets in the Cityscapes,
+#: BDD100K and Mapillary layouts (val split), like the streets family's suite.
+DEFAULT_SUITE = collections.OrderedDict([
+    ("clay_lowpoly", "gtav"),
+    ("snow_sim", "synthia"),
+    ("neon_comic", "idd"),
+    ("dusk_dashcam", "cityscapes"),
+    ("hazy_sepia", "bdd100k"),
+    ("teal_drizzle", "mapillary"),
+])
+
+SuiteSpecs = collections.namedtuple("SuiteSpecs", ["sources", "targets"])
+GENERATOR = "mgml_tf.data.synthetic_towns"
+# Seed-stream tag of the held-out source images (`write_default_suite(num_source_val=...)`): their image rngs
+# never coincide with those of the training images of the same style and seed.
+_HELD_OUT_STREAM = 0x7E1D
+
+
+def get_style(style):
+    """A `TownStyle` from a style name or a `TownStyle`; ValueError (one line, listing the names) otherwise."""
+    if isinstance(style, TownStyle):
+        return style
+    if isinstance(style, str) and style in STYLES:
+        return STYLES[style]
+    raise ValueError(f"unknown towns style {style!r}; known styles: {', '.join(STYLES)}")
+
+
+def generate_scene(style, height=256, width=512, rng=None):
+    """One random town in `style`: (image uint8 [H, W, 3], label uint8 [H, W] of train ids 0..18).
+
+    `rng` is a `numpy.random.Generator`, an int seed or None.  The layout is drawn first, so the same
+    generator state gives the same label map in every style."""
+    style = get_style(style)
+    layout_writer.check_size(height, width)
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    town = render_town(rng, height, width)
+    return shade(town, style, rng), town.label
+
+
+def image_rng(style, seed, index, held_out=False):
+    """The generator of image `index` of `style` under `seed`; `held_out` selects the disjoint stream of
+    the held-out source images."""
+    name = get_style(style).name
+    key = [int(seed), zlib.crc32(b"towns:" + name.encode()), int(index)]
+    return np.random.default_rng(key + [_HELD_OUT_STREAM] if held_out else key)
+
+
+def write_dataset(style, layout, num_images, output_dir, seed=0, height=256, width=512, split="train",
+                  verbose=False, held_out=False):
+    """Write `num_images` towns of `style` under `output_dir` in the published `layout`.
+
+    Image i comes from `image_rng(style, seed, i, held_out)`: the same arguments give byte-identical files.
+    Paths, label encodings and the result dict are those of `synthetic.write_dataset`."""
+    style = get_style(style)
+    layout_writer.check_write_args(layout, num_images, height, width, split)
+    meta = {"generator": GENERATOR, "style": style.name, "layout": layout, "seed": int(seed),
+            "height": int(height), "width": int(width)}
+    if held_out:
+        meta["held_out"] = True
+    return layout_writer.write_images(
+        lambda i: generate_scene(style, height, width, image_rng(style, seed, i, held_out)), style.name, layout,
+        num_images, output_dir, split, meta, verbose)
+
+
+def write_default_suite(output_dir, num_train=200, num_val=50, seed=0, height=256, width=512, verbose=False,
+                        num_source_val=0):
+    """Write every source style (train split) and target style (val split) in `output_dir/<style>`.
+
+    With `num_source_val` > 0 each source style also gets that many held-out images (val split, same layout,
+    a seed stream disjoint from the training images) in `output_dir/<style>_val`.
+    Returns SuiteSpecs(sources, targets) of "layout:root" strings (held-out roots are not in them)."""
+    sources, targets = [], []
+    for name, layout in DEFAULT_SUITE.items():
+        is_source = name in SOURCE_STYLES
+        res = write_dataset(name, layout, num_train if is_source else num_val, os.path.join(output_dir, name),
+                            seed=seed, height=height, width=width, split="train" if is_source else "val",
+                            verbose=verbose)
+        (sources if is_source else targets).append(res["spec"])
+        if is_source and num_source_val:
+            write_dataset(name, layout, num_source_val, os.path.join(output_dir, name + "_val"), seed=seed,
+                          height=height, width=width, split="val", verbose=verbose, held_out=True)
+    return SuiteSpecs(sources, targets)
+
+
+def class_frequencies(num_images=50, height=256, width=512, seed=0):
+    """(fraction of images containing each class [19], fraction of pixels of each class [19])."""
+    rng = np.random.default_rng(seed)
+    present, pixels = np.zeros(NUM_CLASSES), np.zeros(NUM_CLASSES)
+    for _ in range(num_images):
+        counts = np.bincount(render_town(rng, height, width).label.ravel(), minlength=NUM_CLASSES)
+        present += counts > 0
+        pixels += counts
+    return present / num_images, pixels / pixels.sum()
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def _main(argv):
+    from absl import flags
+    fv = flags.FLAGS
+    if len(argv) > 1:
+        return _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    for name in ("num_images", "output_dir"):
+        if fv[name].value is None:
+            return _fail(f"--{name} is required")
+    try:
+        t0 = time.perf_counter()
+        if fv.style == "all_defaults":
+            num_val = fv.num_val_images if fv.num_val_images is not None else fv.num_images
+            if num_val <= 0 or fv.num_source_val_images < 0:
+                raise ValueError("--num_val_images must be positive and --num_source_val_images >= 0")
+            specs = write_default_suite(fv.output_dir, fv.num_images, num_val, fv.seed, fv.height, fv.width,
+                                        verbose=True, num_source_val=fv.num_source_val_images)
+            n = (fv.num_images + fv.num_source_val_images) * len(SOURCE_STYLES) + num_val * len(TARGET_STYLES)
+            print(f"wrote {n} images ({fv.height}x{fv.width}) in {time.perf_counter() - t0:.1f} s")
+            print("--sources=" + ",".join(specs.sources))
+            print("--targets=" + ",".join(specs.targets))
+        else:
+            res = write_dataset(fv.style, fv.layout, fv.num_images, fv.output_dir, fv.seed, fv.height, fv.width,
+                                fv.split, verbose=True)
+            print(f"wrote {fv.num_images} images in {res['seconds_total']:.1f} s "
+                  f"({res['cpu_seconds_generate'] / fv.num_images * 1000:.0f} ms CPU per image to generate)")
+            print(res["spec"])
+    except ValueError as e:
+        return _fail(str(e))
+    if fv.print_frequencies:
+        img_frac, pix_frac = class_frequencies(50, fv.height, fv.width, fv.seed)
+        print("class           images  pixels")
+        for c, name in enumerate(CLASS_NAMES):
+            print(f"{name:15s} {img_frac[c]:6.2f}  {100 * pix_frac[c]:5.2f}%")
+    return 0
+
+
+def _fail(msg):
+    print(f"mgml_tf.data.synthetic_towns: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def main():
+    from absl import app, flags
+    flags.DEFINE_string("style", "all_defaults", "Style name, or 'all_defaults' for the default suite. Known: "
+                        + ", ".join(STYLES))
+    flags.DEFINE_string("layout", "cityscapes", "Layout to write: " + ", ".join(LAYOUTS) + " (one style only).")
+    flags.DEFINE_integer("num_images", None, "Images to write (per source style with all_defaults).")
+    flags.DEFINE_integer("num_val_images", None, "all_defaults: images per target style (default: --num_images).")
+    flags.DEFINE_integer("num_source_val_images", 0, "all_defaults: held-out images per source style.")
+    flags.DEFINE_string("output_dir", None, "Root directory (all_defaults: one sub-directory per style).")
+    flags.DEFINE_integer("seed", 0, "Seed; the same seed gives byte-identical files.")
+    flags.DEFINE_integer("height", 256, "Image height.")
+    flags.DEFINE_integer("width", 512, "Image width.")
+    flags.DEFINE_string("split", "train", "Split directory name (one style only).")
+    flags.DEFINE_boolean("print_frequencies", False, "Also print per-class image/pixel frequencies (50 scenes).")
+    app.run(_main)
+
+
+if __name__ == "__main__":
+    main()
