@@ -64,7 +64,8 @@ def main(argv):
         raise cli.RunError(f"{fv.model_dir} has no {md.CONFIG_JSON}: not a model_dir written by mgml_tf.train")
     saved = config.get("flags", {})
     for name in ("synthetic_root", "synthetic_num_train", "synthetic_num_val", "synthetic_height",
-                 "synthetic_width", "num_classes_protocol", "max_eval_images"):
+                 "synthetic_width", "synthetic_family", "synthetic_num_source_val", "num_classes_protocol",
+                 "max_eval_images"):
         if not fv[name].present and name in saved:
             fv[name].value = saved[name]
     if fv.targets:

@@ -87,10 +87,16 @@ def generate_scene(style, height=256, width=512, rng=None):
     return stylize(scene, style, rng), scene.label
 
 
-def image_rng(style, seed, index):
-    """The generator used for image `index` of `style` under `seed` (independent of how many are written)."""
+#: Seed-stream tag of the held-out source images: their rngs never coincide with the training images'.
+HELD_OUT_STREAM = 0x7E1D
+
+
+def image_rng(style, seed, index, held_out=False):
+    """The generator used for image `index` of `style` under `seed` (independent of how many are written);
+    `held_out` selects the disjoint stream of the held-out source images."""
     name = get_style(style).name
-    return np.random.default_rng([int(seed), zlib.crc32(name.encode()), int(index)])
+    key = [int(seed), zlib.crc32(name.encode()), int(index)]
+    return np.random.default_rng(key + [HELD_OUT_STREAM] if held_out else key)
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -100,13 +106,15 @@ _write = layout_writer.write_file
 
 
 def write_dataset(style, layout, num_images, output_dir, seed=0, height=256, width=512, split="train",
-                  verbose=False):
+                  verbose=False, held_out=False):
     """Write `num_images` scenes of `style` under `output_dir` in the published `layout`.
 
     Image i is generated from `image_rng(style, seed, i)`: the same arguments give byte-identical files, and
     the first k images do not depend on `num_images`.  gtav and synthia have no split directories (`split`
     is ignored there; real splits of those sets are lists).  A `SYNTHETIC.json` at the root records the
     arguments.
+
+    `held_out` draws the images from the held-out stream of `image_rng` (and records it in SYNTHETIC.json).
 
     Returns:
       dict with `spec` ("layout:root"), `pairs` (list of (image path, label path)), `seconds_generate`
@@ -116,18 +124,22 @@ def write_dataset(style, layout, num_images, output_dir, seed=0, height=256, wid
     layout_writer.check_write_args(layout, num_images, height, width, split)
     meta = {"generator": "mgml_tf.data.synthetic", "style": style.name, "layout": layout, "seed": int(seed),
             "height": int(height), "width": int(width)}
+    if held_out:
+        meta["held_out"] = True
     return layout_writer.write_images(
-        lambda i: generate_scene(style, height, width, image_rng(style, seed, i)), style.name, layout,
+        lambda i: generate_scene(style, height, width, image_rng(style, seed, i, held_out)), style.name, layout,
         num_images, output_dir, split, meta, verbose)
 
 
-def write_default_suite(output_dir, num_train=200, num_val=50, seed=0, height=256, width=512, verbose=False):
+def write_default_suite(output_dir, num_train=200, num_val=50, seed=0, height=256, width=512, verbose=False,
+                        num_source_val=0):
     """Write the embedded default suite: every source style (train split) and target style (val split).
 
     Layout per style is `DEFAULT_SUITE`: sunny_game -> gtav, overcast_sim -> synthia, desert_toon -> idd
     (sources, `num_train` images each, split "train"); foggy -> cityscapes, night -> bdd100k,
     rainy_realistic -> mapillary (targets, `num_val` images each, split "val"), each in
-    `output_dir/<style>`.
+    `output_dir/<style>`.  With `num_source_val` > 0 each source style also gets that many held-out images
+    (split "val", same layout, the held-out seed stream) in `output_dir/<style>_val`.
 
     Returns:
       SuiteSpecs(sources=[...], targets=[...]) of "layout:root" strings, ready for
@@ -140,6 +152,9 @@ def write_default_suite(output_dir, num_train=200, num_val=50, seed=0, height=25
                             seed=seed, height=height, width=width, split="train" if is_source else "val",
                             verbose=verbose)
         (sources if is_source else targets).append(res["spec"])
+        if is_source and num_source_val:
+            write_dataset(name, layout, num_source_val, os.path.join(output_dir, name + "_val"), seed=seed,
+                          height=height, width=width, split="val", verbose=verbose, held_out=True)
     return SuiteSpecs(sources, targets)
 
 

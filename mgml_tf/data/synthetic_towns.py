@@ -46,9 +46,9 @@ DEFAULT_SUITE = collections.OrderedDict([
 
 SuiteSpecs = collections.namedtuple("SuiteSpecs", ["sources", "targets"])
 GENERATOR = "mgml_tf.data.synthetic_towns"
-# Seed-stream tag of the held-out source images (`write_default_suite(num_source_val=...)`): their image rngs
-# never coincide with those of the training images of the same style and seed.
-_HELD_OUT_STREAM = 0x7E1D
+#: Seed-stream tag of the held-out source images (`write_default_suite(num_source_val=...)`): their image
+#: rngs never coincide with those of the training images of the same style and seed.
+HELD_OUT_STREAM = 0x7E1D
 
 
 def get_style(style):
@@ -77,7 +77,7 @@ def image_rng(style, seed, index, held_out=False):
     the held-out source images."""
     name = get_style(style).name
     key = [int(seed), zlib.crc32(b"towns:" + name.encode()), int(index)]
-    return np.random.default_rng(key + [_HELD_OUT_STREAM] if held_out else key)
+    return np.random.default_rng(key + [HELD_OUT_STREAM] if held_out else key)
 
 
 def write_dataset(style, layout, num_images, output_dir, seed=0, height=256, width=512, split="train",

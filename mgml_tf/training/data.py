@@ -1,10 +1,13 @@
 """Domains named on the command line: ``name:root`` lists, and the embedded default ('synthetic').
 
-``synthetic`` expands to every default source style (train split) or target style (val split) of
-``mgml_tf.data.synthetic.DEFAULT_SUITE``; ``synthetic:STYLE`` names one style. The suite is generated once
-under ``--synthetic_root`` (into a temporary folder renamed into place, so an interrupted generation never
-leaves a half suite that looks complete) and reused while its parameters match.
+``synthetic`` expands to every default source style (train split) or target style (val split) of the
+``DEFAULT_SUITE`` of the family chosen by ``--synthetic_family`` (streets: ``mgml_tf.data.synthetic``, towns:
+``mgml_tf.data.synthetic_towns``); ``synthetic:STYLE`` names one style; ``synthetic:in_domain`` (targets)
+the held-out images of every source style (``--synthetic_num_source_val``, roots ``<style>_val``). The suite
+is generated once under ``--synthetic_root`` (into a temporary folder renamed into place, so an interrupted
+generation never leaves a half suite that looks complete) and reused while its parameters match.
 """
+import importlib
 import json
 import os
 import shutil
@@ -14,11 +17,37 @@ import time
 from mgml_tf.training.cli import UsageError
 
 _MARKER = "SUITE.json"
+IN_DOMAIN = "in_domain"
+_HELD_OUT_SUFFIX = "_val"
+
+
+def _family(fv):
+    return getattr(fv, "synthetic_family", "streets") or "streets"
+
+
+def _num_source_val(fv):
+    return int(getattr(fv, "synthetic_num_source_val", 0) or 0)
+
+
+def _generator(fv):
+    """The generator module of ``--synthetic_family``."""
+    from mgml_tf.training.flags import SYNTHETIC_FAMILIES
+
+    family = _family(fv)
+    if family not in SYNTHETIC_FAMILIES:
+        raise UsageError(f"--synthetic_family={family!r} is unknown; valid: {', '.join(SYNTHETIC_FAMILIES)}")
+    return importlib.import_module(f"mgml_tf.data.{SYNTHETIC_FAMILIES[family]}")
 
 
 def _suite_params(fv):
-    return {"num_train": int(fv.synthetic_num_train), "num_val": int(fv.synthetic_num_val),
-            "height": int(fv.synthetic_height), "width": int(fv.synthetic_width), "seed": 0}
+    params = {"num_train": int(fv.synthetic_num_train), "num_val": int(fv.synthetic_num_val),
+              "height": int(fv.synthetic_height), "width": int(fv.synthetic_width), "seed": 0}
+    # Keys are added only when they differ from the defaults, so suites made before they existed still match.
+    if _family(fv) != "streets":
+        params["family"] = _family(fv)
+    if _num_source_val(fv):
+        params["num_source_val"] = _num_source_val(fv)
+    return params
 
 
 def uses_synthetic(*specs):
@@ -27,13 +56,17 @@ def uses_synthetic(*specs):
 
 
 def synthetic_suite(fv, generate=True, log=print):
-    """``{style: "layout:root"}`` of the default suite under ``--synthetic_root``, generated if absent."""
-    from mgml_tf.data import synthetic
+    """``{style: "layout:root"}`` of the default suite under ``--synthetic_root``, generated if absent.
 
+    With held-out source images the held-out roots are included as ``{style}_val`` entries."""
+    synthetic = _generator(fv)
     root = os.path.abspath(os.path.expanduser(fv.synthetic_root))
     params = _suite_params(fv)
     marker = os.path.join(root, _MARKER)
     specs = {style: f"{layout}:{os.path.join(root, style)}" for style, layout in synthetic.DEFAULT_SUITE.items()}
+    if _num_source_val(fv):
+        specs.update({style + _HELD_OUT_SUFFIX: f"{layout}:{os.path.join(root, style + _HELD_OUT_SUFFIX)}"
+                      for style, layout in synthetic.DEFAULT_SUITE.items() if style in synthetic.SOURCE_STYLES})
     if os.path.exists(marker):
         try:
             with open(marker) as f:
@@ -54,11 +87,15 @@ def synthetic_suite(fv, generate=True, log=print):
     partial = f"{root}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     t0 = time.perf_counter()
-    log(f"generating the embedded default domains in {root} ({params['num_train']} train images per source "
-        f"style, {params['num_val']} val images per target style, {params['height']}x{params['width']})")
+    held_out = (f", {params['num_source_val']} held-out val images per source style"
+                if params.get("num_source_val") else "")
+    log(f"generating the embedded default domains ({_family(fv)}) in {root} ({params['num_train']} train images "
+        f"per source style, {params['num_val']} val images per target style{held_out}, "
+        f"{params['height']}x{params['width']})")
     try:
         synthetic.write_default_suite(partial, num_train=params["num_train"], num_val=params["num_val"],
-                                      seed=params["seed"], height=params["height"], width=params["width"])
+                                      seed=params["seed"], height=params["height"], width=params["width"],
+                                      num_source_val=_num_source_val(fv))
         with open(os.path.join(partial, _MARKER), "w") as f:
             json.dump(params, f)
         if os.path.exists(root):
@@ -75,21 +112,32 @@ def synthetic_suite(fv, generate=True, log=print):
 
 def expand(spec, role, fv, log=print):
     """The ``name:root`` list of a flag value, with ``synthetic`` items expanded (generating the suite)."""
-    from mgml_tf.data import synthetic
-
     items = [s.strip() for s in (spec or "").split(",") if s.strip()]
+    flag = "sources" if role == "source" else "targets"
+    for item in items:  # checked before the suite is generated
+        if item == f"synthetic:{IN_DOMAIN}":
+            if role == "source":
+                raise UsageError(f"--sources: synthetic:{IN_DOMAIN} (held-out source images) is for --targets "
+                                 "only; use synthetic or synthetic:STYLE")
+            if not _num_source_val(fv):
+                raise UsageError(f"--{flag}: synthetic:{IN_DOMAIN} needs held-out source images; set "
+                                 "--synthetic_num_source_val=N (N > 0)")
     out = []
     suite = None
+    synthetic = None
     for item in items:
         name = item.split(":")[0]
         if name != "synthetic":
             out.append(item)
             continue
         if suite is None:
+            synthetic = _generator(fv)
             suite = synthetic_suite(fv, log=log)
         if item == "synthetic":
             styles = synthetic.SOURCE_STYLES if role == "source" else synthetic.TARGET_STYLES
             out.extend(suite[s] for s in synthetic.DEFAULT_SUITE if s in styles)
+        elif item == f"synthetic:{IN_DOMAIN}":
+            out.extend(suite[s + _HELD_OUT_SUFFIX] for s in synthetic.DEFAULT_SUITE if s in synthetic.SOURCE_STYLES)
         else:
             style = item.split(":", 1)[1]
             if style not in suite:

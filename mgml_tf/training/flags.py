@@ -116,7 +116,8 @@ def define_model_flags(fv):
 def define_eval_flags(fv, with_targets=True):
     if with_targets:
         flags.DEFINE_string("targets", None, "Target domains to evaluate: name:root comma list, or 'synthetic' "
-                            "(the embedded default targets).", flag_values=fv)
+                            "(the embedded default targets), 'synthetic:in_domain' (the held-out images of "
+                            "the synthetic source styles, see --synthetic_num_source_val).", flag_values=fv)
     flags.DEFINE_boolean("sliding_window", False, "Sliding-window inference instead of whole images.",
                          flag_values=fv)
     flags.DEFINE_list("window_size", ["512", "1024"], "Sliding window height,width (or one size).",
@@ -131,6 +132,10 @@ def define_eval_flags(fv, with_targets=True):
                          flag_values=fv)
 
 
+#: --synthetic_family values: the family's name -> its module under mgml_tf.data.
+SYNTHETIC_FAMILIES = {"streets": "synthetic", "towns": "synthetic_towns"}
+
+
 def define_synthetic_flags(fv):
     flags.DEFINE_string("synthetic_root", os.path.join(tempfile.gettempdir(), "mgml_tf_synthetic"),
                         "Where the embedded default domains are generated when --sources/--targets "
@@ -139,6 +144,12 @@ def define_synthetic_flags(fv):
     flags.DEFINE_integer("synthetic_num_val", 50, "Images per synthetic target domain.", flag_values=fv)
     flags.DEFINE_integer("synthetic_height", 256, "Height of the synthetic images.", flag_values=fv)
     flags.DEFINE_integer("synthetic_width", 512, "Width of the synthetic images.", flag_values=fv)
+    flags.DEFINE_string("synthetic_family", "streets", "Generator that 'synthetic' expands to: streets "
+                        "(mgml_tf.data.synthetic) or towns (mgml_tf.data.synthetic_towns, a second family "
+                        "sharing no scene code, style or palette with it).", flag_values=fv)
+    flags.DEFINE_integer("synthetic_num_source_val", 0, "Held-out images per synthetic source style (a seed "
+                         "stream disjoint from the training images), under <root>/<style>_val; "
+                         "--targets=synthetic:in_domain evaluates on them.", flag_values=fv)
 
 
 def define_train_flags(fv):
@@ -301,6 +312,10 @@ def validate_synthetic_flags(fv):
     for key in ("synthetic_height", "synthetic_width"):
         _need(fv[key].value >= 32, f"--{key} must be at least 32, got {fv[key].value}")
     _need(bool(fv.synthetic_root), "--synthetic_root must not be empty")
+    _need(fv.synthetic_family in SYNTHETIC_FAMILIES, f"--synthetic_family={fv.synthetic_family!r} is unknown; "
+          f"valid: {', '.join(SYNTHETIC_FAMILIES)}")
+    _need(fv.synthetic_num_source_val >= 0, "--synthetic_num_source_val must be >= 0, got "
+          f"{fv.synthetic_num_source_val}")
 
 
 def validate_train_flags(fv):

@@ -439,5 +439,6 @@ _SAVED_FLAGS = ("model_dir", "sources", "targets", "batch_per_domain", "crop_siz
                 "keep_checkpoints", "eval_every", "log_every", "memory_init_batches", "deterministic",
                 "nonfinite", "max_nonfinite_steps",
                 "summary_images", "synthetic_root", "synthetic_num_train", "synthetic_num_val",
-                "synthetic_height", "synthetic_width", "sliding_window", "window_size", "window_overlap",
+                "synthetic_height", "synthetic_width", "synthetic_family", "synthetic_num_source_val",
+                "sliding_window", "window_size", "window_overlap",
                 "flip", "num_classes_protocol", "max_eval_images")
