@@ -15,6 +15,8 @@ from tests.cli_helpers import refused, run_cli, tiny_args
     (("--optimizer_momentum=1.0",), ("optimizer_momentum",)),
     (("--memory_momentum=-0.5",), ("memory_momentum",)),
     (("--method=magic",), ("method",)),
+    (("--bn_epsilon=0",), ("bn_epsilon",)),
+    (("--bn_statistics_from=meta_test",), ("bn_statistics_from",)),
     (("--batch_per_domain=0",), ("batch_per_domain",)),
     (("--sources=gtav:/nonexistent/GTAV",), ("/nonexistent/GTAV",)),
     (("--targets=imagenet:/tmp",), ("imagenet",)),
