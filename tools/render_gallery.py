@@ -46,7 +46,8 @@ def render_gallery(rows=3, tile_height=128, seed=0, gap=2, family="streets"):
     for r in range(rows):
         if family == "towns":  # one layout, shaded in every style
             scene = synthetic_towns.render_town(np.random.default_rng([seed, r]), 2 * th, 2 * tw)
-            tiles = [_down2(synthetic_towns.shade(scene, synthetic_towns.STYLES[s], np.random.default_rng([seed, r, k])))
+            tiles = [_down2(synthetic_towns.shade(scene, synthetic_towns.STYLES[s],
+                                                  np.random.default_rng([seed, r, k])))
                      for k, s in enumerate(styles)]
         else:
             scene = synthetic.render_scene(np.random.default_rng([seed, r]), 2 * th, 2 * tw)

@@ -124,7 +124,8 @@ STYLES = {s.name: s for s in (
         parts={"glass": "1a2a2c", "tyre": "0c1212", "mark": "c8d8d2", "rail": "51605e", "kerb": "7a8e8a",
                "skin": "b58f7a", "cloth": "1a2224 2c3a3c", "trunk": "2a2a22", "plate": "0a0f0f"},
         sky=("6f8c8a", "b3c8c2"), ambient=0.7, diffuse=0.3, sun="e8fff8", texture=0.06, haze=("9fb5b0", 120.0),
-        wet=True, grade=(0.9, 1.05, 1.02, 0.85, 1.0, 1.0), optics={"drops": 14, "blur": 1, "noise": 0.03, "chroma": 1}),
+        wet=True, grade=(0.9, 1.05, 1.02, 0.85, 1.0, 1.0),
+        optics={"drops": 14, "blur": 1, "noise": 0.03, "chroma": 1}),
 )}
 SOURCE_STYLES = tuple(n for n, s in STYLES.items() if s.role == "source")
 TARGET_STYLES = tuple(n for n, s in STYLES.items() if s.role == "target")

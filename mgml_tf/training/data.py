@@ -137,7 +137,8 @@ def expand(spec, role, fv, log=print):
             styles = synthetic.SOURCE_STYLES if role == "source" else synthetic.TARGET_STYLES
             out.extend(suite[s] for s in synthetic.DEFAULT_SUITE if s in styles)
         elif item == f"synthetic:{IN_DOMAIN}":
-            out.extend(suite[s + _HELD_OUT_SUFFIX] for s in synthetic.DEFAULT_SUITE if s in synthetic.SOURCE_STYLES)
+            out.extend(suite[s + _HELD_OUT_SUFFIX] for s in synthetic.DEFAULT_SUITE
+                       if s in synthetic.SOURCE_STYLES)
         else:
             style = item.split(":", 1)[1]
             if style not in suite:
