@@ -1,23 +1,26 @@
 """The evidence study of docs/RESULTS.md: does memory-guided meta-learning generalise better here?
 
-Trains every method of the paper's comparison (Table 7's rows: aggregate training with and without the memory,
-episodic training with the memory and without second-order meta-learning, MLDG, MGML first and second order)
-and the loss and memory-update ablations (Tables 5 and 6) on the three synthetic source styles, several seeds
-each, and evaluates each run on the three unseen target styles (configs/study.cfg). Each run is one
-``python -m mgml_tf.train`` process; ``--workers`` run at once with ``--threads`` threads each (on 2 cores two
-single-threaded small-network runs use the machine better than one two-threaded run).
+Every run is one ``python -m mgml_tf.train --flagfile=configs/study.cfg`` process with only the scene family,
+the method options and the seed changed. It trains on the three source styles of a synthetic scene family and
+is evaluated on held-out images of those source styles (in-domain) and on the three unseen target styles.
+Two independent families (``--families``): ``streets`` and ``towns`` (docs/SYNTHETIC.md).
 
-    python tools/study.py --out_dir=/tmp/mgml_study                       # everything, then the report
-    python tools/study.py --out_dir=/tmp/mgml_study --groups=main         # the comparison only
-    python tools/study.py --out_dir=/tmp/mgml_study --report_only         # rewrite the report
+    python tools/study.py --groups=decisive                 # the decisive comparison, 5 seeds, both families
+    python tools/study.py --groups=regime --families=streets --seeds=1   # learning curves of the baseline
+    python tools/study.py --report_only                     # rewrite the report from the records
 
-A run whose ``eval_results.json`` exists is not repeated, so a killed study resumes where it stopped. The
-report (``--results_md``, ``--chart``, ``--results_json``) is generated from those files only: the table of
-mean and standard deviation over seeds of the mIoU per target, the per-seed values, paired differences against
-the baseline, wall times, and the machine. Text outside the generated block of the Markdown file is kept.
+Resumable: each finished run leaves a record (``--records_dir``, kept in the repository: per-step in-domain and
+target mIoU, per-class IoU, the memory read diagnostics, wall and CPU time, the exact command and commit), and a
+run whose record exists with the same command is not repeated, on this machine or another. The report
+(``--results_md``'s generated block, ``--results_json``, the plots) is computed from the records only.
+
+The comparisons that decide were fixed before the runs (``DECISIVE``): paired by seed within a family, the
+mean difference of the target-average mIoU with a bootstrap 95% interval over seeds.
 """
 import concurrent.futures
+import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -33,209 +36,381 @@ from markdown_blocks import replace_block  # tools/, the script's folder
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out_dir", "/tmp/mgml_study", "Where the runs and their logs go.")
+flags.DEFINE_string("out_dir", "/tmp/mgml_study", "Model directories, logs and the generated scenes.")
+flags.DEFINE_string("records_dir", "docs/results/runs", "One JSON record per finished run (in the repository).")
 flags.DEFINE_string("config", "configs/study.cfg", "Flagfile of every run (relative to the repository).")
-flags.DEFINE_integer("seeds", 3, "Seeds per variant (0, 1, ...).")
-flags.DEFINE_list("groups", ["main", "table5", "table6", "temperature"], "Which groups of variants to run.")
+flags.DEFINE_list("families", ["streets", "towns"], "Synthetic scene families.")
+flags.DEFINE_integer("seeds", 5, "Seeds per variant (0, 1, ...).")
+flags.DEFINE_list("groups", ["decisive"], "Groups of variants to run (see VARIANTS).")
+flags.DEFINE_list("variants", None, "Only these variants (default: every variant of --groups).")
 flags.DEFINE_integer("workers", 2, "Runs at once.")
 flags.DEFINE_integer("threads", 1, "TensorFlow threads per run (intra- and inter-op).")
-flags.DEFINE_integer("train_steps", None, "Override the config's --train_steps (e.g. a quick smoke study).")
-flags.DEFINE_boolean("report_only", False, "Do not train; write the report from the runs that exist.")
-flags.DEFINE_string("results_md", "docs/RESULTS.md", "Report (the generated block is replaced).")
+flags.DEFINE_boolean("report_only", False, "Do not train; write the report from the records.")
+flags.DEFINE_string("results_md", "docs/RESULTS.md", "Report (its generated block is replaced).")
 flags.DEFINE_string("results_json", "docs/results/study.json", "Every number of the report.")
-flags.DEFINE_string("chart", "docs/results/study.png", "Bar chart.")
+flags.DEFINE_string("plots_dir", "docs/results", "Where the plots go.")
+flags.DEFINE_integer("bootstrap", 10000, "Bootstrap resamples of the seeds for the 95% intervals.")
 
-# name -> (group, what it is, extra flags). The default of every option not named is the paper's.
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    group: str
+    description: str
+    flags: tuple = ()
+
+
+# The default of every option not named is configs/study.cfg's, itself the paper's where the paper sets it.
 VARIANTS = {
-    "baseline": ("main", "Agg., no memory (Table 7 row 1)", ["--method=baseline"]),
-    "memory_agg": ("main", "Agg. + memory (Table 7 row 2)", ["--method=memory_agg"]),
-    "mldg": ("main", "Episodic + M.L., no memory (MLDG, Table 7 row 3)", ["--method=mldg", "--meta_order=2"]),
-    "mgml_episodic": ("main", "Episodic + memory, no M.L. (Table 7 row 4)", ["--method=mgml", "--meta_order=0"]),
-    "mgml_first_order": ("main", "MGML, first-order meta-gradient (the reference code)",
-                         ["--method=mgml", "--meta_order=1"]),
-    "mgml": ("main", "MGML, second order (the paper; Table 7 row 5)", ["--method=mgml", "--meta_order=2"]),
-    "mgml_no_cohesion": ("table5", "MGML without L_coh", ["--method=mgml", "--nouse_cohesion"]),
-    "mgml_no_divergence": ("table5", "MGML without L_div", ["--method=mgml", "--nouse_divergence"]),
-    "mgml_no_coh_no_div": ("table5", "MGML without L_coh and L_div",
-                           ["--method=mgml", "--nouse_cohesion", "--nouse_divergence"]),
-    "mgml_meta_test_m_hat": ("table6", "meta-test reads M_hat (no re-update; Table 6 row 1)",
-                             ["--method=mgml", "--meta_test_memory=m_hat"]),
-    "mgml_freeze_none": ("table6", "M' with nothing frozen (Table 6 row 2)",
-                         ["--method=mgml", "--memory_prime_freeze=none"]),
-    "mgml_freeze_encoder_and_update": ("table6", "M' with E and U frozen (Table 6 row 4)",
-                                       ["--method=mgml", "--memory_prime_freeze=encoder_and_update"]),
-    "mgml_temperature_0.1": ("temperature", "MGML, memory read temperature 0.1 (paper: 1)",
-                             ["--method=mgml", "--memory_temperature=0.1"]),
+    # Table 7's rows that decide the paper's claim.
+    "baseline": Variant("decisive", "aggregate training, no memory (Table 7 row 1)", ("--method=baseline",)),
+    "memory_agg": Variant("decisive", "aggregate training + memory (Table 7 row 2)", ("--method=memory_agg",)),
+    "mldg": Variant("decisive", "episodic meta-learning, no memory (MLDG; Table 7 row 3)",
+                    ("--method=mldg", "--meta_order=2")),
+    "mgml": Variant("decisive", "memory-guided meta-learning, second order (the paper; Table 7 row 5)",
+                    ("--method=mgml", "--meta_order=2")),
+    # The rest of Table 7.
+    "mgml_episodic": Variant("table7", "episodic training + memory, no meta-gradient (Table 7 row 4)",
+                             ("--method=mgml", "--meta_order=0")),
+    "mgml_first_order": Variant("table7", "MGML, first-order meta-gradient (the reference code)",
+                                ("--method=mgml", "--meta_order=1")),
+    # Why the memory read stays uniform: one experiment per hypothesis (docs/RESULTS.md).
+    "mgml_read_temperature_0.1": Variant("hypotheses", "MGML, memory read temperature 0.1 (paper: 1)",
+                                         ("--method=mgml", "--memory_temperature=0.1",
+                                          "--memory_temperature_on=read")),
+    "mgml_cohesion_0.2": Variant("hypotheses", "MGML, cohesion weight 0.2 (paper: 0.02)",
+                                 ("--method=mgml", "--cohesion_weight=0.2")),
+    "mgml_inner_lr_1": Variant("hypotheses", "MGML, inner learning rate = outer (paper: 1/4)",
+                               ("--method=mgml", "--inner_lr_ratio=1.0")),
+    "mldg_inner_lr_1": Variant("hypotheses", "MLDG, inner learning rate = outer (paper: 1/4)",
+                               ("--method=mldg", "--meta_order=2", "--inner_lr_ratio=1.0")),
+    # Tables 5 and 6.
+    "mgml_no_cohesion": Variant("table5", "MGML without L_coh", ("--method=mgml", "--nouse_cohesion")),
+    "mgml_no_divergence": Variant("table5", "MGML without L_div", ("--method=mgml", "--nouse_divergence")),
+    "mgml_meta_test_m_hat": Variant("table6", "meta-test reads M_hat (Table 6 row 1)",
+                                    ("--method=mgml", "--meta_test_memory=m_hat")),
+    "mgml_freeze_none": Variant("table6", "M' with nothing frozen (Table 6 row 2)",
+                                ("--method=mgml", "--memory_prime_freeze=none")),
 }
-# The full-method row each group's table repeats (Tables 5 and 6 list the full method as one of their rows).
-REFERENCE_ROW = "mgml"
+# The regime: learning curves of the baseline over crop size, network width and steps (evaluated every
+# REGIME_EVAL_EVERY steps), to choose the smallest setting in which the networks learn.
+REGIME_STEPS = 6000
+REGIME_EVAL_EVERY = 1000
+for _crop in (96, 128):
+    for _width in (32, 64):
+        VARIANTS[f"regime_crop{_crop}_width{_width}"] = Variant(
+            "regime", f"baseline, crop {_crop}, {_width} feature channels",
+            ("--method=baseline", f"--crop_size={_crop}", f"--feature_channels={_width}",
+             f"--decoder_channels={_width}", f"--train_steps={REGIME_STEPS}", f"--eval_every={REGIME_EVAL_EVERY}"))
+
+# Fixed before the runs: (variant, against, the question it answers). Reported first, in this order.
+DECISIVE = (
+    ("mgml", "baseline", "Does MGML generalise better than aggregate training?"),
+    ("mgml", "mldg", "Does the memory help meta-learning (MGML against MLDG, the same without memory)?"),
+    ("memory_agg", "baseline", "Does the memory help aggregate training?"),
+)
+SECONDARY = (("mldg", "baseline", "Does episodic meta-learning without memory help?"),)
 
 
-def run_dir(name, seed):
-    return os.path.join(FLAGS.out_dir, "runs", name, f"seed{seed}")
+# ------------------------------------------------------------------------------------------------ runs
+def _command(family, name, seed, model_dir):
+    return [sys.executable, "-m", "mgml_tf.train", f"--flagfile={FLAGS.config}", f"--synthetic_family={family}",
+            f"--synthetic_root={os.path.join(FLAGS.out_dir, 'data', family)}", f"--model_dir={model_dir}",
+            f"--seed={seed}", *VARIANTS[name].flags]
 
 
-def train_one(name, seed):
-    """Trains one variant with one seed (unless done); returns its record."""
-    model_dir = run_dir(name, seed)
-    result = os.path.join(model_dir, "eval_results.json")
-    log_path = os.path.join(FLAGS.out_dir, "logs", f"{name}_seed{seed}.log")
-    timing = os.path.join(FLAGS.out_dir, "logs", f"{name}_seed{seed}.time.json")
-    if not os.path.exists(result):
-        os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        cmd = [sys.executable, "-m", "mgml_tf.train", f"--flagfile={FLAGS.config}", f"--model_dir={model_dir}",
-               f"--seed={seed}", *VARIANTS[name][2]]
-        if FLAGS.train_steps:
-            cmd.append(f"--train_steps={FLAGS.train_steps}")
-        env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(FLAGS.threads),
-                   TF_NUM_INTEROP_THREADS=str(FLAGS.threads), TF_CPP_MIN_LOG_LEVEL="2")
-        start, cpu0 = time.time(), os.times()
-        with open(log_path, "w") as log:
-            proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        cpu1 = os.times()
-        if proc.returncode != 0:
-            raise RuntimeError(f"{name} seed {seed} failed (exit {proc.returncode}); see {log_path}")
-        with open(timing, "w") as f:  # children's CPU time is only accounted per finished child: approximate
-            json.dump({"wall_s": time.time() - start, "command": " ".join(cmd),
-                       "cpu_s_all_children_delta": (cpu1.children_user + cpu1.children_system)
-                       - (cpu0.children_user + cpu0.children_system)}, f)
-        print(f"{datetime.datetime.now():%H:%M:%S} done {name} seed {seed} in {time.time() - start:.0f} s",
-              flush=True)
-    return load_run(name, seed)
+def _fingerprint(command):
+    """What makes two runs the same: the flags (the flagfile's text included), not the paths."""
+    parts = [c for c in command[3:] if not c.startswith(("--model_dir=", "--synthetic_root="))]
+    text = "\n".join(parts) + "\n" + _flagfile_text(FLAGS.config)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_run(name, seed):
-    path = os.path.join(run_dir(name, seed), "eval_results.json")
+def _flagfile_text(path, seen=()):
+    """The flagfile with every nested ``--flagfile`` inlined (so a changed nested config changes the print)."""
+    out = []
+    with open(os.path.join(REPO, path)) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("--flagfile=") and line not in seen:
+                out.append(_flagfile_text(line.split("=", 1)[1], seen + (line,)))
+            elif line and not line.startswith("#"):
+                out.append(line)
+    return "\n".join(out)
+
+
+def record_path(family, name, seed):
+    return os.path.join(REPO, FLAGS.records_dir, family, name, f"seed{seed}.json")
+
+
+def load_record(family, name, seed, command=None):
+    path = record_path(family, name, seed)
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        results = json.load(f)
-    timing_path = os.path.join(FLAGS.out_dir, "logs", f"{name}_seed{seed}.time.json")
-    wall = None
-    if os.path.exists(timing_path):
-        with open(timing_path) as f:
-            wall = json.load(f)["wall_s"]
-    return {"name": name, "seed": seed, "wall_s": wall,
-            "mIoU": {target: r["mIoU"] for target, r in results.items()},
-            "IoU": {target: r["IoU"] for target, r in results.items()},
-            "step": next(iter(results.values()))["step"]}
+        record = json.load(f)
+    if command is not None and record.get("fingerprint") != _fingerprint(command):
+        return None  # made with other flags: stale
+    return record
 
 
-def selected_variants():
-    return [name for name, (group, _, _) in VARIANTS.items() if group in FLAGS.groups]
+def _git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def train_one(family, name, seed):
+    """Trains one variant with one seed unless its record exists; returns the record."""
+    model_dir = os.path.join(FLAGS.out_dir, "runs", family, name, f"seed{seed}")
+    command = _command(family, name, seed, model_dir)
+    record = load_record(family, name, seed, command)
+    if record is not None:
+        return record
+    log_path = os.path.join(FLAGS.out_dir, "logs", family, f"{name}_seed{seed}.log")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    if os.path.exists(os.path.join(model_dir, "eval_results.json")):  # finished before under other flags
+        import shutil
+        shutil.rmtree(model_dir)
+    env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(FLAGS.threads), TF_NUM_INTEROP_THREADS=str(FLAGS.threads),
+               TF_CPP_MIN_LOG_LEVEL="2")
+    start = time.time()
+    with open(log_path, "a") as log:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{family}/{name} seed {seed} failed (exit {os.waitstatus_to_exitcode(status)}); "
+                           f"see {log_path}")
+    wall, cpu = time.time() - start, usage.ru_utime + usage.ru_stime
+    record = {"family": family, "variant": name, "seed": seed, "fingerprint": _fingerprint(command),
+              "command": " ".join(command[1:]).replace(FLAGS.out_dir, "$OUT"), "commit": _git_commit(),
+              "date": f"{datetime.datetime.now():%Y-%m-%d %H:%M}", "wall_s": round(wall, 1),
+              "cpu_s": round(cpu, 1), "threads": FLAGS.threads}
+    with open(os.path.join(model_dir, "eval_history.jsonl")) as f:
+        record["history"] = [json.loads(line) for line in f if line.strip()]
+    if "--method=baseline" not in VARIANTS[name].flags and "--method=mldg" not in VARIANTS[name].flags:
+        record["memory_read"] = memory_read_diagnostics(model_dir, family, name, seed)
+    path = record_path(family, name, seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(path + ".tmp", path)
+    print(f"{datetime.datetime.now():%H:%M:%S} done {family}/{name} seed {seed} in {wall / 60:.1f} min "
+          f"({cpu / 60:.1f} CPU min)", flush=True)
+    return record
+
+
+def memory_read_diagnostics(model_dir, family, name, seed):
+    """tools/memory_diagnostics.py on every evaluated domain of a run with a memory."""
+    out = os.path.join(model_dir, "memory_diagnostics.json")
+    env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(FLAGS.threads), TF_NUM_INTEROP_THREADS=str(FLAGS.threads))
+    subprocess.run([sys.executable, os.path.join(REPO, "tools", "memory_diagnostics.py"),
+                    f"--model_dirs={model_dir}", f"--results_json={out}"], cwd=REPO, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    with open(out) as f:
+        run = json.load(f)["runs"][0]
+    return {"memory": run["memory"], "domains": run["targets"]}
+
+
+# ------------------------------------------------------------------------------------------- analysis
+def is_in_domain(domain_label):
+    """Held-out images of a source style are written to ``<style>_val`` (mgml_tf.training.data)."""
+    return domain_label.rsplit(":", 1)[-1].endswith("_val")
+
+
+def final_scores(record):
+    """``{"target": mean mIoU over target domains, "in_domain": mean over held-out source images, per domain}``."""
+    results = record["history"][-1]["results"]
+    target = [r["mIoU"] for k, r in results.items() if not is_in_domain(k)]
+    in_domain = [r["mIoU"] for k, r in results.items() if is_in_domain(k)]
+    return {"target": float(np.mean(target)), "in_domain": float(np.mean(in_domain)) if in_domain else None,
+            "domains": {k: r["mIoU"] for k, r in results.items()}, "step": record["history"][-1]["step"]}
+
+
+def bootstrap_interval(values, resamples, seed=0):
+    """Percentile bootstrap 95% interval of the mean of ``values`` (resampling its entries)."""
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    low, high = np.percentile(values[idx].mean(axis=1), [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def paired(records, family, a, b, key="target"):
+    """Differences ``a - b`` of the same seed in one family, with their mean and bootstrap interval."""
+    by = {(r["variant"], r["seed"]): final_scores(r)[key] for r in records if r["family"] == family}
+    seeds = sorted(s for (v, s) in by if v == a and (b, s) in by)
+    diffs = [by[(a, s)] - by[(b, s)] for s in seeds]
+    if not diffs:
+        return None
+    return {"seeds": seeds, "differences": diffs, "mean": float(np.mean(diffs)),
+            "interval": bootstrap_interval(diffs, FLAGS.bootstrap), "wins": int(sum(d > 0 for d in diffs))}
 
 
 def summarize(records):
-    """Mean and sample standard deviation over seeds, per variant and target, and of the target average."""
-    by_variant = {}
-    for r in records:
-        by_variant.setdefault(r["name"], []).append(r)
-    summary = {}
-    for name, runs in by_variant.items():
-        runs.sort(key=lambda r: r["seed"])
-        targets = list(runs[0]["mIoU"])
-        values = {t: [r["mIoU"][t] for r in runs] for t in targets}
-        values["average"] = [float(np.mean([r["mIoU"][t] for t in targets])) for r in runs]
-        summary[name] = {
-            "group": VARIANTS[name][0], "description": VARIANTS[name][1], "flags": VARIANTS[name][2],
-            "seeds": [r["seed"] for r in runs],
-            "per_seed": values,
-            "mean": {k: float(np.mean(v)) for k, v in values.items()},
-            "std": {k: float(np.std(v, ddof=1)) if len(v) > 1 else None for k, v in values.items()},
-            "wall_s": [r["wall_s"] for r in runs],
-        }
-    if "baseline" in summary:
-        base = dict(zip(summary["baseline"]["seeds"], summary["baseline"]["per_seed"]["average"]))
-        for name, s in summary.items():
-            pairs = [(v, base[seed]) for seed, v in zip(s["seeds"], s["per_seed"]["average"]) if seed in base]
-            diffs = [a - b for a, b in pairs]
-            s["vs_baseline_same_seed"] = {"differences": diffs,
-                                          "mean": float(np.mean(diffs)) if diffs else None,
-                                          "wins": int(sum(d > 0 for d in diffs))}
-    return summary
+    out = {"variants": {}, "decisive": [], "secondary": []}
+    for family in FLAGS.families:
+        for name in VARIANTS:
+            runs = sorted((r for r in records if r["family"] == family and r["variant"] == name),
+                          key=lambda r: r["seed"])
+            if not runs:
+                continue
+            scores = [final_scores(r) for r in runs]
+            entry = {"description": VARIANTS[name].description, "group": VARIANTS[name].group,
+                     "seeds": [r["seed"] for r in runs], "steps": scores[0]["step"],
+                     "target": [s["target"] for s in scores], "in_domain": [s["in_domain"] for s in scores],
+                     "domains": {k: [s["domains"][k] for s in scores] for k in scores[0]["domains"]},
+                     "wall_min": [r["wall_s"] / 60 for r in runs], "cpu_min": [r["cpu_s"] / 60 for r in runs]}
+            if all("memory_read" in r for r in runs):
+                entry["memory_read"] = _memory_read_means([r["memory_read"] for r in runs])
+            out["variants"][f"{family}/{name}"] = entry
+        for kind, table in (("decisive", DECISIVE), ("secondary", SECONDARY)):
+            for a, b, question in table:
+                for key in ("target", "in_domain"):
+                    result = paired(records, family, a, b, key)
+                    if result:
+                        out[kind].append({"family": family, "variant": a, "against": b, "question": question,
+                                          "score": key, **result})
+    return out
 
 
-def short(target):
-    return target.split(":")[-1]
+def _memory_read_means(per_run):
+    """Means over runs of the read diagnostics, over in-domain and over target domains; memory geometry."""
+    out = {}
+    for kind in ("target", "in_domain"):
+        rows = [row for run in per_run for dom, row in run["domains"].items()
+                if is_in_domain(dom) == (kind == "in_domain")]
+        if rows:
+            out[kind] = {k: float(np.mean([row[k] for row in rows])) for k in rows[0]
+                         if k not in ("pixels", "images")}
+    out["memory"] = {k: float(np.mean([run["memory"][k] for run in per_run])) for k in per_run[0]["memory"]}
+    return out
 
 
-def fmt(mean, std):
-    return f"{mean:.1f} ± {std:.1f}" if std is not None else f"{mean:.1f}"
+# --------------------------------------------------------------------------------------------- report
+def _mean_sd(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+
+
+def _interval(entry):
+    low_high = entry["interval"]
+    return "—" if low_high is None else f"[{low_high[0]:+.1f}, {low_high[1]:+.1f}]"
 
 
 def markdown(summary, meta):
-    names = [n for n in VARIANTS if n in summary]
-    targets = [k for k in next(iter(summary.values()))["mean"] if k != "average"]
-    lines = [
-        f"Generated by `{meta['command']}` on {meta['date']} ({meta['machine']}). "
-        f"{meta['num_runs']} runs, {meta['train_steps']} steps each; summed wall time of the runs "
-        f"{meta['run_wall_s_sum'] / 60:.0f} min, {meta['workers']} at once. mIoU in percent on the 19 classes, "
-        "mean ± sample standard deviation over seeds.", ""]
-    groups = {"main": "Comparison of methods (Table 7's rows, plus first-order MGML)",
-              "table5": "Loss ablation (Table 5)", "table6": "Memory update in the meta-test step (Table 6)",
-              "temperature": "Memory read temperature (not in the paper)"}
-    for group, title in groups.items():
-        rows = [n for n in names if summary[n]["group"] == group]
+    lines = [f"Generated by `{meta['command']}` on {meta['date']} from {meta['num_runs']} run records "
+             f"(`{FLAGS.records_dir}`); {meta['machine']}. mIoU in percent over the 19 classes. *Target*: mean "
+             "over the three unseen target styles; *in-domain*: mean over held-out images of the three source "
+             "styles. Differences are paired by seed; intervals are bootstrap 95% intervals of the mean "
+             f"difference over seeds ({FLAGS.bootstrap} resamples).", ""]
+    for kind, title in (("decisive", "The comparisons fixed before the runs"),
+                        ("secondary", "Secondary comparison")):
+        rows = summary[kind]
         if not rows:
             continue
-        if group != "main" and REFERENCE_ROW in summary:
-            rows = [REFERENCE_ROW] + rows
-        lines += [f"### {title}", "",
-                  "| variant | " + " | ".join(short(t) for t in targets) + " | average | seeds | "
-                  "avg − baseline (same seed) |",
-                  "|---|" + "---|" * (len(targets) + 3)]
-        for n in rows:
-            s = summary[n]
-            vs = s.get("vs_baseline_same_seed")
-            vs_text = "—" if n == "baseline" or not vs or vs["mean"] is None else (
-                f"{vs['mean']:+.1f} ({vs['wins']}/{len(vs['differences'])} seeds better)")
-            lines.append(f"| `{n}`: {s['description']} | " +
-                         " | ".join(fmt(s["mean"][t], s["std"][t]) for t in targets) +
-                         f" | **{fmt(s['mean']['average'], s['std']['average'])}** | {len(s['seeds'])} | "
-                         f"{vs_text} |")
+        lines += [f"### {title}", "", "| family | comparison | score | mean difference | 95% interval | "
+                  "seeds better |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['family']} | `{r['variant']}` − `{r['against']}` | {r['score'].replace('_', '-')} "
+                         f"| **{r['mean']:+.1f}** | {_interval(r)} | {r['wins']}/{len(r['differences'])} |")
         lines.append("")
-    width = max(max(summary[n]["seeds"]) + 1 for n in names)
-    lines += ["Per seed (average over the targets):", "",
-              "| variant | " + " | ".join(f"seed {i}" for i in range(width)) + " | minutes per run |",
-              "|---|" + "---|" * (width + 1)]
-    for n in names:
-        s = summary[n]
-        walls = [w for w in s["wall_s"] if w]
-        minutes = f"{np.mean(walls) / 60:.1f}" if walls else "—"
-        per_seed = dict(zip(s["seeds"], s["per_seed"]["average"]))
-        lines.append(f"| `{n}` | " + " | ".join(f"{per_seed[i]:.1f}" if i in per_seed else "—" for i in range(width))
-                     + f" | {minutes} |")
+    lines += ["### Every variant", "", "| family | variant | steps | in-domain | target | " +
+              "per target | seeds | minutes per run (CPU) |", "|---|---|---|---|---|---|---|---|"]
+    for key, v in summary["variants"].items():
+        family, name = key.split("/")
+        per_target = ", ".join(f"{k.rsplit(':', 1)[-1]} {_mean_sd(vals)}" for k, vals in v["domains"].items()
+                               if not is_in_domain(k))
+        lines.append(f"| {family} | `{name}`: {v['description']} | {v['steps']} | {_mean_sd(v['in_domain'])} | "
+                     f"**{_mean_sd(v['target'])}** | {per_target} | {len(v['seeds'])} | "
+                     f"{np.mean(v['wall_min']):.1f} ({np.mean(v['cpu_min']):.1f}) |")
     lines.append("")
+    memory_rows = [(k, v) for k, v in summary["variants"].items() if "memory_read" in v]
+    if memory_rows:
+        lines += ["### The memory read (mean over runs and domains)", "",
+                  "Uniform read of 19 rows: max weight 0.053, entropy / log N = 1. *Score spread*: a pixel's "
+                  "largest minus smallest cosine score (the most a softmax at temperature T separates is "
+                  "spread / T); *feature direction*: mean cosine of a pixel's feature with the image's mean "
+                  "feature; *row cosine*: mean cosine between two memory rows.", "",
+                  "| family | variant | domains | read accuracy (%) | network accuracy (%) | max weight | "
+                  "entropy / log N | score spread | zero features | feature direction | row cosine |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for key, v in memory_rows:
+            family, name = key.split("/")
+            rows_cos = v["memory_read"]["memory"]["row_cosine_mean"]
+            for kind in ("in_domain", "target"):
+                m = v["memory_read"].get(kind)
+                if m:
+                    lines.append(
+                        f"| {family} | `{name}` | {kind.replace('_', '-')} | {m['read_accuracy']:.1f} | "
+                        f"{m['network_accuracy']:.1f} | {m['mean_max_weight']:.3f} | "
+                        f"{m['mean_normalized_entropy']:.3f} | {m['score_spread']:.2f} | "
+                        f"{m['zero_feature_share']:.2f} | {m['feature_mean_direction_cosine']:.2f} | "
+                        f"{rows_cos:.2f} |")
+        lines.append("")
     return "\n".join(lines)
 
 
-def chart(summary, path):
+def plot_curves(records, path):
+    """Learning curves of the regime runs: in-domain and target mIoU against steps."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n in VARIANTS if n in summary]
-    keys = list(next(iter(summary.values()))["mean"])
-    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(names)), 4.2))
-    width = 0.8 / len(keys)
-    x = np.arange(len(names))
-    for i, key in enumerate(keys):
-        means = [summary[n]["mean"][key] for n in names]
-        stds = [summary[n]["std"][key] or 0.0 for n in names]
-        ax.bar(x + (i - (len(keys) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
-               label=short(key))
-        for j, n in enumerate(names):  # every seed as a dot
-            vals = summary[n]["per_seed"][key]
-            ax.plot(np.full(len(vals), x[j] + (i - (len(keys) - 1) / 2) * width), vals, "k.", markersize=2)
-    ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("mIoU on unseen target (%)")
-    ax.set_title("Synthetic sources -> unseen target styles (mean ± std over seeds; dots: seeds)")
-    ax.legend(fontsize=8, ncol=len(keys))
-    ax.grid(axis="y", alpha=0.3)
+    runs = [r for r in records if VARIANTS.get(r["variant"], Variant("", "")).group == "regime"]
+    if not runs:
+        return None
+    families = sorted({r["family"] for r in runs})
+    fig, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4), squeeze=False)
+    for ax, family in zip(axes[0], families):
+        for i, r in enumerate(sorted((r for r in runs if r["family"] == family), key=lambda r: r["variant"])):
+            steps = [h["step"] for h in r["history"]]
+            scores = [final_scores({"history": [h]}) for h in r["history"]]
+            label = r["variant"].replace("regime_", "") + f" s{r['seed']}"
+            ax.plot(steps, [s["in_domain"] for s in scores], "-o", color=f"C{i}", markersize=3,
+                    label=f"{label} in-domain")
+            ax.plot(steps, [s["target"] for s in scores], "--x", color=f"C{i}", markersize=3, label=f"{label} target")
+        ax.axhline(50, color="grey", lw=0.5)
+        ax.set_title(f"{family}: baseline learning curves")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("mIoU (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_decisive(summary, path):
+    """Paired differences per family and comparison: seeds as dots, mean and 95% interval as a bar."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in summary["decisive"] + summary["secondary"] if r["score"] == "target"]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    for y, r in enumerate(rows):
+        ax.plot(r["differences"], [y] * len(r["differences"]), "k.", alpha=0.5)
+        if r["interval"]:
+            ax.plot(r["interval"], [y, y], "-", color="C0", lw=3)
+        ax.plot([r["mean"]], [y], "D", color="C3")
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{r['family']}: {r['variant']} − {r['against']}" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("target mIoU difference, same seed (points); bar: bootstrap 95% interval of the mean")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def machine():
@@ -245,61 +420,66 @@ def machine():
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    import tensorflow as tf
-    import keras
-    return (f"{os.cpu_count()} x {cpu}, no GPU, Python {platform.python_version()}, TensorFlow {tf.__version__}, "
-            f"Keras {keras.__version__}")
+    return f"{os.cpu_count()} x {cpu}, no GPU, Python {platform.python_version()}"
 
 
-def write_report(records, started):
-    summary = summarize([r for r in records if r is not None])
-    if not summary:
-        print("no finished runs to report")
+def all_records():
+    out = []
+    root = os.path.join(REPO, FLAGS.records_dir)
+    for family in FLAGS.families:
+        for name in VARIANTS:
+            folder = os.path.join(root, family, name)
+            if os.path.isdir(folder):
+                for file in sorted(os.listdir(folder)):
+                    if file.endswith(".json"):
+                        with open(os.path.join(folder, file)) as f:
+                            out.append(json.load(f))
+    return out
+
+
+def write_report():
+    records = all_records()
+    if not records:
+        print("no run records to report")
         return
-    walls = [w for s in summary.values() for w in s["wall_s"] if w]
-    meta = {"command": "python tools/study.py " + " ".join(sys.argv[1:]),
-            "date": f"{datetime.date.today()}", "machine": machine(),
-            "num_runs": sum(len(s["seeds"]) for s in summary.values()),
-            "train_steps": sorted({r["step"] for r in records if r}),
-            "run_wall_s_sum": float(sum(walls)), "workers": FLAGS.workers,
-            "study_wall_s_this_invocation": time.time() - started}
-    meta["train_steps"] = ", ".join(str(s) for s in meta["train_steps"])
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.results_json)), exist_ok=True)
-    with open(FLAGS.results_json, "w") as f:
-        json.dump({"meta": meta, "variants": summary}, f, indent=1)
-    chart(summary, FLAGS.chart)
-    replace_block(FLAGS.results_md, "<!-- generated by tools/study.py: begin -->",
+    summary = summarize(records)
+    meta = {"command": "python tools/study.py --report_only", "date": f"{datetime.date.today()}",
+            "machine": machine(), "num_runs": len(records)}
+    os.makedirs(os.path.join(REPO, FLAGS.plots_dir), exist_ok=True)
+    plot_curves(records, os.path.join(REPO, FLAGS.plots_dir, "learning_curves.png"))
+    plot_decisive(summary, os.path.join(REPO, FLAGS.plots_dir, "decisive.png"))
+    with open(os.path.join(REPO, FLAGS.results_json), "w") as f:
+        json.dump({"meta": meta, **summary}, f, indent=1)
+    replace_block(os.path.join(REPO, FLAGS.results_md), "<!-- generated by tools/study.py: begin -->",
                   "<!-- generated by tools/study.py: end -->", markdown(summary, meta) + "\n",
                   new_file_text="# Results\n")
-    print(f"wrote {FLAGS.results_md}, {FLAGS.results_json}, {FLAGS.chart}")
+    print(f"wrote {FLAGS.results_md}, {FLAGS.results_json} and the plots in {FLAGS.plots_dir}")
 
 
 def main(argv):
     del argv
-    started = time.time()
     os.chdir(REPO)
-    # The comparison first, every seed; then the ablations seed by seed, so that a study stopped early has
-    # every variant with the same number of seeds.
-    names = selected_variants()
-    jobs = [(n, seed) for seed in range(FLAGS.seeds) for n in names if VARIANTS[n][0] == "main"]
-    jobs += [(n, seed) for seed in range(FLAGS.seeds) for n in names if VARIANTS[n][0] != "main"]
-    if not FLAGS.report_only:
-        # The synthetic suite is generated by the first run; start it alone so parallel runs do not race.
-        first = train_one(*jobs[0])
+    unknown = [n for n in FLAGS.variants or () if n not in VARIANTS]
+    if unknown:
+        raise app.UsageError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    names = FLAGS.variants or [n for n, v in VARIANTS.items() if v.group in FLAGS.groups]
+    # Seed-major, so that a study stopped early has every variant with the same seeds; families alternate.
+    jobs = [(f, n, s) for s in range(FLAGS.seeds) for f in FLAGS.families for n in names]
+    if not FLAGS.report_only and jobs:
+        # The first run of each family generates its scenes: run those alone so parallel runs do not race.
+        for family in FLAGS.families:
+            train_one(*next(j for j in jobs if j[0] == family))
         failures = []
         with concurrent.futures.ThreadPoolExecutor(FLAGS.workers) as pool:
-            futures = {pool.submit(train_one, *job): job for job in jobs[1:]}
-            for future in concurrent.futures.as_completed(futures):
+            for future in concurrent.futures.as_completed([pool.submit(train_one, *job) for job in jobs]):
                 try:
                     future.result()
                 except RuntimeError as e:
                     failures.append(str(e))
                     print(e, flush=True)
-        del first
         if failures:
             print(f"{len(failures)} runs failed; re-run the same command to retry them", flush=True)
-    records = [load_run(name, seed) for name in VARIANTS for seed in range(FLAGS.seeds)]
-    write_report(records, started)
+    write_report()
 
 
 if __name__ == "__main__":
