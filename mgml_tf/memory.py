@@ -16,10 +16,30 @@ upsampled by nearest neighbour to label resolution, ``K_n`` the pixel count. Oth
 (``tf.image.resize(method="area")``) approximates the same. Labels already at feature resolution are a plain
 one-hot. (The reference code instead resizes the one-hot map bilinearly with align_corners=True, which
 mixes labels of neighbouring cells at boundaries.)
+
+Two options of the read that are not the paper's method (``memory_score_scale``, ``memory_centering``;
+docs/REFERENCE.md, "Options beyond the paper"). In trained models the read of eq. 4 was uniform (entropy 0.999
+of the maximum): features are post-ReLU, so the cosines lie in [0, 1], the memory rows are nearly parallel
+(mean pairwise cosine 0.98) and the pixel features share one direction, so a pixel's cosines to the N rows
+differ by ~0.08 and a softmax at temperature 1 cannot separate the classes.
+
+- Learned score scale (``score_scale``): the read logits are ``s * scores`` with a trainable
+  ``s = exp(min(log_s, log 100))`` (as CLIP's logit scale), the same ``s`` scaling the cohesion logits (eq. 6).
+- Mean-row centering (``centered_scores``): the cosine of eq. 4 is taken after removing the rows' common
+  direction ``m = mean_n M[n]`` from the rows and from the normalised query, each re-normalised:
+  ``cos(normalize(q - m), normalize(M[n] - m))``. The read then depends on how the rows differ. The mean is
+  over the rows that hold a class (non-zero rows; all rows once every class has been written), and a zero row
+  (a class never seen) keeps the score 0 it has without centering. Only the scores change: the readout is
+  still ``W^T M`` of the stored rows, and the memory and its update (eqs. 1-2) are untouched.
 """
+import math
+
 import tensorflow as tf
 
 EPSILON = 1e-12
+# The largest learned score scale: log_s is clipped to log(100) (as CLIP's logit scale).
+MAX_LOG_SCORE_SCALE = math.log(100.0)
+MEMORY_CENTERINGS = ("none", "mean_row")
 
 
 def l2_normalize(x, axis=-1):
@@ -109,7 +129,48 @@ def memory_scores(memory, features):
     return tf.einsum("bhwc,nc->bhwn", q, memory)
 
 
-def read_memory(memory, features, gumbel_noise=None, temperature=1.0):
+def mean_memory_row(memory):
+    """``m = mean_n M[n]`` ``[C]`` over the non-zero rows of ``memory [N, C]`` (zero when every row is zero)."""
+    memory = tf.convert_to_tensor(memory)
+    present = tf.cast(tf.reduce_any(tf.not_equal(memory, 0), axis=-1), memory.dtype)
+    return tf.reduce_sum(memory * present[:, None], axis=0) / tf.maximum(tf.reduce_sum(present), 1.0)
+
+
+def centered_memory(memory, mean_row=None):
+    """``normalize(M[n] - m)`` per non-zero row, zero rows kept zero; ``m`` is ``mean_memory_row(memory)``
+    unless given."""
+    memory = tf.convert_to_tensor(memory)
+    mean_row = mean_memory_row(memory) if mean_row is None else mean_row
+    present = tf.reduce_any(tf.not_equal(memory, 0), axis=-1)
+    return tf.where(present[:, None], l2_normalize(memory - mean_row), tf.zeros_like(memory))
+
+
+def centered_scores(memory, features):
+    """Mean-row-centred cosines ``[B, h, w, N]``: ``normalize(q - m) . normalize(M[n] - m)`` with
+    ``q = normalize(F)`` and ``m`` the mean non-zero row (module docstring); 0 for a zero row."""
+    memory = tf.convert_to_tensor(memory)
+    mean_row = mean_memory_row(memory)
+    q = l2_normalize(l2_normalize(tf.cast(features, memory.dtype)) - mean_row)
+    return tf.einsum("bhwc,nc->bhwn", q, centered_memory(memory, mean_row))
+
+
+def read_scores(memory, features, centering="none"):
+    """The cosines the read starts from: ``memory_scores`` (``centering="none"``, eq. 4) or
+    ``centered_scores`` (``"mean_row"``)."""
+    if centering == "none":
+        return memory_scores(memory, features)
+    if centering == "mean_row":
+        return centered_scores(memory, features)
+    raise ValueError(f"unknown memory_centering {centering!r}; choose one of {list(MEMORY_CENTERINGS)}")
+
+
+def score_scale(log_scale):
+    """The learned scale ``s = exp(min(log_s, log 100))`` that multiplies the cosine scores."""
+    log_scale = tf.convert_to_tensor(log_scale)
+    return tf.exp(tf.minimum(log_scale, tf.constant(MAX_LOG_SCORE_SCALE, log_scale.dtype)))
+
+
+def read_memory(memory, features, gumbel_noise=None, temperature=1.0, scale=None, centering="none"):
     """Eq. 4 and the readout of eq. 5: ``W = softmax_n(q . M[n])``, ``readout = W^T M``.
 
     Args:
@@ -118,19 +179,25 @@ def read_memory(memory, features, gumbel_noise=None, temperature=1.0):
       gumbel_noise: optional ``[B, h, w, N]`` Gumbel(0, 1) samples; when given, the weights are the
         Gumbel-softmax ``softmax((scores + g) / temperature)`` (the reference's training read).
       temperature: softmax temperature (1 in the paper).
+      scale: optional scalar tensor ``s`` (the learned score scale): the logits are ``s * scores``, then
+        ``+ g``, then ``/ temperature`` (the model passes temperature 1 with a scale). None: ``scores``.
+      centering: ``"none"`` (eq. 4) or ``"mean_row"`` (``centered_scores``); the readout is ``W^T M`` either way.
 
     Returns:
       ``(readout [B, h, w, C], weights [B, h, w, N])``.
     """
-    readout, weights, _ = read_memory_with_scores(memory, features, gumbel_noise, temperature)
+    readout, weights, _ = read_memory_with_scores(memory, features, gumbel_noise, temperature, scale, centering)
     return readout, weights
 
 
-def read_memory_with_scores(memory, features, gumbel_noise=None, temperature=1.0):
-    """``read_memory`` that also returns the cosine scores (for eq. 6): ``(readout, weights, scores)``."""
+def read_memory_with_scores(memory, features, gumbel_noise=None, temperature=1.0, scale=None, centering="none"):
+    """``read_memory`` that also returns the scores (for eq. 6): ``(readout, weights, scores)``; ``scores``
+    are the cosines before any scale or temperature (centred ones with ``centering="mean_row"``)."""
     memory = tf.convert_to_tensor(memory)
-    scores = memory_scores(memory, features)
-    logits = scores if gumbel_noise is None else scores + tf.cast(gumbel_noise, scores.dtype)
+    scores = read_scores(memory, features, centering)
+    logits = scores if scale is None else tf.cast(scale, scores.dtype) * scores
+    if gumbel_noise is not None:
+        logits = logits + tf.cast(gumbel_noise, scores.dtype)
     weights = tf.nn.softmax(logits / temperature, axis=-1)
     readout = tf.einsum("bhwn,nc->bhwc", weights, memory)
     return readout, weights, scores

@@ -158,6 +158,86 @@ def test_read_with_gumbel_noise_and_temperature():
     np.testing.assert_allclose(weights.numpy(), e / e.sum(-1, keepdims=True), rtol=1e-10)
 
 
+def np_centered_scores(memory, features):
+    """The mean-row-centred cosine written out: m = mean of the non-zero rows; normalize(q - m) against
+    normalize(M[n] - m) per non-zero row; a zero row scores 0."""
+    present = np.any(memory != 0, axis=-1)
+    mean_row = memory[present].mean(0) if present.any() else np.zeros(memory.shape[-1])
+    q = np_normalize(np_normalize(features) - mean_row)
+    rows = np.where(present[:, None], np_normalize(memory - mean_row), 0.0)
+    return q @ rows.T
+
+
+def np_softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_centered_scores_match_numpy():
+    rng = np.random.default_rng(10)
+    # Post-ReLU features and nearly parallel non-negative rows: the case the centering is for.
+    shared = np.abs(rng.normal(size=C))
+    memory = np_normalize(shared + 0.2 * np.abs(rng.normal(size=(N, C))))
+    features = np.maximum(shared + rng.normal(size=(2, 3, 4, C)), 0.0) * 3.0
+    got = mem.centered_scores(memory, features).numpy()
+    np.testing.assert_allclose(got, np_centered_scores(memory, features), rtol=1e-12, atol=1e-14)
+    # The mean of all N rows when every row holds a class (the option's definition)
+    m = memory.mean(0)
+    expected = np_normalize(np_normalize(features) - m) @ np_normalize(memory - m).T
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+    raw = mem.memory_scores(memory, features).numpy()
+    spread = lambda s: (s.max(-1) - s.min(-1)).mean()  # noqa: E731
+    assert spread(got) > 3 * spread(raw), (spread(got), spread(raw))  # the shared direction is gone
+    np.testing.assert_allclose(mem.read_scores(memory, features, "mean_row").numpy(), got, rtol=0)
+    np.testing.assert_array_equal(mem.read_scores(memory, features, "none").numpy(), raw)
+    with pytest.raises(ValueError, match="unknown memory_centering"):
+        mem.read_scores(memory, features, "mean")
+
+
+def test_centered_scores_leave_zero_rows_at_zero():
+    rng = np.random.default_rng(11)
+    memory = random_memory(rng)
+    memory[2] = 0.0  # a class never written
+    features = rng.normal(size=(1, 2, 3, C))
+    got = mem.centered_scores(memory, features).numpy()
+    np.testing.assert_allclose(got, np_centered_scores(memory, features), rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(got[..., 2], 0.0)
+    np.testing.assert_allclose(mem.mean_memory_row(memory).numpy(), memory[[0, 1, 3, 4]].mean(0), rtol=1e-12)
+    np.testing.assert_array_equal(mem.centered_scores(np.zeros((N, C)), features).numpy(), 0.0)
+
+
+@pytest.mark.parametrize("centering", ["none", "mean_row"])
+def test_scaled_read_matches_numpy(centering):
+    """With a scale s the read logits are s * scores (+ Gumbel noise), and the readout is W^T M of the stored,
+    uncentred rows."""
+    rng = np.random.default_rng(12)
+    memory = random_memory(rng)
+    features = rng.normal(size=(2, 3, 2, C))
+    noise = rng.gumbel(size=(2, 3, 2, N))
+    scores = (np_normalize(features) @ memory.T if centering == "none"
+              else np_centered_scores(memory, features))
+    for s in (0.5, 7.0, 40.0):
+        readout, weights, got_scores = mem.read_memory_with_scores(memory, features, scale=tf.constant(s, tf.float64),
+                                                                   centering=centering)
+        np.testing.assert_allclose(got_scores.numpy(), scores, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(weights.numpy(), np_softmax(s * scores), rtol=1e-11)
+        np.testing.assert_allclose(readout.numpy(), np_softmax(s * scores) @ memory, rtol=1e-11)
+        _, weights = mem.read_memory(memory, features, gumbel_noise=noise, scale=tf.constant(s, tf.float64),
+                                     centering=centering)
+        np.testing.assert_allclose(weights.numpy(), np_softmax(s * scores + noise), rtol=1e-11)
+
+
+def test_score_scale_is_exp_clipped_at_100():
+    for log_s, s in ((0.0, 1.0), (np.log(0.1), 0.1), (np.log(30.0), 30.0), (np.log(100.0), 100.0), (9.0, 100.0)):
+        np.testing.assert_allclose(mem.score_scale(tf.constant(log_s, tf.float64)).numpy(), s, rtol=1e-12)
+    # At the clip the gradient still reaches log_s (the variable is clipped to log 100 after each step).
+    x = tf.constant(mem.MAX_LOG_SCORE_SCALE, tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = mem.score_scale(x)
+    np.testing.assert_allclose(tape.gradient(y, x).numpy(), 100.0, rtol=1e-12)
+
+
 def test_initial_memory_is_class_mean_of_normalised_features():
     rng = np.random.default_rng(9)
     batches, feats, labs = [], [], []
