@@ -397,7 +397,8 @@ def test_checkpoint_architecture_of_deeplabv2(tmp_path):
     path = checkpoints.checkpoint_object(model).write(str(tmp_path / "ckpt-1"))
     assert md.checkpoint_architecture(path) == {
         "backbone": "resnet_small", "head": "deeplabv2", "num_classes": 5, "feature_channels": 8,
-        "use_memory": True, "use_update_network": False, "aux_head": model.aux_head is not None}
+        "use_memory": True, "use_update_network": False, "memory_score_scale": "fixed",
+        "aux_head": model.aux_head is not None}
 
 
 def test_train_with_another_head_refused_and_model_dir_unchanged(run):

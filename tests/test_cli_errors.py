@@ -17,6 +17,8 @@ from tests.cli_helpers import refused, run_cli, tiny_args
     (("--method=magic",), ("method",)),
     (("--bn_epsilon=0",), ("bn_epsilon",)),
     (("--bn_statistics_from=meta_test",), ("bn_statistics_from",)),
+    (("--memory_score_scale=adaptive",), ("memory_score_scale",)),
+    (("--memory_centering=mean",), ("memory_centering",)),
     (("--batch_per_domain=0",), ("batch_per_domain",)),
     (("--sources=gtav:/nonexistent/GTAV",), ("/nonexistent/GTAV",)),
     (("--targets=imagenet:/tmp",), ("imagenet",)),

@@ -4,7 +4,8 @@
 - ``MemoryUpdateNetwork`` is ``U``: ``relu(x + BN(conv1x1(x)))``, applied to the L2-normalised ``F`` (the
   paper, Sec. 3.2; the model's ``update_network_input="raw"`` feeds it ``F`` as the reference code does).
 - ``MemoryReadFuse`` is eqs. 4-5: read ``M`` with ``q = normalize(F)`` and fuse
-  ``R = ReLU(BN(conv1x1([q, W^T M])))``.
+  ``R = ReLU(BN(conv1x1([q, W^T M])))``. Options beyond the paper (``mgml_tf.memory`` docstring): a learned
+  score scale ``s = exp(log_s)`` (its one trainable scalar ``log_scale``) and mean-row centering of the cosines.
 
 Each layer computes with the memory passed in as a tensor, never assigning it: the meta step runs them on
 fast weights and candidate memories. The maths lives in ``mgml_tf.memory``.
@@ -12,6 +13,8 @@ fast weights and candidate memories. The maths lives in ``mgml_tf.memory``.
 Their BatchNorm epsilon (``bn_epsilon``) is PyTorch's 1e-5 by default, as in the reference code; a config saved
 before the option existed has no ``bn_epsilon`` key and keeps meaning Keras's 1e-3 (docs/REFERENCE.md).
 """
+import math
+
 import keras
 import tensorflow as tf
 
@@ -93,6 +96,22 @@ class MemoryUpdateNetwork(_Conv1x1BatchNorm):
         return input_shape
 
 
+SCORE_SCALES = ("fixed", "learned")
+
+
+class _AtMost(keras.constraints.Constraint):
+    """Clips a variable to at most ``limit`` after each optimiser step (the learned log score scale)."""
+
+    def __init__(self, limit):
+        self.limit = float(limit)
+
+    def __call__(self, w):
+        return keras.ops.minimum(w, keras.ops.convert_to_tensor(self.limit, dtype=w.dtype))
+
+    def get_config(self):
+        return {"limit": self.limit}
+
+
 @keras.saving.register_keras_serializable(package="mgml_tf")
 class MemoryReadFuse(_Conv1x1BatchNorm):
     """Eqs. 4-5: ``R = ReLU(BN(conv1x1([q, W^T M])))``, ``2C -> C`` channels, no conv bias.
@@ -100,23 +119,56 @@ class MemoryReadFuse(_Conv1x1BatchNorm):
     ``call(features, memory, gumbel_noise=None)`` returns ``(R, weights, scores)``: the memory-guided
     feature map, the memory weights ``W`` and the cosine scores (for the cohesion loss, eq. 6). The read
     itself runs in the memory's dtype (float32 under mixed precision); the fusion in the compute dtype.
+
+    ``score_scale="fixed"`` (the paper): ``W = softmax(scores / temperature)``. ``"learned"``: a trainable
+    scalar ``log_scale`` (initialised at ``log(initial_scale)``, clipped to at most log 100 in the read and
+    after each optimiser step) gives ``W = softmax(exp(log_scale) * scores)``; ``temperature`` must then be 1.
+    ``centering="mean_row"``: ``scores`` are the mean-row-centred cosines (``mgml_tf.memory.centered_scores``).
+    A config saved before these arguments existed has no keys for them and means ``fixed`` and ``none``.
     """
 
     def __init__(self, channels, temperature=1.0, bn_momentum=0.9, synchronized_bn=False, bn_epsilon=BN_EPSILON,
-                 **kwargs):
+                 score_scale="fixed", initial_scale=1.0, centering="none", **kwargs):
         super().__init__(channels, bn_momentum=bn_momentum, synchronized_bn=synchronized_bn, bn_epsilon=bn_epsilon,
                          **kwargs)
+        if score_scale not in SCORE_SCALES:
+            raise ValueError(f"unknown score_scale {score_scale!r}; choose one of {list(SCORE_SCALES)}")
+        if centering not in memory_ops.MEMORY_CENTERINGS:
+            raise ValueError(f"unknown centering {centering!r}; choose one of {list(memory_ops.MEMORY_CENTERINGS)}")
+        if not float(initial_scale) > 0.0:
+            raise ValueError(f"initial_scale must be positive, got {initial_scale}")
+        if score_scale == "learned" and float(temperature) != 1.0:
+            raise ValueError("a learned score scale reads at temperature 1 (the temperature sets initial_scale)")
         self.temperature = float(temperature)
+        self.score_scale = score_scale
+        self.initial_scale = float(initial_scale)
+        self.centering = centering
+        self.log_scale = None
 
     def build(self, input_shape):
+        if self.score_scale == "learned" and self.log_scale is None:
+            self.log_scale = self.add_weight(
+                name="log_scale", shape=(),
+                initializer=keras.initializers.Constant(math.log(self.initial_scale)), trainable=True,
+                dtype=_memory_dtype(self.dtype_policy), autocast=False,
+                constraint=_AtMost(memory_ops.MAX_LOG_SCORE_SCALE))
         self._build_parts(input_shape, 2 * self.channels)
+
+    def scale(self, dtype=tf.float32):
+        """The factor of the scores in the read logits (a scalar ``dtype`` tensor): ``exp(min(log_scale,
+        log 100))`` when learned (the current or, inside the meta step, the fast-weight value), else
+        ``1 / temperature``."""
+        if self.score_scale == "learned":
+            return tf.cast(memory_ops.score_scale(tf.convert_to_tensor(self.log_scale.value)), dtype)
+        return tf.constant(1.0 / self.temperature, dtype)
 
     def call(self, features, memory, gumbel_noise=None, training=None):
         memory = tf.convert_to_tensor(memory)
         if memory.dtype in (tf.float16, tf.bfloat16):
             memory = tf.cast(memory, tf.float32)
+        scale = self.scale(memory.dtype) if self.score_scale == "learned" else None
         readout, weights, scores = memory_ops.read_memory_with_scores(
-            memory, features, gumbel_noise, self.temperature)
+            memory, features, gumbel_noise, self.temperature, scale=scale, centering=self.centering)
         query = memory_ops.l2_normalize(tf.cast(features, memory.dtype))
         fused = tf.concat([query, readout], axis=-1)
         fused = tf.cast(fused, self.compute_dtype)
@@ -124,4 +176,5 @@ class MemoryReadFuse(_Conv1x1BatchNorm):
         return r, weights, scores
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature}
+        return {**super().get_config(), "temperature": self.temperature, "score_scale": self.score_scale,
+                "initial_scale": self.initial_scale, "centering": self.centering}

@@ -25,6 +25,9 @@ through every pass.
 Everything up to 4 is ``compute_meta_gradients``: a function of the current variable values that changes no
 variable. The network runs functionally: fast weights are tensors mapped onto the variables by a
 ``keras.StatelessScope``, never assigned, so nested ``tf.GradientTape``s see them as ordinary tensors.
+``theta`` is every trainable variable, so a learned memory score scale ``log_s`` (``memory_score_scale=
+"learned"``) takes the inner step and the second-order path with the rest; it is the one variable without
+weight decay (``weight_decay_exempt_variables``).
 
 Methods (Tables 1-7 comparison rows): ``mgml`` (the above), ``baseline`` (aggregate all sources; CE + aux;
 no memory), ``mldg`` (steps 1, 3, 4 without memory), ``memory_agg`` (memory read, written and regularised on
@@ -139,6 +142,10 @@ class MetaLearningTrainer:
             raise ValueError(f"method {options['method']!r} needs the memory; build a new model for it")
         self.training_options = Options(options)
         self.train_function = None
+
+    def weight_decay_exempt_variables(self):
+        """Trainable variables the weight decay leaves alone (the model overrides this)."""
+        return []
 
     # ------------------------------------------------------------------------------------------ compile
     def compile(self, optimizer=None, **kwargs):
@@ -522,7 +529,9 @@ class MetaLearningTrainer:
         replicas = replica.num_replicas_in_sync if replica is not None else 1
         decay = float(self.training_options["weight_decay"]) / replicas  # the optimiser sums replicas
         if decay:
-            gradients = [g + tf.cast(decay, g.dtype) * tf.cast(loss_scale, g.dtype) * v.value
+            exempt = {id(v) for v in self.weight_decay_exempt_variables()}
+            gradients = [g if id(v) in exempt else
+                         g + tf.cast(decay, g.dtype) * tf.cast(loss_scale, g.dtype) * v.value
                          for g, v in zip(gradients, self.trainable_variables)]
         # A step whose gradients are not finite (an overflowing float16 loss scale, a diverging run) must
         # not leak into the state either: the BatchNorm statistics of its passes and the memory written

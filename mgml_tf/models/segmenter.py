@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from mgml_tf import memory as memory_ops
 from mgml_tf.ops import all_reduce_sum, resize_bilinear
-from mgml_tf.layers.memory import CategoricalMemory, MemoryReadFuse, MemoryUpdateNetwork
+from mgml_tf.layers.memory import SCORE_SCALES, CategoricalMemory, MemoryReadFuse, MemoryUpdateNetwork
 from mgml_tf.models import backbones as backbones_lib
 from mgml_tf.models import heads as heads_lib
 from mgml_tf.models.meta_learning import (MetaLearningTrainer, Options, TRAINING_DEFAULTS,
@@ -25,6 +25,12 @@ HEADS = ("deeplabv3plus", "deeplabv2")
 # cohesion: the cohesion-loss logits scores / T only, the read softmax at 1 (the reference code);
 # read: the read softmax only, the cohesion loss at 1 (mgml_tf before the option); both: the two.
 MEMORY_TEMPERATURE_ON = ("cohesion", "read", "both")
+# The factor of the cosine scores in the logits of the read (eq. 4) and the cohesion loss (eq. 6): fixed: 1 or
+# 1 / T as memory_temperature_on says (the paper); learned: one trainable s = exp(log_s) for both, initialised at
+# 1 / T, clipped to at most 100 (beyond the paper: mgml_tf.memory docstring). memory_centering: none (eq. 4) or
+# mean_row (cosines after removing the mean memory row from rows and query; beyond the paper).
+MEMORY_SCORE_SCALES = SCORE_SCALES
+MEMORY_CENTERINGS = memory_ops.MEMORY_CENTERINGS
 # What the update network U reads: normalized: normalize(F) (the paper, Sec. 3.2); raw: F (the reference code).
 UPDATE_NETWORK_INPUTS = ("normalized", "raw")
 DEFAULT_OUTPUT_STRIDE = {"deeplabv3plus": 16, "deeplabv2": 8}
@@ -49,11 +55,14 @@ MODEL_DEFAULTS = dict(
     memory_momentum=0.8,
     memory_temperature=1.0,
     memory_temperature_on="cohesion",
+    memory_score_scale="fixed",
+    memory_centering="none",
     update_network_input="normalized",
 )
 
 # What a configuration saved before an option existed means: the behaviour of that time (docs/REFERENCE.md).
 # MemorySegmenter.from_config and model directories read a missing key as this value, not the new default.
+# (memory_score_scale and memory_centering are absent: their defaults are the behaviour from before them.)
 LEGACY_OPTIONS = dict(bn_epsilon=1e-3, memory_temperature_on="read", update_network_input="normalized",
                       bn_statistics_from="every_pass")
 
@@ -130,9 +139,13 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
             self.memory_bank = CategoricalMemory(self.num_classes, c, dtype=policy, name="memory")
             self.update_network = (MemoryUpdateNetwork(c, dtype=policy, name="update_network", **heads_bn)
                                    if config["use_update_network"] else None)
+            learned = config["memory_score_scale"] == "learned"
             read_temperature = (float(config["memory_temperature"])
-                                if config["memory_temperature_on"] in ("read", "both") else 1.0)
-            self.memory_fuse = MemoryReadFuse(c, temperature=read_temperature, dtype=policy,
+                                if config["memory_temperature_on"] in ("read", "both") and not learned else 1.0)
+            self.memory_fuse = MemoryReadFuse(c, temperature=read_temperature,
+                                              score_scale=config["memory_score_scale"],
+                                              initial_scale=1.0 / float(config["memory_temperature"]),
+                                              centering=config["memory_centering"], dtype=policy,
                                               name="memory_read", **heads_bn)
             self.memory_classifier = keras.layers.Dense(self.num_classes, dtype=policy,
                                                         name="memory_classifier")
@@ -160,7 +173,9 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
         if not float(config["memory_temperature"]) > 0.0:
             _fail(f"memory_temperature must be positive, got {config['memory_temperature']}")
         for key, allowed in (("memory_temperature_on", MEMORY_TEMPERATURE_ON),
-                             ("update_network_input", UPDATE_NETWORK_INPUTS)):
+                             ("update_network_input", UPDATE_NETWORK_INPUTS),
+                             ("memory_score_scale", MEMORY_SCORE_SCALES),
+                             ("memory_centering", MEMORY_CENTERINGS)):
             if config[key] not in allowed:
                 _fail(f"unknown {key} {config[key]!r}; choose one of {list(allowed)}")
 
@@ -202,6 +217,13 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
             return self.update_network.trainable_variables
         return []
 
+    def weight_decay_exempt_variables(self):
+        """The learned memory score scale ``log_s`` (``memory_score_scale="learned"``): as CLIP's logit scale
+        it has no weight decay, which would pull it towards ``s = 1``, the uniform read it exists to leave."""
+        if self.use_memory and self.memory_fuse.log_scale is not None:
+            return [self.memory_fuse.log_scale]
+        return []
+
     def encode(self, images, training=False):
         """``(F, low_level, aux_features)`` for float RGB images in 0..255."""
         feats = self.backbone(images, training=training)
@@ -239,9 +261,19 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
 
     def forward(self, images, memory=None, training=False, gumbel_seed=None):
         """All outputs of one pass: a dict with ``logits`` and ``aux_logits`` (float32, input resolution),
-        ``features`` (F), and with memory ``weights`` (W, eq. 4), ``scores`` (cosine) and
-        ``cohesion_logits`` (the logits of the cohesion loss, eq. 6: ``scores / memory_temperature`` where
-        ``memory_temperature_on`` is ``cohesion`` or ``both``, else ``scores``).
+        ``features`` (F), and with memory ``weights`` (W, eq. 4), ``scores``, ``score_scale`` and
+        ``cohesion_logits``:
+
+        - ``scores``: the cosines the read starts from, before any scale or temperature: ``normalize(F) . M[n]``
+          (eq. 4), or with ``memory_centering="mean_row"`` the centred cosines ``normalize(q - m) .
+          normalize(M[n] - m)`` (``mgml_tf.memory.centered_scores``);
+        - ``score_scale``: the scalar that multiplies ``scores`` to give the read logits, ``W = softmax(
+          score_scale * scores)`` (Gumbel noise added to the logits in a Gumbel read): the learned
+          ``s = exp(min(log_s, log 100))`` with ``memory_score_scale="learned"``, else ``1 / memory_temperature``
+          where ``memory_temperature_on`` is ``read`` or ``both`` and 1 otherwise;
+        - ``cohesion_logits``: the logits of the cohesion loss (eq. 6): ``s * scores`` when learned; else
+          ``scores / memory_temperature`` where ``memory_temperature_on`` is ``cohesion`` or ``both``, else
+          ``scores``.
 
         ``gumbel_seed`` (a ``[2]`` int tensor) makes the read a Gumbel-softmax with noise drawn
         statelessly from that seed (the reference's training read; never used in evaluation)."""
@@ -260,8 +292,11 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
                 noise = -tf.math.log(-tf.math.log(u))
             x, out["weights"], out["scores"] = self.memory_fuse(features, memory, gumbel_noise=noise,
                                                                 training=training)
+            out["score_scale"] = self.memory_fuse.scale(out["scores"].dtype)
             out["cohesion_logits"] = out["scores"]
-            if self.model_options["memory_temperature_on"] in ("cohesion", "both"):
+            if self.model_options["memory_score_scale"] == "learned":
+                out["cohesion_logits"] = out["score_scale"] * out["scores"]
+            elif self.model_options["memory_temperature_on"] in ("cohesion", "both"):
                 out["cohesion_logits"] = out["scores"] / tf.cast(self.model_options["memory_temperature"],
                                                                  out["scores"].dtype)
         logits = self.decode(x, low_level, training=training)

@@ -36,6 +36,13 @@ _HELP = {
                           "--memory_temperature_on.",
     "memory_temperature_on": "cohesion: T divides the cohesion-loss logits only (the reference); read: the read "
                              "softmax of eq. 4 only (mgml_tf before this flag); both.",
+    "memory_score_scale": "fixed: the read and cohesion logits are the cosine scores (divided by T as "
+                          "--memory_temperature_on says; the paper). learned: both are s * scores with one "
+                          "trainable s = exp(log_s), initialised at 1/T, at most 100 (beyond the paper; "
+                          "--memory_temperature_on is then ignored).",
+    "memory_centering": "none: the read's cosines of eq. 4 (the paper). mean_row: cosines after subtracting the "
+                        "mean memory row from the rows and the normalised query, re-normalised (beyond the paper; "
+                        "the memory and its update unchanged).",
     "update_network_input": "What the update network U reads: normalized: normalize(F) (the paper, Sec. 3.2); "
                             "raw: F (the reference).",
     "method": "mgml (Algorithm 1), baseline (aggregated sources), mldg (meta-learning without memory), "
@@ -71,7 +78,7 @@ _HELP = {
 #: Options that fix the architecture or the method: a model_dir made with other values is refused.
 ARCHITECTURE_KEYS = ("backbone", "head", "num_classes", "output_stride", "feature_channels",
                      "decoder_channels", "low_level_channels", "aspp_rates", "aux_head", "use_memory",
-                     "use_update_network", "method")
+                     "use_update_network", "method", "memory_score_scale")
 
 
 def option_defaults():
@@ -91,7 +98,9 @@ def _choices():
             "meta_test_memory": meta_learning.META_TEST_MEMORIES, "lr_schedule": optim.SCHEDULES,
             "bn_statistics_from": meta_learning.BN_STATISTICS_SOURCES,
             "memory_temperature_on": segmenter.MEMORY_TEMPERATURE_ON,
-            "update_network_input": segmenter.UPDATE_NETWORK_INPUTS}
+            "update_network_input": segmenter.UPDATE_NETWORK_INPUTS,
+            "memory_score_scale": segmenter.MEMORY_SCORE_SCALES,
+            "memory_centering": segmenter.MEMORY_CENTERINGS}
 
 
 def define_model_flags(fv):

@@ -29,8 +29,11 @@ def resolved_architecture(options):
         arch["use_memory"] = False
     if arch["aspp_rates"] is not None:
         arch["aspp_rates"] = [int(r) for r in arch["aspp_rates"]]
+    if arch["memory_score_scale"] is None:
+        arch["memory_score_scale"] = "fixed"  # a run saved before the option: the behaviour of that time
     if not arch["use_memory"]:
         arch["use_update_network"] = None
+        arch["memory_score_scale"] = None
     return arch
 
 
@@ -56,8 +59,8 @@ def latest_checkpoint(model_dir):
 
 def checkpoint_architecture(path):
     """The architecture options a checkpoint's variables reveal (``backbone``, ``head``, ``num_classes``,
-    ``feature_channels``, ``use_memory``, ``use_update_network``, ``aux_head``), read from its variable
-    names and shapes without building a model; ``{}`` if the checkpoint cannot be read."""
+    ``feature_channels``, ``use_memory``, ``use_update_network``, ``memory_score_scale``, ``aux_head``), read from
+    its variable names and shapes without building a model; ``{}`` if the checkpoint cannot be read."""
     import re
 
     import tensorflow as tf
@@ -85,6 +88,7 @@ def checkpoint_architecture(path):
     arch["use_memory"] = "memory/memory" in var
     if arch["use_memory"]:
         arch["use_update_network"] = any(k.startswith("update_network/") for k in var)
+        arch["memory_score_scale"] = "learned" if "memory_read/log_scale" in var else "fixed"
     arch["aux_head"] = any(k.startswith("aux_head/") for k in var)
     return {k: v for k, v in arch.items() if v is not None}
 
