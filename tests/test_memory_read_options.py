@@ -240,3 +240,16 @@ def test_flags_and_model_dir_architecture():
     del saved["memory_score_scale"]
     assert md.resolved_architecture(saved)["memory_score_scale"] == "fixed"
     assert md.resolved_architecture(dict(opts, method="baseline"))["memory_score_scale"] is None
+
+
+def test_checkpoint_reveals_the_learned_scale(tmp_path):
+    """Without flags.json, resuming compares the options with the checkpoint's variables: log_scale or not."""
+    from mgml_tf.training import checkpoints
+
+    for scale, other in (("learned", "fixed"), ("fixed", "learned")):
+        model = small_model(memory_score_scale=scale)
+        path = checkpoints.checkpoint_object(model).write(str(tmp_path / scale))
+        assert md.checkpoint_architecture(path)["memory_score_scale"] == scale
+        assert md.checkpoint_differences(path, dict(model.get_config(), memory_score_scale=other)) == [
+            f"memory_score_scale={scale!r} (checkpoint) vs {other!r} (now)"]
+        assert md.checkpoint_differences(path, model.get_config()) == []
