@@ -290,7 +290,7 @@ def test_bad_arguments(tmp_path):
 def _run_cli(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run([sys.executable, "-m", "mgml_tf.data.synthetic", *args], capture_output=True,
-                          text=True, env=env, timeout=120,
+                          text=True, env=env, timeout=300,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

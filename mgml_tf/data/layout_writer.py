@@ -4,6 +4,7 @@ Knows the file paths of GTAV, Synthia, Cityscapes, BDD100K, Mapillary and IDD, t
 (see docs/SYNTHETIC.md, "The written layouts"), and writes every file atomically (temporary file, then
 rename).  It knows nothing about scenes: a family passes a function that makes image `i`.
 """
+import collections
 import json
 import os
 import sys
@@ -145,3 +146,27 @@ def write_images(make_image, style_name, layout, num_images, output_dir, split, 
     write_file(meta_path, (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
     return {"spec": f"{layout}:{root}", "pairs": pairs, "seconds_generate": t_gen,
             "cpu_seconds_generate": cpu_gen, "seconds_total": total}
+
+
+SuiteSpecs = collections.namedtuple("SuiteSpecs", ["sources", "targets"])
+
+
+def write_suite(write_dataset, suite, source_styles, output_dir, num_train, num_val, seed, height, width,
+                verbose=False, num_source_val=0):
+    """Every style of a family's ``suite`` (``{style: layout}``) in ``output_dir/<style>``: source styles
+    (``source_styles``) get ``num_train`` images in the train split, the others ``num_val`` in the val split;
+    with ``num_source_val`` > 0 each source style also gets that many held-out images (val split, same layout,
+    the held-out seed stream of ``write_dataset``) in ``output_dir/<style>_val``.
+
+    Returns ``SuiteSpecs(sources, targets)`` of "layout:root" strings (held-out roots are not in them)."""
+    sources, targets = [], []
+    for name, layout in suite.items():
+        is_source = name in source_styles
+        res = write_dataset(name, layout, num_train if is_source else num_val, os.path.join(output_dir, name),
+                            seed=seed, height=height, width=width, split="train" if is_source else "val",
+                            verbose=verbose)
+        (sources if is_source else targets).append(res["spec"])
+        if is_source and num_source_val:
+            write_dataset(name, layout, num_source_val, os.path.join(output_dir, name + "_val"), seed=seed,
+                          height=height, width=width, split="val", verbose=verbose, held_out=True)
+    return SuiteSpecs(sources, targets)

@@ -22,7 +22,6 @@ Command line::
 See docs/SYNTHETIC.md.
 """
 import collections
-import os
 import sys
 import time
 import zlib
@@ -48,7 +47,7 @@ DEFAULT_SUITE = collections.OrderedDict([
     ("rainy_realistic", "mapillary"),
 ])
 
-SuiteSpecs = collections.namedtuple("SuiteSpecs", ["sources", "targets"])
+SuiteSpecs = layout_writer.SuiteSpecs
 
 
 def get_style(style):
@@ -145,17 +144,8 @@ def write_default_suite(output_dir, num_train=200, num_val=50, seed=0, height=25
       SuiteSpecs(sources=[...], targets=[...]) of "layout:root" strings, ready for
       `--sources=",".join(sources)` and `--targets=",".join(targets)`.
     """
-    sources, targets = [], []
-    for name, layout in DEFAULT_SUITE.items():
-        is_source = name in SOURCE_STYLES
-        res = write_dataset(name, layout, num_train if is_source else num_val, os.path.join(output_dir, name),
-                            seed=seed, height=height, width=width, split="train" if is_source else "val",
-                            verbose=verbose)
-        (sources if is_source else targets).append(res["spec"])
-        if is_source and num_source_val:
-            write_dataset(name, layout, num_source_val, os.path.join(output_dir, name + "_val"), seed=seed,
-                          height=height, width=width, split="val", verbose=verbose, held_out=True)
-    return SuiteSpecs(sources, targets)
+    return layout_writer.write_suite(write_dataset, DEFAULT_SUITE, SOURCE_STYLES, output_dir, num_train, num_val,
+                                     seed, height, width, verbose, num_source_val)
 
 
 def class_frequencies(num_images=50, height=256, width=512, seed=0):

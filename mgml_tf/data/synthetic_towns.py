@@ -20,7 +20,6 @@ Command line::
 See docs/SYNTHETIC.md, "The towns family".
 """
 import collections
-import os
 import sys
 import time
 import zlib
@@ -44,7 +43,7 @@ DEFAULT_SUITE = collections.OrderedDict([
     ("teal_drizzle", "mapillary"),
 ])
 
-SuiteSpecs = collections.namedtuple("SuiteSpecs", ["sources", "targets"])
+SuiteSpecs = layout_writer.SuiteSpecs
 GENERATOR = "mgml_tf.data.synthetic_towns"
 #: Seed-stream tag of the held-out source images (`write_default_suite(num_source_val=...)`): their image
 #: rngs never coincide with those of the training images of the same style and seed.
@@ -104,17 +103,8 @@ def write_default_suite(output_dir, num_train=200, num_val=50, seed=0, height=25
     With `num_source_val` > 0 each source style also gets that many held-out images (val split, same layout,
     a seed stream disjoint from the training images) in `output_dir/<style>_val`.
     Returns SuiteSpecs(sources, targets) of "layout:root" strings (held-out roots are not in them)."""
-    sources, targets = [], []
-    for name, layout in DEFAULT_SUITE.items():
-        is_source = name in SOURCE_STYLES
-        res = write_dataset(name, layout, num_train if is_source else num_val, os.path.join(output_dir, name),
-                            seed=seed, height=height, width=width, split="train" if is_source else "val",
-                            verbose=verbose)
-        (sources if is_source else targets).append(res["spec"])
-        if is_source and num_source_val:
-            write_dataset(name, layout, num_source_val, os.path.join(output_dir, name + "_val"), seed=seed,
-                          height=height, width=width, split="val", verbose=verbose, held_out=True)
-    return SuiteSpecs(sources, targets)
+    return layout_writer.write_suite(write_dataset, DEFAULT_SUITE, SOURCE_STYLES, output_dir, num_train, num_val,
+                                     seed, height, width, verbose, num_source_val)
 
 
 def class_frequencies(num_images=50, height=256, width=512, seed=0):
