@@ -46,7 +46,9 @@ def score_geometry(scores, features):
     ``features`` ``[h, w, C]`` is ``F``. Returns the mean cosine score, the mean spread between a pixel's largest
     and smallest score (the most a softmax at temperature T can separate is ``spread / T`` in logits), the
     share of exactly-zero feature entries (post-ReLU), and the mean cosine of each pixel's feature with the
-    image's mean feature (1: every pixel points the same way, so every class row scores alike).
+    image's mean feature (1: every pixel points the same way, so every class row scores alike). With
+    ``--memory_centering=mean_row`` the scores are the centred cosines the read uses; the logits of the read
+    are ``score_scale`` (``forward``'s) times the scores.
     """
     f = features.reshape(-1, features.shape[-1]).astype(np.float64)
     unit = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
@@ -103,7 +105,8 @@ def diagnose(model_dir, max_images=0):
             max_w += float(w.max(-1).sum())
             entropy += float((-(w * np.log(np.maximum(w, 1e-12))).sum(-1)).sum() / np.log(n))
             total += int(valid.sum())
-            geometry.append(score_geometry(out["scores"].numpy()[0], out["features"].numpy()[0]))
+            geometry.append({**score_geometry(out["scores"].numpy()[0], out["features"].numpy()[0]),
+                             "score_scale": float(np.asarray(out.get("score_scale", 1.0)))})
         per_domain[f"{name}:{os.path.basename(root)}"] = {
             "read_accuracy": 100.0 * hits / total, "network_accuracy": 100.0 * net_hits / total,
             "mean_max_weight": max_w / total, "mean_normalized_entropy": entropy / total,

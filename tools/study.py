@@ -347,11 +347,11 @@ def markdown(summary, meta):
         lines += ["### The memory read (mean over runs and domains)", "",
                   "Uniform read of 19 rows: max weight 0.053, entropy / log N = 1. *Score spread*: a pixel's "
                   "largest minus smallest cosine score (the most a softmax at temperature T separates is "
-                  "spread / T); *feature direction*: mean cosine of a pixel's feature with the image's mean "
+                  "spread / T, or spread x read scale); *feature direction*: mean cosine of a pixel's feature with the image's mean "
                   "feature; *row cosine*: mean cosine between two memory rows.", "",
                   "| family | variant | domains | read accuracy (%) | network accuracy (%) | max weight | "
-                  "entropy / log N | score spread | zero features | feature direction | row cosine |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "entropy / log N | score spread | read scale | zero features | feature direction | row cosine |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for key, v in memory_rows:
             family, name = key.split("/")
             rows_cos = v["memory_read"]["memory"]["row_cosine_mean"]
@@ -361,7 +361,7 @@ def markdown(summary, meta):
                     lines.append(
                         f"| {family} | `{name}` | {kind.replace('_', '-')} | {m['read_accuracy']:.1f} | "
                         f"{m['network_accuracy']:.1f} | {m['mean_max_weight']:.3f} | "
-                        f"{m['mean_normalized_entropy']:.3f} | {m['score_spread']:.2f} | "
+                        f"{m['mean_normalized_entropy']:.3f} | {m['score_spread']:.2f} | {m.get('score_scale', 1.0):.2f} | "
                         f"{m['zero_feature_share']:.2f} | {m['feature_mean_direction_cosine']:.2f} | "
                         f"{rows_cos:.2f} |")
         lines.append("")
@@ -387,6 +387,14 @@ def plot_curves(records, path):
             ax.plot(steps, [s["in_domain"] for s in scores], "-o", color=f"C{i}", markersize=3,
                     label=f"{label} in-domain")
             ax.plot(steps, [s["target"] for s in scores], "--x", color=f"C{i}", markersize=3, label=f"{label} target")
+        # The study's own baseline runs (3000 steps, every seed): the spread of the chosen setting.
+        for j, r in enumerate(r for r in records if r["family"] == family and r["variant"] == "baseline"):
+            steps = [h["step"] for h in r["history"]]
+            scores = [final_scores({"history": [h]}) for h in r["history"]]
+            ax.plot(steps, [s["in_domain"] for s in scores], "-", color="grey", lw=0.8,
+                    label="study baseline (3000 steps), seeds: in-domain" if j == 0 else None)
+            ax.plot(steps, [s["target"] for s in scores], "--", color="grey", lw=0.8,
+                    label="study baseline, seeds: target" if j == 0 else None)
         ax.axhline(50, color="grey", lw=0.5)
         ax.set_title(f"{family}: baseline learning curves")
         ax.set_xlabel("training step")
