@@ -82,6 +82,9 @@ VARIANTS = {
                                   ("--method=mgml", "--memory_score_scale=learned")),
     "mgml_centred_read": Variant("hypotheses", "MGML, read centred on the mean memory row",
                                  ("--method=mgml", "--memory_centering=mean_row")),
+    "mgml_learned_scale_centred": Variant("hypotheses", "MGML, learned scale and centred read together",
+                                          ("--method=mgml", "--memory_score_scale=learned",
+                                           "--memory_centering=mean_row")),
     "mgml_cohesion_0.2": Variant("hypotheses", "MGML, cohesion weight 0.2 (paper: 0.02)",
                                  ("--method=mgml", "--cohesion_weight=0.2")),
     "mgml_inner_lr_1": Variant("hypotheses", "MGML, inner learning rate = outer (paper: 1/4)",
@@ -240,9 +243,10 @@ def final_scores(record):
 
 
 def bootstrap_interval(values, resamples, seed=0):
-    """Percentile bootstrap 95% interval of the mean of ``values`` (resampling its entries)."""
+    """Percentile bootstrap 95% interval of the mean of ``values`` (resampling its entries); None under 3
+    values, where resampling gives no interval worth the name."""
     values = np.asarray(values, float)
-    if len(values) < 2:
+    if len(values) < 3:
         return None
     idx = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
     low, high = np.percentile(values[idx].mean(axis=1), [2.5, 97.5])
