@@ -421,15 +421,16 @@ def plot_decisive(summary, path):
         return None
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
     for y, r in enumerate(rows):
-        ax.plot(r["differences"], [y] * len(r["differences"]), "k.", alpha=0.5)
         if r["interval"]:
-            ax.plot(r["interval"], [y, y], "-", color="C0", lw=3)
+            ax.plot(r["interval"], [y, y], "-", color="C0", lw=3, alpha=0.5)
+        ax.plot(r["differences"], [y] * len(r["differences"]), "k.")
         ax.plot([r["mean"]], [y], "D", color="C3")
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"{r['family']}: {r['variant']} − {r['against']}" for r in rows], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("target mIoU difference, same seed (points); bar: bootstrap 95% interval of the mean")
+    ax.set_xlabel("target mIoU difference, same seed (points)")
+    ax.set_title("dots: seeds; diamond: mean; bar: bootstrap 95% interval (from 3 seeds)", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
