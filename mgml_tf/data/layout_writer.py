@@ -103,6 +103,20 @@ def write_file(path, data):
     os.replace(tmp, path)
 
 
+def write_style(generator, generate_scene, image_rng, style, layout, num_images, output_dir, seed, height,
+                width, split, held_out=False, verbose=False):
+    """One family's ``write_dataset``: checks the arguments, then writes image ``i`` as
+    ``generate_scene(style, height, width, image_rng(style, seed, i, held_out))`` with the SYNTHETIC.json record
+    of ``generator`` (the family's module name)."""
+    check_write_args(layout, num_images, height, width, split)
+    meta = {"generator": generator, "style": style.name, "layout": layout, "seed": int(seed),
+            "height": int(height), "width": int(width)}
+    if held_out:
+        meta["held_out"] = True
+    return write_images(lambda i: generate_scene(style, height, width, image_rng(style, seed, i, held_out)),
+                        style.name, layout, num_images, output_dir, split, meta, verbose)
+
+
 def write_images(make_image, style_name, layout, num_images, output_dir, split, meta, verbose=False):
     """Write images 0..num_images-1 (`make_image(i) -> (image, label)`) and the root's SYNTHETIC.json.
 

@@ -85,15 +85,8 @@ def write_dataset(style, layout, num_images, output_dir, seed=0, height=256, wid
 
     Image i comes from `image_rng(style, seed, i, held_out)`: the same arguments give byte-identical files.
     Paths, label encodings and the result dict are those of `synthetic.write_dataset`."""
-    style = get_style(style)
-    layout_writer.check_write_args(layout, num_images, height, width, split)
-    meta = {"generator": GENERATOR, "style": style.name, "layout": layout, "seed": int(seed),
-            "height": int(height), "width": int(width)}
-    if held_out:
-        meta["held_out"] = True
-    return layout_writer.write_images(
-        lambda i: generate_scene(style, height, width, image_rng(style, seed, i, held_out)), style.name, layout,
-        num_images, output_dir, split, meta, verbose)
+    return layout_writer.write_style(GENERATOR, generate_scene, image_rng, get_style(style), layout, num_images,
+                                     output_dir, seed, height, width, split, held_out, verbose)
 
 
 def write_default_suite(output_dir, num_train=200, num_val=50, seed=0, height=256, width=512, verbose=False,
