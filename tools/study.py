@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -185,7 +186,6 @@ def train_one(family, name, seed):
     log_path = os.path.join(FLAGS.out_dir, "logs", family, f"{name}_seed{seed}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     if os.path.exists(os.path.join(model_dir, "eval_results.json")):  # finished before under other flags
-        import shutil
         shutil.rmtree(model_dir)
     env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(FLAGS.threads), TF_NUM_INTEROP_THREADS=str(FLAGS.threads),
                TF_CPP_MIN_LOG_LEVEL="2")
@@ -204,7 +204,7 @@ def train_one(family, name, seed):
     with open(os.path.join(model_dir, "eval_history.jsonl")) as f:
         record["history"] = [json.loads(line) for line in f if line.strip()]
     if "--method=baseline" not in VARIANTS[name].flags and "--method=mldg" not in VARIANTS[name].flags:
-        record["memory_read"] = memory_read_diagnostics(model_dir, family, name, seed)
+        record["memory_read"] = memory_read_diagnostics(model_dir)
     path = record_path(family, name, seed)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as f:
@@ -215,7 +215,7 @@ def train_one(family, name, seed):
     return record
 
 
-def memory_read_diagnostics(model_dir, family, name, seed):
+def memory_read_diagnostics(model_dir):
     """tools/memory_diagnostics.py on every evaluated domain of a run with a memory."""
     out = os.path.join(model_dir, "memory_diagnostics.json")
     env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(FLAGS.threads), TF_NUM_INTEROP_THREADS=str(FLAGS.threads))
