@@ -176,6 +176,11 @@ def _git_commit():
         return None
 
 
+def _recorded(family, name, seed):
+    model_dir = os.path.join(FLAGS.out_dir, "runs", family, name, f"seed{seed}")
+    return load_record(family, name, seed, _command(family, name, seed, model_dir)) is not None
+
+
 def train_one(family, name, seed):
     """Trains one variant with one seed unless its record exists; returns the record."""
     model_dir = os.path.join(FLAGS.out_dir, "runs", family, name, f"seed{seed}")
@@ -492,7 +497,9 @@ def main(argv):
     if not FLAGS.report_only and jobs:
         # The first run of each family generates its scenes: run those alone so parallel runs do not race.
         for family in FLAGS.families:
-            train_one(*next(j for j in jobs if j[0] == family))
+            pending = [j for j in jobs if j[0] == family and not _recorded(*j)]
+            if pending:
+                train_one(*pending[0])
         failures = []
         with concurrent.futures.ThreadPoolExecutor(FLAGS.workers) as pool:
             for future in concurrent.futures.as_completed([pool.submit(train_one, *job) for job in jobs]):
