@@ -90,6 +90,9 @@ VARIANTS = {
                                  ("--method=mgml", "--cohesion_weight=0.2")),
     "mgml_inner_lr_1": Variant("hypotheses", "MGML, inner learning rate = outer (paper: 1/4)",
                                ("--method=mgml", "--inner_lr_ratio=1.0")),
+    "mgml_memory_rewrite_1000": Variant("hypotheses", "MGML, memory rewritten from the current encoder every "
+                                        "1000 steps (paper: once, from the untrained encoder)",
+                                        ("--method=mgml", "--memory_rewrite_every=1000")),
     "mldg_split_only": Variant("hypotheses", "MLDG's two forward passes on the domain split, no inner step",
                                ("--method=mldg", "--meta_order=0")),
     # Departures from the reference code (docs/REFERENCE.md): the old behaviour, one option at a time.

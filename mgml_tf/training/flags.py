@@ -177,6 +177,10 @@ def define_train_flags(fv):
                          flag_values=fv)
     flags.DEFINE_integer("memory_init_batches", 100, "Source batches used to initialise the memory "
                          "(fresh runs only; 0: keep the random initial memory).", flag_values=fv)
+    flags.DEFINE_integer("memory_rewrite_every", 0, "Rewrite the memory as the class means of the current "
+                         "encoder's features (as at the start, from --memory_init_batches batches) every N "
+                         "steps; 0: never (the paper: written once from the untrained encoder, then only by "
+                         "the update network).", flag_values=fv)
     flags.DEFINE_boolean("deterministic", False, "Reproducible run: deterministic kernels "
                          "(tf.config.experimental.enable_op_determinism), deterministic input pipeline order, "
                          "every seed from --seed; two runs give bit-identical losses and weights on CPU. On GPU "
@@ -339,7 +343,8 @@ def validate_train_flags(fv):
     _need(all(c >= 32 for c in crop), f"--crop_size must be at least 32 pixels, got {','.join(fv.crop_size)}")
     for key in ("batch_per_domain", "checkpoint_every", "keep_checkpoints", "log_every"):
         _need(fv[key].value >= 1, f"--{key} must be a positive integer, got {fv[key].value}")
-    for key in ("eval_every", "memory_init_batches", "summary_images", "max_nonfinite_steps"):
+    for key in ("eval_every", "memory_init_batches", "memory_rewrite_every", "summary_images",
+                "max_nonfinite_steps"):
         _need(fv[key].value >= 0, f"--{key} must be >= 0, got {fv[key].value}")
     validate_eval_flags(fv)
     validate_synthetic_flags(fv)

@@ -188,7 +188,9 @@ class Trainer:
                              description="memory slot read by each pixel (class colour) scaled by its weight")
 
     # --------------------------------------------------------------------------------------- training
-    def initialize_memory(self):
+    def initialize_memory(self, step=0):
+        """Writes the memory as class means of the encoder's features (Sec. 3.2); at ``step`` > 0 a rewrite
+        of --memory_rewrite_every, from the same batches."""
         from mgml_tf.data import aggregated_batches
         from mgml_tf.data.augment import GEOMETRY_ONLY
 
@@ -201,7 +203,8 @@ class Trainer:
                                      deterministic=True, augment_config=GEOMETRY_ONLY)
         model.initialize_memory(batches, max_batches=fv.memory_init_batches)
         counts = np.linalg.norm(model.memory.numpy(), axis=1) > 0
-        self.log(f"memory initialised from {fv.memory_init_batches} source batches in "
+        self.log(f"memory {'rewritten at step ' + str(step) if step else 'initialised'} from "
+                 f"{fv.memory_init_batches} source batches in "
                  f"{time.perf_counter() - t0:.1f} s ({int(counts.sum())}/{self.num_classes} classes seen)")
 
     def run(self, start_step):
@@ -298,6 +301,9 @@ class Trainer:
                     tracker.reset_state()
                 window_time, n_window = 0.0, 0
                 window_steps, window_skips = 0, 0
+            rewrite = getattr(fv, "memory_rewrite_every", 0)
+            if rewrite and step % rewrite == 0 and step < total:  # before the checkpoint: resume never redoes it
+                self.initialize_memory(step)
             if step % fv.checkpoint_every == 0 or step == total:
                 path = ckpt_lib.save(self.save_manager, step,
                                      list(model.variables) + list(model.optimizer.variables))
@@ -436,7 +442,8 @@ def run_training(fv, options, log=print, strategy=None):
 
 
 _SAVED_FLAGS = ("model_dir", "sources", "targets", "batch_per_domain", "crop_size", "checkpoint_every",
-                "keep_checkpoints", "eval_every", "log_every", "memory_init_batches", "deterministic",
+                "keep_checkpoints", "eval_every", "log_every", "memory_init_batches", "memory_rewrite_every",
+                "deterministic",
                 "nonfinite", "max_nonfinite_steps",
                 "summary_images", "synthetic_root", "synthetic_num_train", "synthetic_num_val",
                 "synthetic_height", "synthetic_width", "synthetic_family", "synthetic_num_source_val",
