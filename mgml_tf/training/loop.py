@@ -179,7 +179,6 @@ class Trainer:
                 slot = np.argmax(w[0], axis=-1)
                 strength = np.max(w[0], axis=-1, keepdims=True)
                 memory.append((vis.colorize(slot, self.num_classes) * strength).astype(np.uint8))
-        n = len(samples)
         summaries.image(f"{label}/input", np.stack(inputs))
         summaries.image(f"{label}/prediction", np.stack(preds))
         summaries.image(f"{label}/ground_truth", np.stack(truths))
