@@ -58,6 +58,7 @@ class Variant:
     group: str
     description: str
     flags: tuple = ()
+    against: str = "mgml"  # what an exploratory variant is compared with, seed by seed (one option changed)
 
 
 # The default of every option not named is configs/study.cfg's, itself the paper's where the paper sets it.
@@ -94,7 +95,7 @@ VARIANTS = {
                                         "1000 steps (paper: once, from the untrained encoder)",
                                         ("--method=mgml", "--memory_rewrite_every=1000")),
     "mldg_split_only": Variant("hypotheses", "MLDG's two forward passes on the domain split, no inner step",
-                               ("--method=mldg", "--meta_order=0")),
+                               ("--method=mldg", "--meta_order=0"), against="mldg"),
     # Departures from the reference code (docs/REFERENCE.md): the old behaviour, one option at a time.
     "mgml_bn_epsilon_1e-3": Variant("departures", "MGML, BatchNorm epsilon 1e-3 in heads, U and read block",
                                     ("--method=mgml", "--bn_epsilon=1e-3")),
@@ -127,6 +128,8 @@ DECISIVE = (
     ("memory_agg", "baseline", "Does the memory help aggregate training?"),
 )
 SECONDARY = (("mldg", "baseline", "Does episodic meta-learning without memory help?"),)
+# Exploratory: each variant against the one it changes (Variant.against), same seeds; fewer seeds, no verdict.
+EXPLORATORY_GROUPS = ("hypotheses", "departures", "table7", "table5", "table6")
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -273,7 +276,7 @@ def paired(records, family, a, b, key="target"):
 
 
 def summarize(records):
-    out = {"variants": {}, "decisive": [], "secondary": []}
+    out = {"variants": {}, "decisive": [], "secondary": [], "exploratory": []}
     for family in FLAGS.families:
         for name in VARIANTS:
             runs = sorted((r for r in records if r["family"] == family and r["variant"] == name),
@@ -289,7 +292,9 @@ def summarize(records):
             if all("memory_read" in r for r in runs):
                 entry["memory_read"] = _memory_read_means([r["memory_read"] for r in runs])
             out["variants"][f"{family}/{name}"] = entry
-        for kind, table in (("decisive", DECISIVE), ("secondary", SECONDARY)):
+        exploratory = tuple((name, v.against, v.description) for name, v in VARIANTS.items()
+                            if v.group in EXPLORATORY_GROUPS)
+        for kind, table in (("decisive", DECISIVE), ("secondary", SECONDARY), ("exploratory", exploratory)):
             for a, b, question in table:
                 for key in ("target", "in_domain"):
                     result = paired(records, family, a, b, key)
@@ -343,6 +348,26 @@ def markdown(summary, meta):
         for r in rows:
             lines.append(f"| {r['family']} | `{r['variant']}` − `{r['against']}` | {r['score'].replace('_', '-')} "
                          f"| **{r['mean']:+.1f}** | {_interval(r)} | {r['wins']}/{len(r['differences'])} |")
+        lines.append("")
+    if summary["exploratory"]:
+        lines += ["### Exploratory comparisons: one option changed, same seeds", "",
+                  "Each variant against the variant it changes one option of. Per-seed differences; too few "
+                  "seeds for an interval unless shown.", "",
+                  "| family | comparison | target difference | per seed | in-domain difference | per seed |",
+                  "|---|---|---|---|---|---|"]
+        by = {}
+        for r in summary["exploratory"]:
+            by.setdefault((r["family"], r["variant"], r["against"]), {})[r["score"]] = r
+        for (family, a, b), scores in by.items():
+            cells = []
+            for key in ("target", "in_domain"):
+                r = scores.get(key)
+                if r is None:
+                    cells += ["—", "—"]
+                    continue
+                interval = f" {_interval(r)}" if r["interval"] else ""
+                cells += [f"**{r['mean']:+.1f}**{interval}", ", ".join(f"{d:+.1f}" for d in r["differences"])]
+            lines.append(f"| {family} | `{a}` − `{b}` | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["### Every variant", "", "| family | variant | steps | in-domain | target | " +
               "per target | seeds | minutes per run (CPU) |", "|---|---|---|---|---|---|---|---|"]
