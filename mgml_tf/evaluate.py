@@ -51,7 +51,6 @@ def main(argv):
     if fv.save_predictions:
         cli.check_writable("save_predictions", fv.save_predictions)
 
-    import numpy as np
 
     from mgml_tf.data import evaluation_dataset
     from mgml_tf.training import metrics as metrics_lib

@@ -1,11 +1,11 @@
 """Backbones: strides/channels, dilation, weight transfer from keras.applications, saving, errors, float64."""
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 from mgml_tf.models import backbones
-from mgml_tf.models.backbones import BACKBONES, ResNetBackbone, build_backbone
+from mgml_tf.models.backbones import ResNetBackbone, build_backbone
 
 
 def _use_float64():

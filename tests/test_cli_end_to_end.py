@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.cli_helpers import REPO, run_cli, stderr_lines, tiny_args
+from tests.cli_helpers import run_cli, stderr_lines, tiny_args
 
 
 @pytest.fixture(scope="module")
@@ -89,14 +89,16 @@ def test_export_reloads_without_mgml_tf_and_agrees(run, tmp_path):
         "w = m.signatures['memory_weights'](images=tf.constant(x))['memory_weights']\n"
         f"np.save({str(tmp_path / 'probs.npy')!r}, out['probabilities'].numpy())\n"
         "errors = []\n"
-        "for bad in (tf.zeros([1, 8, 8, 3], tf.float32), tf.zeros([8, 8, 3], tf.uint8), tf.zeros([1, 8, 8, 4], tf.uint8)):\n"
+        "bads = (tf.zeros([1, 8, 8, 3], tf.float32), tf.zeros([8, 8, 3], tf.uint8), tf.zeros([1, 8, 8, 4], tf.uint8))\n"
+        "for bad in bads:\n"
         "    try:\n"
         "        m.signatures['serving_default'](images=bad)\n"
         "    except (TypeError, ValueError, tf.errors.InvalidArgumentError):\n"
         "        errors.append(1)\n"
         "print(json.dumps({'labels': [out['labels'].dtype.name] + out['labels'].shape.as_list(),\n"
         "                  'weights': w.shape.as_list(), 'refused': len(errors),\n"
-        "                  'mgml': [k for k in sys.modules if k.startswith('mgml_tf') and sys.modules[k] is not None]}))\n")
+        "                  'mgml': [k for k in sys.modules\n"
+        "                           if k.startswith('mgml_tf') and sys.modules[k] is not None]}))\n")
     proc = subprocess.run([sys.executable, "-I", "-c", script], cwd=str(tmp_path), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr

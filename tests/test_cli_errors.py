@@ -6,7 +6,6 @@ import pytest
 from tests.cli_helpers import refused, run_cli, tiny_args
 
 
-
 @pytest.mark.parametrize("extra, words", [
     (("--no_such_flag=1",), ("no_such_flag",)),
     (("--flagfile=/nonexistent/x.cfg",), ("/nonexistent/x.cfg",)),

@@ -44,7 +44,7 @@ def test_kill_and_resume(tmp_path):
     out = run_cli("train", *args, check=True).stdout
     assert f"resumed from {latest} (step {step})" in out
     assert "memory initialised" not in out  # the restored memory is kept, not re-initialised
-    assert f"step {step + 1}/{step + 1}" in out and f"step 1/" not in out
+    assert f"step {step + 1}/{step + 1}" in out and "step 1/" not in out
     after = os.path.join(model_dir, "checkpoints", f"ckpt-{step + 1}")
     reader_after = tf.train.load_checkpoint(after)
     assert int(reader_after.get_tensor(checkpoints.variable_key("optimizer", "iteration"))) == step + 1

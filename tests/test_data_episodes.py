@@ -119,7 +119,9 @@ def test_non_deterministic_gives_the_same_steps(domains):
     ref = take(episodes(domains, 1, CROP, seed=2, deterministic=True), 4)
     # finished steps may overtake slower ones, by at most the number in flight
     got = take(episodes(domains, 1, CROP, seed=2, deterministic=False, num_parallel_calls=2), 10)
-    key = lambda step: tf.nest.flatten(step)[0].tobytes()  # noqa: E731
+    def key(step):
+        return tf.nest.flatten(step)[0].tobytes()
+
     assert set(map(key, ref)) <= set(map(key, got))
 
 

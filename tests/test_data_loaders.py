@@ -6,7 +6,6 @@ import zlib
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from cityscapesscripts.helpers import labels as cs
 
 import mgml_tf.data as data

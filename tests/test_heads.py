@@ -1,13 +1,19 @@
 """Heads: output shapes, determinism, saving, config, dtypes, second-order gradients, bilinear resize."""
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 from mgml_tf.layers import MetaBatchNormalization
-from mgml_tf.models import heads
-from mgml_tf.models.heads import (ASPP, AuxiliaryHead, ConvBNReLU, DeepLabV2Head, DeepLabV3PlusDecoder,
-                                  FeatureProjection, resize_bilinear)
+from mgml_tf.models.heads import (
+    ASPP,
+    AuxiliaryHead,
+    ConvBNReLU,
+    DeepLabV2Head,
+    DeepLabV3PlusDecoder,
+    FeatureProjection,
+    resize_bilinear,
+)
 
 NUM_CLASSES = 5
 

@@ -186,7 +186,9 @@ def test_centered_scores_match_numpy():
     expected = np_normalize(np_normalize(features) - m) @ np_normalize(memory - m).T
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
     raw = mem.memory_scores(memory, features).numpy()
-    spread = lambda s: (s.max(-1) - s.min(-1)).mean()  # noqa: E731
+    def spread(s):
+        return (s.max(-1) - s.min(-1)).mean()
+
     assert spread(got) > 3 * spread(raw), (spread(got), spread(raw))  # the shared direction is gone
     np.testing.assert_allclose(mem.read_scores(memory, features, "mean_row").numpy(), got, rtol=0)
     np.testing.assert_array_equal(mem.read_scores(memory, features, "none").numpy(), raw)

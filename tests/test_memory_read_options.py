@@ -117,7 +117,9 @@ def test_gradient_matches_finite_differences(options):
     theta0 = [v.numpy() for v in variables]
     _, grads, _ = model.compute_meta_gradients(tr, te, learning_rate=LR)
     eps = 1e-6
-    shifted = lambda d: [t + d if i == index else t for i, t in enumerate(theta0)]  # noqa: E731
+    def shifted(d):
+        return [t + d if i == index else t for i, t in enumerate(theta0)]
+
     numeric = (objective_at(model, shifted(eps), tr, te) - objective_at(model, shifted(-eps), tr, te)) / (2 * eps)
     objective_at(model, theta0, tr, te)
     analytic = float(grads[index].numpy())

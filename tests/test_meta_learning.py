@@ -123,7 +123,9 @@ def test_first_order_equals_formula_and_differs_from_second(float64_model):
     finally:
         model.set_training_options(meta_order=2)
     _, second, _ = model.compute_meta_gradients(tr, te, learning_rate=LR)
-    flat = lambda gs: np.concatenate([np.ravel(g) for g in gs])  # noqa: E731
+    def flat(gs):
+        return np.concatenate([np.ravel(g) for g in gs])
+
     np.testing.assert_allclose(flat(first), flat(expected), rtol=1e-8, atol=1e-11)
     diff = np.linalg.norm(flat(first) - flat(second)) / np.linalg.norm(flat(second))
     assert diff > 1e-4, diff
@@ -159,8 +161,9 @@ def test_meta_test_gradient_reaches_update_network_not_encoder_through_memory(fl
         # Without the freeze, the encoder does receive a gradient through M'.
         model.set_training_options(memory_prime_freeze="none")
         _, grads_none, _ = model.compute_meta_gradients(tr, te, learning_rate=LR)
-        enc = lambda gs: np.concatenate([np.ravel(g) for v, g in zip(model.trainable_variables, gs)  # noqa
-                                         if id(v) in encoder_ids])
+        def enc(gs):
+            return np.concatenate([np.ravel(g) for v, g in zip(model.trainable_variables, gs) if id(v) in encoder_ids])
+
         assert np.linalg.norm(enc(grads_none) - enc(grads)) > 1e-8
     finally:
         model.set_training_options(**saved)

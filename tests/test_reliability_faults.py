@@ -191,7 +191,9 @@ def test_nonfinite_train_step_and_absent_class_keep_the_memory():
 
     def two_class_episode():
         (x_tr, y_tr), (x_te, y_te) = helpers.episode(rng)
-        only = lambda y: tf.where(y == 255, y, y % 2)  # noqa: E731  classes 0 and 1 only (255 kept)
+        def only(y):  # classes 0 and 1 only (255 kept)
+            return tf.where(y == 255, y, y % 2)
+
         return (x_tr, only(y_tr)), (x_te, only(y_te))
 
     initial = model.memory.numpy().copy()

@@ -55,13 +55,13 @@ REPO = os.path.dirname(TOOLS)
 sys.path.insert(0, REPO)
 sys.path.insert(0, TOOLS)
 
-from absl import app, flags  # noqa: E402
-
 # The two tools' flags (configs, rounds, batch_per_domain, memory, times, output_json, child; layout,
 # num_files, num_images, crop, batch, height, width, only) are defined on import and used here as they are.
+# E402: these imports need the sys.path entries above (TOOLS for the tools, REPO for mgml_tf).
 import benchmark_data as bdata  # noqa: E402
 import benchmark_train_step as bts  # noqa: E402
 import count_params  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 FLAGS.set_default("configs", ["small"])  # benchmark_train_step's flag; r50 (about 10 min more) on request
@@ -263,9 +263,9 @@ def run_inference():
                 continue
             entry["warmup_s"][key] = time.perf_counter() - t0
             print(f"[inference {size_text}] warm-up {key}: {entry['warmup_s'][key]:.1f} s", flush=True)
-            calls[key] = (lambda fn=fn: fn(image).numpy())
+            calls[key] = lambda fn=fn, image=image: fn(image).numpy()
 
-        def progress(r, times):
+        def progress(r, times, size_text=size_text):
             print(f"[inference {size_text}] round {r + 1}/{FLAGS.inference_repeats}: " +
                   ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()), flush=True)
 
@@ -374,7 +374,7 @@ def _train_xla(config, methods):
             t0 = time.perf_counter()
             try:
                 float(step(data)["loss"])
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001  (report, e.g. an op XLA cannot compile)
                 result.setdefault("failed", {})[key] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
                 continue
             result["warmup_s"][key] = time.perf_counter() - t0
@@ -580,7 +580,7 @@ def render_train(sec):
               f"{2 * sec['batch_per_domain']} images per step (2 domains x {sec['batch_per_domain']}); "
               "`memory_agg` reads, writes and regularises the memory on the aggregated batch without "
               "meta-learning.", ""]
-    for config, c in sec["configs"].items():
+    for c in sec["configs"].values():
         lines += [f"**{c['backbone']} DeepLabV3+, {c['size']}x{c['size']}**", "",
                   "| method | step (s) | x baseline | peak RSS (MB) | growth during 2 steps (MB) |",
                   "|---|---:|---:|---:|---:|"]

@@ -24,14 +24,14 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
 
-from mgml_tf.data import augment as A  # noqa: E402
-from mgml_tf.data import episodes as E  # noqa: E402
-from mgml_tf.data import labels as L  # noqa: E402
-from mgml_tf.data.datasets import load_domain  # noqa: E402
+from mgml_tf.data import augment as A
+from mgml_tf.data import episodes as E
+from mgml_tf.data import labels as L
+from mgml_tf.data.datasets import load_domain
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("layout", "cityscapes", ["cityscapes", "gtav"], "label format: ids or colours")

@@ -19,7 +19,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["small", "r50"], "Configurations to run: small, r50.")
@@ -53,6 +53,7 @@ def _status_mb(field):
 
 def _build(config, method):
     import keras
+
     import mgml_tf
 
     keras.utils.set_random_seed(0)

@@ -23,10 +23,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from markdown_blocks import replace_block  # noqa: E402  (tools/, the script's folder)
+import numpy as np
+from absl import app, flags
+from markdown_blocks import replace_block  # tools/, the script's folder
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("model_dirs", None, "Trained runs (model_dir of mgml_tf.train) with a memory.", required=True)

@@ -12,9 +12,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A trained run's model_dir.", required=True)
@@ -48,7 +48,8 @@ def main(argv):
         rows.append(np.concatenate([np.asarray(p, np.float32) for p in panel], axis=1))
     figure = np.clip(np.concatenate(rows, axis=0), 0, 255).astype(np.uint8)
     tf.io.write_file(FLAGS.output, tf.io.encode_png(figure))
-    print(f"wrote {FLAGS.output} ({figure.shape[1]}x{figure.shape[0]}): rows {[t.split(':')[0] for t in saved['resolved']['targets']]}; "
+    row_names = [t.split(":")[0] for t in saved["resolved"]["targets"]]
+    print(f"wrote {FLAGS.output} ({figure.shape[1]}x{figure.shape[0]}): rows {row_names}; "
           f"columns: image, prediction, ground truth, memory weights of '{FLAGS.memory_class}'")
 
 

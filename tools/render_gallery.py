@@ -17,7 +17,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mgml_tf.data import synthetic, synthetic_towns  # noqa: E402
+from mgml_tf.data import synthetic, synthetic_towns
 
 flags.DEFINE_enum("family", "streets", ["streets", "towns"], "Synthetic family: streets "
                   "(mgml_tf.data.synthetic) or towns (mgml_tf.data.synthetic_towns).")

@@ -16,8 +16,26 @@ import dataclasses
 import numpy as np
 
 from mgml_tf.data._synthetic_labels import (
-    BICYCLE, BUILDING, BUS, CAR, FENCE, MOTORCYCLE, PERSON, POLE, RIDER, ROAD, SIDEWALK, SKY, TERRAIN,
-    TRAFFIC_LIGHT, TRAFFIC_SIGN, TRAIN, TRUCK, VEGETATION, WALL)
+    BICYCLE,
+    BUILDING,
+    BUS,
+    CAR,
+    FENCE,
+    MOTORCYCLE,
+    PERSON,
+    POLE,
+    RIDER,
+    ROAD,
+    SIDEWALK,
+    SKY,
+    TERRAIN,
+    TRAFFIC_LIGHT,
+    TRAFFIC_SIGN,
+    TRAIN,
+    TRUCK,
+    VEGETATION,
+    WALL,
+)
 
 NONE = 255  # "transparent" in sprite class maps
 
@@ -751,7 +769,7 @@ def render_scene(rng, height, width):
         sprites.append(two_wheeler(lane_x[k] + rng.uniform(-1, 1), rng.uniform(6, 40), True, True))
 
     # parked cars along the kerbs
-    for si, side in enumerate((-1, 1)):
+    for side in (-1, 1):
         if rng.random() < 0.55:
             z = rng.uniform(4.0, 12.0)
             x = (x_l + 1.1) if side < 0 else (x_r - 1.1)

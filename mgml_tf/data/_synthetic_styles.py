@@ -234,7 +234,7 @@ STYLES = {s.name: s for s in (SUNNY_GAME, OVERCAST_SIM, DESERT_TOON, FOGGY, NIGH
 # Rendering
 # ----------------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _noise_tile():
     """A fixed 256x256 tileable value-noise texture in [0, 1] (two octaves)."""
     rng = np.random.default_rng(12345)

@@ -441,7 +441,7 @@ def _street_furniture(rng, st, pr):
     sides = [(0, -1, st.left), (1, 1, st.right)]
     # Street lamps (poles), spaced along one or both sides; or tram catenary masts.
     lamp_sides = [s for s in sides if rng.random() < 0.7] or [sides[1]]
-    for side, sign, edge in lamp_sides:
+    for _side, sign, edge in lamp_sides:
         spacing = rng.uniform(16, 28)
         for s in np.arange(rng.uniform(3, 12), 90, spacing):
             if st.in_junction(s, 1):

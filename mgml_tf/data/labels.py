@@ -217,7 +217,7 @@ def color_keys(colors):
     return c[..., 0] * 65536 + c[..., 1] * 256 + c[..., 2]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _perfect_hash(items):
     """Smallest modulus m that sends every colour key to its own slot, with the slot tables."""
     keys = [k for k, _ in items]

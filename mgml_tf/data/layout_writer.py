@@ -13,7 +13,12 @@ import time
 import numpy as np
 
 from mgml_tf.data._synthetic_labels import (
-    TRAIN_TO_COLOR, TRAIN_TO_LABEL_ID, TRAIN_TO_MAPILLARY, TRAIN_TO_SYNTHIA, TRAIN_TO_TRAIN)
+    TRAIN_TO_COLOR,
+    TRAIN_TO_LABEL_ID,
+    TRAIN_TO_MAPILLARY,
+    TRAIN_TO_SYNTHIA,
+    TRAIN_TO_TRAIN,
+)
 
 LAYOUTS = ("gtav", "synthia", "cityscapes", "bdd100k", "mapillary", "idd")
 MIN_SIZE = 32

@@ -29,12 +29,53 @@ import zlib
 import numpy as np
 
 from mgml_tf.data import layout_writer
-from mgml_tf.data._synthetic_labels import (  # noqa: F401  (re-exported)
-    CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, SYNTHIA_ABSENT, TRAIN_TO_COLOR, TRAIN_TO_LABEL_ID,
-    TRAIN_TO_MAPILLARY, TRAIN_TO_SYNTHIA, TRAIN_TO_TRAIN, colorize)
-from mgml_tf.data._synthetic_scene import Scene, render_scene  # noqa: F401
-from mgml_tf.data._synthetic_styles import SOURCE_STYLES, STYLES, TARGET_STYLES, Style, stylize  # noqa: F401
-from mgml_tf.data.layout_writer import LAYOUTS  # noqa: F401  (re-exported)
+from mgml_tf.data._synthetic_labels import (
+    CLASS_NAMES,
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    SYNTHIA_ABSENT,
+    TRAIN_TO_COLOR,
+    TRAIN_TO_LABEL_ID,
+    TRAIN_TO_MAPILLARY,
+    TRAIN_TO_SYNTHIA,
+    TRAIN_TO_TRAIN,
+    colorize,
+)
+from mgml_tf.data._synthetic_scene import Scene, render_scene
+from mgml_tf.data._synthetic_styles import SOURCE_STYLES, STYLES, TARGET_STYLES, Style, stylize
+from mgml_tf.data.layout_writer import LAYOUTS
+
+# The class table, scene renderer, styles and layouts are re-exported: this module is the family's API.
+__all__ = [
+    "CLASS_NAMES",
+    "DEFAULT_SUITE",
+    "HELD_OUT_STREAM",
+    "IGNORE_INDEX",
+    "LAYOUTS",
+    "NUM_CLASSES",
+    "SOURCE_STYLES",
+    "STYLES",
+    "SYNTHIA_ABSENT",
+    "TARGET_STYLES",
+    "TRAIN_TO_COLOR",
+    "TRAIN_TO_LABEL_ID",
+    "TRAIN_TO_MAPILLARY",
+    "TRAIN_TO_SYNTHIA",
+    "TRAIN_TO_TRAIN",
+    "Scene",
+    "Style",
+    "class_frequencies",
+    "colorize",
+    "encode_label",
+    "generate_scene",
+    "get_style",
+    "image_rng",
+    "main",
+    "render_scene",
+    "stylize",
+    "write_dataset",
+    "write_default_suite",
+]
 
 #: The embedded default suite: style -> layout it is written in.  Sources mirror the paper's G + S + I
 #: (GTAV, Synthia, IDD layouts, train split); targets its C, B, M (Cityscapes, BDD100K, Mapillary, val split).
@@ -173,7 +214,7 @@ def _define_flags():
 
 
 def _main(argv):
-    FLAGS = sys.modules[__name__]._FLAGS  # noqa: N806
+    FLAGS = sys.modules[__name__]._FLAGS
     if len(argv) > 1:
         return _fail(f"unexpected arguments: {' '.join(argv[1:])}")
     for name in ("style", "num_images", "output_dir"):

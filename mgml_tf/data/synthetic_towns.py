@@ -27,10 +27,36 @@ import zlib
 import numpy as np
 
 from mgml_tf.data import layout_writer
-from mgml_tf.data._synthetic_labels import CLASS_NAMES, NUM_CLASSES, colorize  # noqa: F401  (re-exported)
-from mgml_tf.data._towns_scene import Town, render_town  # noqa: F401  (re-exported)
-from mgml_tf.data._towns_styles import SOURCE_STYLES, STYLES, TARGET_STYLES, TownStyle, shade  # noqa: F401
-from mgml_tf.data.layout_writer import LAYOUTS, encode_label  # noqa: F401  (re-exported)
+from mgml_tf.data._synthetic_labels import CLASS_NAMES, NUM_CLASSES, colorize
+from mgml_tf.data._towns_scene import Town, render_town
+from mgml_tf.data._towns_styles import SOURCE_STYLES, STYLES, TARGET_STYLES, TownStyle, shade
+from mgml_tf.data.layout_writer import LAYOUTS, encode_label
+
+# The class table, town renderer, styles and layouts are re-exported: this module is the family's API.
+__all__ = [
+    "CLASS_NAMES",
+    "DEFAULT_SUITE",
+    "GENERATOR",
+    "HELD_OUT_STREAM",
+    "LAYOUTS",
+    "NUM_CLASSES",
+    "SOURCE_STYLES",
+    "STYLES",
+    "TARGET_STYLES",
+    "Town",
+    "TownStyle",
+    "class_frequencies",
+    "colorize",
+    "encode_label",
+    "generate_scene",
+    "get_style",
+    "image_rng",
+    "main",
+    "render_town",
+    "shade",
+    "write_dataset",
+    "write_default_suite",
+]
 
 #: style -> layout: sources in the GTAV, Synthia and IDD layouts (train split), targets in the Cityscapes,
 #: BDD100K and Mapillary layouts (val split), like the streets family's suite.

@@ -320,7 +320,7 @@ def load_backbone_weights(backbone, weights):
             raise ValueError(f"There are no ImageNet weights for {name!r}; they exist for resnet50, resnet101.")
         try:
             source = _application_class(name)(include_top=False, weights="imagenet")
-        except Exception as e:  # noqa: BLE001 - typically no network
+        except Exception as e:  # typically no network
             raise OSError(f"Could not get the keras.applications ImageNet weights of {name} ({e}). Without "
                           f"network, save `keras.applications.{_application_class(name).__name__}(include_top="
                           f"False, weights='imagenet')` on a machine that has it and pass weights=PATH.") from e
@@ -331,7 +331,7 @@ def load_backbone_weights(backbone, weights):
     if weights.endswith(".keras"):
         try:
             source = keras.saving.load_model(weights, compile=False)
-        except Exception as e:  # noqa: BLE001 - reported as a misfit with the cause attached
+        except Exception as e:  # reported as a misfit with the cause attached
             raise ValueError(f"Could not load the model in {weights}: {e}") from e
     elif weights.endswith(".h5"):
         if name in _BOTTLENECK_BLOCKS:
@@ -344,7 +344,7 @@ def load_backbone_weights(backbone, weights):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Keras warns per skipped layer before it raises
                 source.load_weights(weights)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             detail = " ".join(line.strip() for line in str(e).strip().splitlines()[:4] if line.strip())
             raise ValueError(f"The weights in {weights} do not fit {target_description}: {detail}") from e
     else:

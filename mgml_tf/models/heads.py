@@ -8,12 +8,11 @@ Outputs are in the layer's compute dtype. Everything is twice differentiable, in
 upsampling (``mgml_tf.ops.resize_bilinear``: ``tf.image.resize`` silently drops the second derivative).
 """
 import keras
-import tensorflow as tf
 from keras import ops
 
 from mgml_tf.layers import Conv2D, MetaBatchNormalization
-from mgml_tf.layers.normalization import BN_EPSILON, LEGACY_BN_EPSILON, LegacyBNEpsilon  # noqa: F401
-from mgml_tf.ops import resize_bilinear  # noqa: F401  (re-exported; twice-differentiable resize)
+from mgml_tf.layers.normalization import BN_EPSILON, LegacyBNEpsilon
+from mgml_tf.ops import resize_bilinear
 
 
 # ---------------------------------------------------------------------------------------------- blocks

@@ -13,12 +13,11 @@ import keras
 import tensorflow as tf
 
 from mgml_tf import memory as memory_ops
-from mgml_tf.ops import all_reduce_sum, resize_bilinear
 from mgml_tf.layers.memory import SCORE_SCALES, CategoricalMemory, MemoryReadFuse, MemoryUpdateNetwork
 from mgml_tf.models import backbones as backbones_lib
 from mgml_tf.models import heads as heads_lib
-from mgml_tf.models.meta_learning import (MetaLearningTrainer, Options, TRAINING_DEFAULTS,
-                                          validate_training_options)
+from mgml_tf.models.meta_learning import TRAINING_DEFAULTS, MetaLearningTrainer, Options, validate_training_options
+from mgml_tf.ops import all_reduce_sum, resize_bilinear
 
 HEADS = ("deeplabv3plus", "deeplabv2")
 # Where memory_temperature T acts (the paper has no temperature: eqs. 4 and 6 read at T = 1):

@@ -51,8 +51,9 @@ def quiet_import(initialize=True):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     with quiet_stderr():
-        import tensorflow as tf  # noqa: F401
+        # Imported for their loading (and its chatter) under the quieted stderr; the names are not used here.
         import keras  # noqa: F401
+        import tensorflow as tf  # noqa: F401
     if initialize:
         quiet_initialize()
 

@@ -43,10 +43,11 @@ def main():
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)
     tf.config.threading.set_inter_op_parallelism_threads(a.threads)
-    import keras
-    import mgml_tf
     import data
+    import keras
     import worker_common
+
+    import mgml_tf
 
     images, labels = data.episode(a.size, a.batch_per_domain)
     episode = tuple((tf.constant(images[d]), tf.constant(labels[d])) for d in range(2))
