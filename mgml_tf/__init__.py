@@ -5,6 +5,7 @@
 ``mgml_tf.build_model(**options)`` returns a ``MemorySegmenter`` whose ``fit`` runs Algorithm 1 on
 episodes from ``mgml_tf.data``; ``mgml_tf.memory`` holds the memory's maths as pure functions.
 """
+
 import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -19,6 +20,7 @@ def __getattr__(name):
     # Lazy so that `python -m mgml_tf.data.synthetic` and friends do not build the model stack.
     if name in _LAZY:
         import importlib
+
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'mgml_tf' has no attribute {name!r}")
 

@@ -12,6 +12,7 @@
 with each replica holding its share of every domain (``mgml_tf.data.episodes(..., num_replicas=R)``); see
 docs/DISTRIBUTED.md. Errors are one-line ``ValueError``s that name the valid values.
 """
+
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ TRAINING_TASKS = ("chief", "worker")
 
 def _tf():
     import tensorflow as tf
+
     return tf
 
 
@@ -38,8 +40,10 @@ def configure_devices(num_devices):
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         if num_devices is not None and int(num_devices) > len(gpus):
-            raise ValueError(f"num_devices={num_devices} but this machine has {len(gpus)} GPU(s); "
-                             f"set --num_devices to at most {len(gpus)}")
+            raise ValueError(
+                f"num_devices={num_devices} but this machine has {len(gpus)} GPU(s); "
+                f"set --num_devices to at most {len(gpus)}"
+            )
         return len(gpus) if num_devices is None else int(num_devices)
     n = 1 if num_devices is None else int(num_devices)
     if n == 1:
@@ -51,8 +55,10 @@ def configure_devices(num_devices):
     try:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
     except RuntimeError:
-        raise ValueError(f"configure_devices({n}) was called after TensorFlow initialised its devices; call it "
-                         "before the first TensorFlow op (first thing in main, or in a fresh process)") from None
+        raise ValueError(
+            f"configure_devices({n}) was called after TensorFlow initialised its devices; call it "
+            "before the first TensorFlow op (first thing in main, or in a fresh process)"
+        ) from None
     return n
 
 
@@ -64,8 +70,10 @@ def validate_tf_config(environ=None):
     raw = environ.get("TF_CONFIG", "")
     if not raw.strip():
         return None
-    example = ('set TF_CONFIG to JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
-               '"task": {"type": "worker", "index": 0}}')
+    example = (
+        'set TF_CONFIG to JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+        '"task": {"type": "worker", "index": 0}}'
+    )
     try:
         config = json.loads(raw)
     except ValueError as e:
@@ -74,27 +82,34 @@ def validate_tf_config(environ=None):
         raise ValueError(f"TF_CONFIG must be a JSON object, got {type(config).__name__}; {example}")
     cluster, task = config.get("cluster"), config.get("task")
     if not isinstance(cluster, dict) or not cluster:
-        raise ValueError(f"TF_CONFIG has no \"cluster\" (a job -> address list object); {example}")
+        raise ValueError(f'TF_CONFIG has no "cluster" (a job -> address list object); {example}')
     for job, addresses in cluster.items():
-        if (not isinstance(addresses, list) or not addresses
-                or not all(isinstance(a, str) and ":" in a for a in addresses)):
-            raise ValueError(f"TF_CONFIG cluster job {job!r} must be a non-empty list of \"host:port\" "
-                             f"strings, got {addresses!r}; {example}")
+        if (
+            not isinstance(addresses, list)
+            or not addresses
+            or not all(isinstance(a, str) and ":" in a for a in addresses)
+        ):
+            raise ValueError(
+                f'TF_CONFIG cluster job {job!r} must be a non-empty list of "host:port" '
+                f"strings, got {addresses!r}; {example}"
+            )
     jobs = [j for j in cluster if j in TRAINING_TASKS]
     if not jobs:
         raise ValueError(f"TF_CONFIG cluster has no worker or chief job (jobs: {', '.join(cluster)}); {example}")
     if len(cluster.get("chief", [])) > 1:
         raise ValueError(f"TF_CONFIG cluster may list one chief, got {len(cluster['chief'])}; {example}")
     if not isinstance(task, dict) or "type" not in task or "index" not in task:
-        raise ValueError(f"TF_CONFIG has no \"task\" with \"type\" and \"index\"; {example}")
+        raise ValueError(f'TF_CONFIG has no "task" with "type" and "index"; {example}')
     kind, index = task["type"], task["index"]
     if kind not in TRAINING_TASKS:
         raise ValueError(f"TF_CONFIG task type {kind!r} cannot train; valid: {', '.join(TRAINING_TASKS)}")
     if kind not in cluster:
         raise ValueError(f"TF_CONFIG task type {kind!r} is not a job of the cluster ({', '.join(cluster)})")
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(cluster[kind]):
-        raise ValueError(f"TF_CONFIG task index {index!r} is out of range: job {kind!r} has "
-                         f"{len(cluster[kind])} address(es), so set index to 0..{len(cluster[kind]) - 1}")
+        raise ValueError(
+            f"TF_CONFIG task index {index!r} is out of range: job {kind!r} has "
+            f"{len(cluster[kind])} address(es), so set index to 0..{len(cluster[kind]) - 1}"
+        )
     return config
 
 
@@ -122,8 +137,10 @@ def expected_replicas(name, num_devices=None, environ=None):
     gpus = len(_tf().config.list_physical_devices("GPU"))
     if name == "auto":
         if not gpus and num_devices is not None and int(num_devices) > 1:
-            raise ValueError(f"num_devices={num_devices} on a machine without GPUs splits the CPU only with "
-                             "distribution_strategy=mirrored; add it (auto runs on one device here)")
+            raise ValueError(
+                f"num_devices={num_devices} on a machine without GPUs splits the CPU only with "
+                "distribution_strategy=mirrored; add it (auto runs on one device here)"
+            )
         if gpus and num_devices is not None and int(num_devices) > gpus:
             raise ValueError(f"num_devices={num_devices} but this machine has {gpus} GPU(s); set at most {gpus}")
         return (num_devices or gpus) if gpus > 1 or (num_devices or 1) > 1 else 1
@@ -150,8 +167,10 @@ def create_strategy(name, num_devices=None):
         config = validate_tf_config()
         gpus = tf.config.list_physical_devices("GPU")
         if num_devices is not None and int(num_devices) > 1 and not gpus:
-            raise ValueError("multi_worker on CPU machines runs one replica per worker; drop --num_devices "
-                             "(or set it to 1) and start more workers")
+            raise ValueError(
+                "multi_worker on CPU machines runs one replica per worker; drop --num_devices "
+                "(or set it to 1) and start more workers"
+            )
         del config
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "one_device":
@@ -167,9 +186,11 @@ def create_strategy(name, num_devices=None):
     n = len(devices) if num_devices is None else int(num_devices)
     if n > len(devices):
         kind = "GPU" if gpus else "CPU"
-        raise ValueError(f"mirrored over {n} devices but only {len(devices)} logical {kind} device(s) exist; "
-                         "call configure_devices(num_devices) before TensorFlow starts (the CLI does this "
-                         "for --num_devices)")
+        raise ValueError(
+            f"mirrored over {n} devices but only {len(devices)} logical {kind} device(s) exist; "
+            "call configure_devices(num_devices) before TensorFlow starts (the CLI does this "
+            "for --num_devices)"
+        )
     return tf.distribute.MirroredStrategy([d.name for d in devices[:n]])
 
 
@@ -243,4 +264,5 @@ def set_mixed_precision(name):
     if name not in PRECISIONS:
         raise ValueError(f"unknown mixed precision {name!r}; valid: {', '.join(PRECISIONS)}")
     import keras
+
     keras.config.set_dtype_policy("float32" if name == "none" else name)

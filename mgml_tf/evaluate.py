@@ -5,6 +5,7 @@ Rebuilds the model from ``DIR/flags.json``, restores the newest checkpoint and p
 per-class IoU table and the mIoU (percent). Targets default to those of the training run. Prediction PNGs
 (``--save_predictions``) hold Cityscapes label ids, so ``cityscapesscripts`` can score them independently.
 """
+
 import os
 import sys
 
@@ -17,12 +18,13 @@ def make_flags():
     from absl import flags
 
     from mgml_tf.training import flags as flags_lib
+
     fv = flags.FlagValues()
     flags.DEFINE_string("model_dir", None, "Run directory written by mgml_tf.train.", flag_values=fv)
-    flags.DEFINE_string("output_json", None, "Write {target: {mIoU, IoU, num_images}} (percent) here.",
-                        flag_values=fv)
-    flags.DEFINE_string("save_predictions", None, "Write prediction PNGs (Cityscapes label ids) under "
-                        "DIR/<target>/.", flag_values=fv)
+    flags.DEFINE_string("output_json", None, "Write {target: {mIoU, IoU, num_images}} (percent) here.", flag_values=fv)
+    flags.DEFINE_string(
+        "save_predictions", None, "Write prediction PNGs (Cityscapes label ids) under DIR/<target>/.", flag_values=fv
+    )
     flags_lib.define_eval_flags(fv)
     flags_lib.define_synthetic_flags(fv)
     return fv
@@ -51,7 +53,6 @@ def main(argv):
     if fv.save_predictions:
         cli.check_writable("save_predictions", fv.save_predictions)
 
-
     from mgml_tf.data import evaluation_dataset
     from mgml_tf.training import metrics as metrics_lib
     from mgml_tf.training import model_dir as md
@@ -62,9 +63,17 @@ def main(argv):
     if config is None:
         raise cli.RunError(f"{fv.model_dir} has no {md.CONFIG_JSON}: not a model_dir written by mgml_tf.train")
     saved = config.get("flags", {})
-    for name in ("synthetic_root", "synthetic_num_train", "synthetic_num_val", "synthetic_height",
-                 "synthetic_width", "synthetic_family", "synthetic_num_source_val", "num_classes_protocol",
-                 "max_eval_images"):
+    for name in (
+        "synthetic_root",
+        "synthetic_num_train",
+        "synthetic_num_val",
+        "synthetic_height",
+        "synthetic_width",
+        "synthetic_family",
+        "synthetic_num_source_val",
+        "num_classes_protocol",
+        "max_eval_images",
+    ):
         if not fv[name].present and name in saved:
             fv[name].value = saved[name]
     if fv.targets:
@@ -81,8 +90,9 @@ def main(argv):
     if protocol == 16 and model.num_classes != 19:
         raise cli.UsageError(f"--num_classes_protocol=16 needs a 19-class model, this one has {model.num_classes}")
     predictor = Predictor(model, fv.sliding_window, flags_lib.window_size(fv), fv.window_overlap, fv.flip)
-    mode = (f"sliding window {flags_lib.window_size(fv)}" if fv.sliding_window else "whole image") + \
-        (" + flip" if fv.flip else "")
+    mode = (f"sliding window {flags_lib.window_size(fv)}" if fv.sliding_window else "whole image") + (
+        " + flip" if fv.flip else ""
+    )
     print(f"evaluating {path} (step {step}), {mode}, {protocol}-class mIoU", flush=True)
     results = {}
     for domain in targets:
@@ -93,11 +103,16 @@ def main(argv):
             if out_dir is None:
                 return
             stem = os.path.splitext(os.path.basename(domain.pairs[i][0]))[0]
-            cli.atomic_write_bytes(os.path.join(out_dir, stem + "_labelIds.png"),
-                                   vis.encode_png(vis.label_ids(pred)))
+            cli.atomic_write_bytes(os.path.join(out_dir, stem + "_labelIds.png"), vis.encode_png(vis.label_ids(pred)))
 
-        confusion, n = evaluate_domain(predictor, evaluation_dataset(domain), model.num_classes,
-                                       int(config["options"]["ignore_index"]), fv.max_eval_images, save)
+        confusion, n = evaluate_domain(
+            predictor,
+            evaluation_dataset(domain),
+            model.num_classes,
+            int(config["options"]["ignore_index"]),
+            fv.max_eval_images,
+            save,
+        )
         results[label] = metrics_lib.summarize(confusion, n, protocol)
         results[label]["step"] = step
         print(f"{label}: mIoU {results[label]['mIoU']} over {n} images", flush=True)

@@ -13,6 +13,7 @@ The loaded object also has ``class_names`` (string [N]), ``palette`` (uint8 [N, 
 ``assets.extra/mgml_tf.json`` holds the same plus the training configuration. Loading needs TensorFlow only
 (``tf.saved_model.load``), not mgml_tf or Keras. The export runs outside any distribution strategy.
 """
+
 import json
 import os
 import shutil
@@ -29,8 +30,9 @@ def make_flags():
 
     fv = flags.FlagValues()
     flags.DEFINE_string("model_dir", None, "Run directory written by mgml_tf.train.", flag_values=fv)
-    flags.DEFINE_string("export_dir", None, "Output SavedModel folder (must not exist, or use --overwrite).",
-                        flag_values=fv)
+    flags.DEFINE_string(
+        "export_dir", None, "Output SavedModel folder (must not exist, or use --overwrite).", flag_values=fv
+    )
     flags.DEFINE_boolean("overwrite", False, "Replace an existing --export_dir.", flag_values=fv)
     return fv
 
@@ -50,8 +52,9 @@ def serving_module(model):
     module = tf.Module(name="mgml_tf_segmenter")
     module.model_variables = list(model.variables)  # tracked: the SavedModel stores their values
     module.class_names = tf.Variable(names, trainable=False, name="class_names")
-    module.palette = tf.Variable(vis.colorize(range(n), n) if n != 19 else TRAIN_ID_COLORS, trainable=False,
-                                 name="palette")
+    module.palette = tf.Variable(
+        vis.colorize(range(n), n) if n != 19 else TRAIN_ID_COLORS, trainable=False, name="palette"
+    )
     module.num_classes = tf.Variable(n, trainable=False, name="num_classes")
 
     def checked(images):
@@ -64,9 +67,15 @@ def serving_module(model):
         rank_ok = tf.equal(tf.size(shape), 4)
         padded = tf.concat([shape, tf.zeros([4], tf.int32)], 0)  # indexable whatever the rank
         ok = rank_ok & tf.equal(padded[3], 3) & tf.reduce_all(padded[:3] >= 1)
-        check = tf.debugging.Assert(ok, [
-            "mgml_tf serving: images must be uint8 [batch, height, width, 3] (RGB) with batch, height and "
-            "width >= 1; got shape", shape], summarize=8)
+        check = tf.debugging.Assert(
+            ok,
+            [
+                "mgml_tf serving: images must be uint8 [batch, height, width, 3] (RGB) with batch, height and "
+                "width >= 1; got shape",
+                shape,
+            ],
+            summarize=8,
+        )
         with tf.control_dependencies([check]):
             real = tf.ensure_shape(tf.identity(real), [None, None, None, 3])
         return tf.cast(real, tf.float32)
@@ -81,16 +90,24 @@ def serving_module(model):
     module.serve = serve
     signatures = {"serving_default": serve}
     if model.use_memory:
+
         @tf.function(input_signature=[spec])
         def memory_weights(images):
             probabilities, weights = model.predict_with_weights(checked(images))
-            return {"memory_weights": weights,
-                    "labels": tf.cast(tf.argmax(probabilities, axis=-1), label_dtype)}
+            return {"memory_weights": weights, "labels": tf.cast(tf.argmax(probabilities, axis=-1), label_dtype)}
 
         module.memory_weights = memory_weights
         signatures["memory_weights"] = memory_weights
-    return module, signatures, {"class_names": names, "palette": module.palette.numpy().tolist(),
-                                "num_classes": n, "memory": bool(model.use_memory)}
+    return (
+        module,
+        signatures,
+        {
+            "class_names": names,
+            "palette": module.palette.numpy().tolist(),
+            "num_classes": n,
+            "memory": bool(model.use_memory),
+        },
+    )
 
 
 def export(model, export_dir, config=None, step=None):
@@ -145,8 +162,10 @@ def main(argv):
     err = float(np.max(np.abs(got - want)))
     if not err < 1e-4:
         raise cli.RunError(f"the exported model disagrees with the Keras model (max |dp| = {err:.2e})")
-    print(f"exported {path} (step {step}) to {fv.export_dir}; signatures: "
-          f"{', '.join(sorted(loaded.signatures))}; max |probability difference| vs Keras {err:.1e}")
+    print(
+        f"exported {path} (step {step}) to {fv.export_dir}; signatures: "
+        f"{', '.join(sorted(loaded.signatures))}; max |probability difference| vs Keras {err:.1e}"
+    )
     return 0
 
 

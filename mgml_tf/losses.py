@@ -4,6 +4,7 @@ Functional on purpose: Keras ``Loss`` objects divide by the replica count inside
 would silently shrink the inner learning rate of the meta step (DESIGN §5). Every function returns the
 mean over the pixels (or rows) it averages, in float32 (float64 under a float64 policy).
 """
+
 import tensorflow as tf
 
 from mgml_tf.ops import resize_bilinear

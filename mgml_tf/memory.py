@@ -32,6 +32,7 @@ differ by ~0.08 and a softmax at temperature 1 cannot separate the classes.
   (a class never seen) keeps the score 0 it has without centering. Only the scores change: the readout is
   still ``W^T M`` of the stored rows, and the memory and its update (eqs. 1-2) are untouched.
 """
+
 import math
 
 import tensorflow as tf
@@ -59,8 +60,14 @@ def class_weights_on_grid(labels, grid_size, num_classes, ignore_index=255, dtyp
     h, w = grid_size
     one_hot = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=dtype)  # ignore -> all zeros
     height, width = labels.shape[1], labels.shape[2]
-    if height is not None and width is not None and h is not None and w is not None \
-            and isinstance(h, int) and isinstance(w, int):
+    if (
+        height is not None
+        and width is not None
+        and h is not None
+        and w is not None
+        and isinstance(h, int)
+        and isinstance(w, int)
+    ):
         if (height, width) == (h, w):
             return one_hot
         if height % h == 0 and width % w == 0:
@@ -78,8 +85,11 @@ def class_feature_sums(features, labels, num_classes, ignore_index=255):
     """
     features = tf.convert_to_tensor(features)
     z = l2_normalize(features)
-    grid = tf.shape(features)[1:3] if features.shape[1] is None or features.shape[2] is None \
+    grid = (
+        tf.shape(features)[1:3]
+        if features.shape[1] is None or features.shape[2] is None
         else (int(features.shape[1]), int(features.shape[2]))
+    )
     y = class_weights_on_grid(labels, grid, num_classes, ignore_index, dtype=z.dtype)
     sums = tf.einsum("bhwn,bhwc->nc", y, z)
     counts = tf.reduce_sum(y, axis=[0, 1, 2])

@@ -6,6 +6,7 @@ the second derivative (a meta-gradient through it is wrong without any error), a
 for float64 input (which spoils float64 finite-difference checks). Every bilinear resize on a path that the
 meta step differentiates goes through this function.
 """
+
 import tensorflow as tf
 
 
@@ -25,8 +26,7 @@ def _interpolation_matrix(in_size, out_size, align_corners, dtype):
     lower = tf.minimum(lower, in_size - 1)
     upper = tf.minimum(lower + 1, in_size - 1)
     frac = tf.cast(frac, dtype)[:, None]
-    return (tf.one_hot(lower, in_size, dtype=dtype) * (1 - frac)
-            + tf.one_hot(upper, in_size, dtype=dtype) * frac)
+    return tf.one_hot(lower, in_size, dtype=dtype) * (1 - frac) + tf.one_hot(upper, in_size, dtype=dtype) * frac
 
 
 def resize_bilinear(images, size, align_corners=False):

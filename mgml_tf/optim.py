@@ -5,6 +5,7 @@ the training step (coupled, as PyTorch's ``SGD(weight_decay=...)`` that the refe
 ``weight_decay`` argument is the decoupled form). Schedules: the reference's exponential decay
 ``lr * exp(-9 t / 120000)`` and the common poly decay ``lr * (1 - t / T) ** 0.9``.
 """
+
 import math
 
 import keras
@@ -28,8 +29,11 @@ class ReferenceExponentialDecay(keras.optimizers.schedules.LearningRateSchedule)
         return self.initial_learning_rate * ops.exp(-self.decay_rate * step / self.decay_steps)
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_rate": self.decay_rate,
-                "decay_steps": self.decay_steps}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_rate": self.decay_rate,
+            "decay_steps": self.decay_steps,
+        }
 
 
 @keras.saving.register_keras_serializable(package="mgml_tf")
@@ -50,8 +54,12 @@ class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
         return (self.initial_learning_rate - self.end_learning_rate) * frac + self.end_learning_rate
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "power": self.power, "end_learning_rate": self.end_learning_rate}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "power": self.power,
+            "end_learning_rate": self.end_learning_rate,
+        }
 
 
 def build_schedule(learning_rate=1e-2, schedule="exponential", train_steps=30000):
@@ -71,5 +79,4 @@ def build_optimizer(learning_rate=1e-2, schedule="exponential", train_steps=3000
     """SGD with momentum on the chosen schedule (the paper's optimiser; weight decay is the step's)."""
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-    return keras.optimizers.SGD(learning_rate=build_schedule(learning_rate, schedule, train_steps),
-                                momentum=momentum)
+    return keras.optimizers.SGD(learning_rate=build_schedule(learning_rate, schedule, train_steps), momentum=momentum)

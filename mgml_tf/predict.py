@@ -12,6 +12,7 @@ input's sub-folders):
 Every input is decoded before anything is written: an unreadable image stops the run with a one-line
 error naming it and no output. Each output file is written atomically.
 """
+
 import os
 import sys
 
@@ -26,15 +27,21 @@ def make_flags():
 
     fv = flags.FlagValues()
     flags.DEFINE_string("export_dir", None, "SavedModel written by mgml_tf.export.", flag_values=fv)
-    flags.DEFINE_string("model_dir", None, "Run directory written by mgml_tf.train (newest checkpoint).",
-                        flag_values=fv)
-    flags.DEFINE_string("input", None, "An image file or a folder of images (PNG/JPEG, searched recursively).",
-                        flag_values=fv)
+    flags.DEFINE_string(
+        "model_dir", None, "Run directory written by mgml_tf.train (newest checkpoint).", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "input", None, "An image file or a folder of images (PNG/JPEG, searched recursively).", flag_values=fv
+    )
     flags.DEFINE_string("output_dir", None, "Where the PNGs go.", flag_values=fv)
-    flags.DEFINE_string("memory_classes", "predicted", "Memory activation maps to write: 'predicted' (classes "
-                        "in the prediction), 'all', 'none', or a comma list of class names.", flag_values=fv)
-    flags.DEFINE_float("overlay_alpha", 0.5, "Opacity of the colour mask in the overlays, in [0, 1].",
-                       flag_values=fv)
+    flags.DEFINE_string(
+        "memory_classes",
+        "predicted",
+        "Memory activation maps to write: 'predicted' (classes "
+        "in the prediction), 'all', 'none', or a comma list of class names.",
+        flag_values=fv,
+    )
+    flags.DEFINE_float("overlay_alpha", 0.5, "Opacity of the colour mask in the overlays, in [0, 1].", flag_values=fv)
     return fv
 
 
@@ -74,6 +81,7 @@ def read_image(path):
         return image.numpy()
     except (tf.errors.OpError, ValueError) as e:
         import re
+
         reason = re.sub(r"\{\{.*?\}\}\s*", "", cli.one_line(getattr(e, "message", str(e))))[:160]
         raise cli.RunError(f"cannot read image {path}: {reason}") from None
 
@@ -86,8 +94,9 @@ class _Model:
 
         if export_dir:
             if not tf.saved_model.contains_saved_model(export_dir):
-                raise cli.RunError(f"--export_dir={export_dir} holds no SavedModel (no saved_model.pb); "
-                                   "write one with mgml_tf.export")
+                raise cli.RunError(
+                    f"--export_dir={export_dir} holds no SavedModel (no saved_model.pb); write one with mgml_tf.export"
+                )
             try:
                 loaded = tf.saved_model.load(export_dir)
                 self.class_names = [n.decode() for n in loaded.class_names.numpy()]
@@ -95,8 +104,10 @@ class _Model:
                 self._serve = loaded.signatures["serving_default"]
             except (tf.errors.OpError, ValueError, OSError, AttributeError, KeyError) as e:
                 reason = cli.one_line(getattr(e, "message", None) or e)[:160]
-                raise cli.RunError(f"--export_dir={export_dir} is not a SavedModel of mgml_tf.export ({reason}); "
-                                   "export the model again with mgml_tf.export") from None
+                raise cli.RunError(
+                    f"--export_dir={export_dir} is not a SavedModel of mgml_tf.export ({reason}); "
+                    "export the model again with mgml_tf.export"
+                ) from None
             self._loaded = loaded
             self._memory = loaded.signatures.get("memory_weights")
             self.source = export_dir
@@ -109,6 +120,7 @@ class _Model:
             self._module = module
             self.class_names = meta["class_names"]
             import numpy as np
+
             self.palette = np.asarray(meta["palette"], np.uint8)
             self._serve = signatures["serving_default"]
             self._memory = signatures.get("memory_weights")

@@ -4,6 +4,7 @@ Trains a ``MemorySegmenter`` with Algorithm 1 (or the baseline / MLDG rows) on t
 checkpointing into ``--model_dir`` and resuming from its newest checkpoint; evaluates on the targets every
 ``--eval_every`` steps and at the end. ``--help`` lists every flag; docs/CLI.md describes them.
 """
+
 import sys
 
 from mgml_tf.training import cli
@@ -15,6 +16,7 @@ def make_flags():
     from absl import flags
 
     from mgml_tf.training import flags as flags_lib
+
     fv = flags.FlagValues()
     flags_lib.define_model_flags(fv)
     flags_lib.define_train_flags(fv)

@@ -1,4 +1,5 @@
 """Helpers for the command-line tests: run a CLI as a subprocess from the repository root."""
+
 import os
 import subprocess
 import sys
@@ -15,8 +16,14 @@ def env():
 
 def run_cli(module, *args, timeout=600, check=False):
     """``python -m mgml_tf.<module> args`` in the repository root; returns the CompletedProcess."""
-    proc = subprocess.run([sys.executable, "-m", f"mgml_tf.{module}", *args], cwd=REPO, env=env(),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"mgml_tf.{module}", *args],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"mgml_tf.{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -24,8 +31,12 @@ def run_cli(module, *args, timeout=600, check=False):
 
 def tiny_args(model_dir, synthetic_root, *extra):
     """The demo shortened to a few steps on tiny images (configs/demo_tiny.cfg)."""
-    return ("--flagfile=configs/demo_tiny.cfg", f"--model_dir={model_dir}",
-            f"--synthetic_root={synthetic_root}", *extra)
+    return (
+        "--flagfile=configs/demo_tiny.cfg",
+        f"--model_dir={model_dir}",
+        f"--synthetic_root={synthetic_root}",
+        *extra,
+    )
 
 
 def stderr_lines(proc):

@@ -1,4 +1,5 @@
 """Shared test setup: quiet TensorFlow, small thread pools, the opt-in `slow` marker."""
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -24,6 +25,7 @@ def pytest_collection_modifyitems(config, items):
 def _reset_keras_state():
     """Each test starts from float32 and the default dtype policy, whatever the previous test set."""
     import keras
+
     yield
     keras.config.set_floatx("float32")
     keras.config.set_dtype_policy("float32")

@@ -4,6 +4,7 @@ Trains the same small model for a few steps of second-order MGML on one device a
 MirroredStrategy over 2 logical CPU devices, with the same global batches, and prints a JSON line with the
 largest differences of weights, BatchNorm statistics, memory and optimiser slots.
 """
+
 import json
 import os
 import sys
@@ -25,9 +26,11 @@ from tests.helpers import SMALL, episode  # noqa: E402
 
 def build(float64):
     import mgml_tf
+
     keras.utils.set_random_seed(0)
-    return mgml_tf.build_model(**SMALL, synchronized_bn=True, meta_order=int(sys.argv[1]),
-                               learning_rate=0.05, lr_schedule="constant")
+    return mgml_tf.build_model(
+        **SMALL, synchronized_bn=True, meta_order=int(sys.argv[1]), learning_rate=0.05, lr_schedule="constant"
+    )
 
 
 def main():
@@ -37,8 +40,7 @@ def main():
         keras.config.set_dtype_policy("float64")
     rng = np.random.default_rng(0)
     dtype = np.float64 if float64 else np.float32
-    episodes = [episode(rng, batch=4, train_domain=i % 2, test_domain=(i + 1) % 2, dtype=dtype)
-                for i in range(3)]
+    episodes = [episode(rng, batch=4, train_domain=i % 2, test_domain=(i + 1) % 2, dtype=dtype) for i in range(3)]
 
     single = build(float64)
     memory0 = np.random.default_rng(1).normal(size=single.memory.shape)
@@ -66,12 +68,17 @@ def main():
     def rel(a, b):
         return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
-    result = {"trainable": 0.0, "non_trainable": 0.0, "memory": 0.0, "optimizer": 0.0, "replicas_agree": 0.0,
-              "moved": 0.0}
+    result = {
+        "trainable": 0.0,
+        "non_trainable": 0.0,
+        "memory": 0.0,
+        "optimizer": 0.0,
+        "replicas_agree": 0.0,
+        "moved": 0.0,
+    }
     for v_single, v_mirror in zip(single.variables, mirrored.variables):
         local = [x.numpy() for x in strategy.experimental_local_results(v_mirror.value)]
-        key = ("memory" if v_single is single.memory else
-               "trainable" if v_single.trainable else "non_trainable")
+        key = "memory" if v_single is single.memory else "trainable" if v_single.trainable else "non_trainable"
         for x in local:
             result[key] = max(result[key], rel(x, v_single.numpy()))
             result["replicas_agree"] = max(result["replicas_agree"], rel(x, local[0]))

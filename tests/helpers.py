@@ -1,4 +1,5 @@
 """Shared builders for model tests: small models and a tiny two-domain segmentation problem."""
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -7,8 +8,15 @@ import mgml_tf
 from mgml_tf import memory as memory_ops
 
 NUM_CLASSES = 4
-SMALL = dict(backbone="resnet_small", num_classes=NUM_CLASSES, feature_channels=8, decoder_channels=8,
-             low_level_channels=4, aspp_rates=(1, 2, 3), dropout=0.0)
+SMALL = dict(
+    backbone="resnet_small",
+    num_classes=NUM_CLASSES,
+    feature_channels=8,
+    decoder_channels=8,
+    low_level_channels=4,
+    aspp_rates=(1, 2, 3),
+    dropout=0.0,
+)
 
 
 def small_model(float64=False, **options):
@@ -48,8 +56,7 @@ def scene_batch(rng, batch, size=32, domain=0, num_classes=NUM_CLASSES, ignore_f
 def episode(rng, batch=2, size=32, train_domain=0, test_domain=1, dtype=np.float32):
     x_tr, y_tr = scene_batch(rng, batch, size, train_domain)
     x_te, y_te = scene_batch(rng, batch, size, test_domain)
-    return (tf.constant(x_tr.astype(dtype)), tf.constant(y_tr)), (tf.constant(x_te.astype(dtype)),
-                                                                  tf.constant(y_te))
+    return (tf.constant(x_tr.astype(dtype)), tf.constant(y_tr)), (tf.constant(x_te.astype(dtype)), tf.constant(y_te))
 
 
 def episode_dataset(seed, steps, batch=2, size=32, domains=(0, 1), vary_batch=False):
@@ -66,6 +73,8 @@ def episode_dataset(seed, steps, batch=2, size=32, domains=(0, 1), vary_batch=Fa
     def gen():
         yield from elements
 
-    spec = ((tf.TensorSpec([None, size, size, 3], tf.float32), tf.TensorSpec([None, size, size], tf.int32)),
-            (tf.TensorSpec([None, size, size, 3], tf.float32), tf.TensorSpec([None, size, size], tf.int32)))
+    spec = (
+        (tf.TensorSpec([None, size, size, 3], tf.float32), tf.TensorSpec([None, size, size], tf.int32)),
+        (tf.TensorSpec([None, size, size, 3], tf.float32), tf.TensorSpec([None, size, size], tf.int32)),
+    )
     return tf.data.Dataset.from_generator(gen, output_signature=spec)

@@ -5,6 +5,7 @@ one traced step shape, so a run costs one trace), no targets (no evaluation), --
 line and a checkpoint every step. Runs are subprocesses that may run side by side (the machine has 2
 cores); the uninterrupted reference run is started once per pytest process and shared.
 """
+
 import atexit
 import os
 import re
@@ -40,10 +41,19 @@ def synth():
 
 
 def args(model_dir, *extra, steps=STEPS):
-    return tiny_args(model_dir, synth(), "--targets=", "--sources=synthetic:sunny_game,synthetic:overcast_sim",
-                     "--deterministic", "--log_every=1", "--checkpoint_every=1", "--keep_checkpoints=3",
-                     "--memory_init_batches=1",
-                     f"--train_steps={steps}", *extra)
+    return tiny_args(
+        model_dir,
+        synth(),
+        "--targets=",
+        "--sources=synthetic:sunny_game,synthetic:overcast_sim",
+        "--deterministic",
+        "--log_every=1",
+        "--checkpoint_every=1",
+        "--keep_checkpoints=3",
+        "--memory_init_batches=1",
+        f"--train_steps={steps}",
+        *extra,
+    )
 
 
 class Run:
@@ -56,8 +66,14 @@ class Run:
         if fault:
             e[checkpoints.FAULT_ENV] = fault
         self.model_dir = model_dir
-        self.proc = subprocess.Popen([sys.executable, "-m", "mgml_tf.train", *args(model_dir, *extra, steps=steps)],
-                                     cwd=REPO, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mgml_tf.train", *args(model_dir, *extra, steps=steps)],
+            cwd=REPO,
+            env=e,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.result = None
 
     def wait(self, timeout=600):
@@ -83,8 +99,10 @@ def ensure_synthetic():
     from types import SimpleNamespace
 
     from mgml_tf.training import data as data_lib
-    fv = SimpleNamespace(synthetic_root=synth(), synthetic_num_train=4, synthetic_num_val=2, synthetic_height=64,
-                         synthetic_width=128)
+
+    fv = SimpleNamespace(
+        synthetic_root=synth(), synthetic_num_train=4, synthetic_num_val=2, synthetic_height=64, synthetic_width=128
+    )
     data_lib.synthetic_suite(fv, log=lambda message: None)
 
 
@@ -125,8 +143,7 @@ def state(model_dir):
 def tensors(path):
     """``{key: array}`` of every variable of a checkpoint (reading each one: a truncated file raises)."""
     reader = tf.train.load_checkpoint(path)
-    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-            if k != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k != "_CHECKPOINTABLE_OBJECT_GRAPH"}
 
 
 def assert_same_variables(a, b, ignore=("save_counter",)):

@@ -1,4 +1,5 @@
 """Backbones: strides/channels, dilation, weight transfer from keras.applications, saving, errors, float64."""
+
 import keras
 import numpy as np
 import pytest
@@ -54,8 +55,9 @@ def test_resnet50_strides_and_dilation_keep_weight_shapes():
 def test_resnet101_builds():
     model = build_backbone("resnet101", 16)
     _check_outputs(model, model(_images(1)), 64)
-    assert sum(1 for layer in model.layers if layer.name.startswith("conv4_block") and
-               layer.name.endswith("_out")) == 23
+    assert (
+        sum(1 for layer in model.layers if layer.name.startswith("conv4_block") and layer.name.endswith("_out")) == 23
+    )
 
 
 def test_non_square_and_dynamic_sizes():
@@ -80,9 +82,11 @@ def test_bad_images():
     with pytest.raises(ValueError, match="3 channels"):
         model(np.zeros((1, 64, 64, 1), "float32"))
     with pytest.raises(ValueError, match="3 channels"):
-        model.stateless_call([v.value for v in model.trainable_variables],
-                             [v.value for v in model.non_trainable_variables],
-                             np.zeros((1, 32, 32, 4), "float32"))
+        model.stateless_call(
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            np.zeros((1, 32, 32, 4), "float32"),
+        )
 
 
 def test_input_channels_option():
@@ -94,6 +98,7 @@ def test_input_channels_option():
 
 def test_bn_options_reach_every_batch_norm():
     from mgml_tf.layers import MetaBatchNormalization
+
     model = build_backbone("resnet_small", 8, bn_momentum=0.9, synchronized_bn=True)
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert bns and all(isinstance(b, MetaBatchNormalization) for b in bns)
@@ -124,8 +129,9 @@ def test_keras_save_load_round_trip(tmp_path):
 def test_preprocessing():
     x = _images(1, 8)
     caffe = backbones.ImagePreprocessing("caffe")(x)
-    np.testing.assert_allclose(np.asarray(caffe),
-                               keras.applications.resnet.preprocess_input(x.copy()), rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(caffe), keras.applications.resnet.preprocess_input(x.copy()), rtol=1e-6, atol=1e-4
+    )
     np.testing.assert_allclose(np.asarray(backbones.ImagePreprocessing("scale")(x)), x / 127.5 - 1, atol=1e-6)
 
 
@@ -146,9 +152,14 @@ def _randomise(app, seed=0):
 def _compare_with_application(app, backbone, num_blocks4):
     x = _images(2, 64, seed=3)
     pre = keras.applications.resnet.preprocess_input(x.copy())
-    taps = keras.Model(app.input, {"low_level": app.get_layer("conv2_block3_out").output,
-                                   "aux": app.get_layer(f"conv4_block{num_blocks4}_out").output,
-                                   "high_level": app.output})
+    taps = keras.Model(
+        app.input,
+        {
+            "low_level": app.get_layer("conv2_block3_out").output,
+            "aux": app.get_layer(f"conv4_block{num_blocks4}_out").output,
+            "high_level": app.output,
+        },
+    )
     want = taps(pre, training=False)
     got = backbone(x, training=False)
     for key in ("low_level", "aux", "high_level"):

@@ -5,6 +5,7 @@ that says what to do, and nothing already written changes (directories are hashe
 
 One tiny training run (configs/demo_tiny.cfg, method baseline, 1 step) is shared by the module; the rest
 runs in-process where the command-line path is already covered elsewhere."""
+
 import hashlib
 import json
 import os
@@ -54,8 +55,12 @@ def _chunk(kind, body):
 
 def zero_size_png():
     """A structurally complete PNG (signature, IHDR, IDAT, IEND) of 0x0 pixels."""
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 0, 8, 2, 0, 0, 0))
-            + _chunk(b"IDAT", zlib.compress(b"")) + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 0, 8, 2, 0, 0, 0))
+        + _chunk(b"IDAT", zlib.compress(b""))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def gtav_tree(root, images, labels=None, size=(8, 8)):
@@ -76,8 +81,11 @@ def load_all(domain):
 def run(tmp_path_factory):
     base = tmp_path_factory.mktemp("bad_input")
     model_dir, synth = str(base / "run"), str(base / "synth")
-    run_cli("train", *tiny_args(model_dir, synth, "--method=baseline", "--train_steps=1", "--checkpoint_every=1",
-                                "--targets="), check=True)
+    run_cli(
+        "train",
+        *tiny_args(model_dir, synth, "--method=baseline", "--train_steps=1", "--checkpoint_every=1", "--targets="),
+        check=True,
+    )
     return {"base": base, "model_dir": model_dir, "synth": synth}
 
 
@@ -103,10 +111,20 @@ def test_grey_rgba_16bit_images_are_read_as_rgb(tmp_path):
     rgba[..., :3] = (10, 20, 30)  # alpha 0: still read as its colour
     deep = np.zeros([8, 8, 3], np.uint16)
     deep[...] = (65535, 25607, 257)
-    payloads = {"grey": png(np.full([8, 8], 77, np.uint8)), "greyalpha": png(np.full([8, 8, 2], 77, np.uint8)),
-                "rgba": png(rgba), "deep": png(deep), "grey16": png(np.full([8, 8, 1], 200 * 257, np.uint16))}
-    want = {"grey": (77, 77, 77), "greyalpha": (77, 77, 77), "rgba": (10, 20, 30), "deep": (255, 100, 1),
-            "grey16": (200, 200, 200)}
+    payloads = {
+        "grey": png(np.full([8, 8], 77, np.uint8)),
+        "greyalpha": png(np.full([8, 8, 2], 77, np.uint8)),
+        "rgba": png(rgba),
+        "deep": png(deep),
+        "grey16": png(np.full([8, 8, 1], 200 * 257, np.uint16)),
+    }
+    want = {
+        "grey": (77, 77, 77),
+        "greyalpha": (77, 77, 77),
+        "rgba": (10, 20, 30),
+        "deep": (255, 100, 1),
+        "grey16": (200, 200, 200),
+    }
     root = gtav_tree(str(tmp_path / "g"), payloads)
     dom = data.load_domain("gtav", root, check_files=True)
     for (path, _), (image, label) in zip(dom.pairs, load_all(dom)):
@@ -121,8 +139,13 @@ def test_grey_rgba_16bit_images_are_read_as_rgb(tmp_path):
 @pytest.mark.parametrize("kind", ["empty", "zero_size", "truncated", "not_an_image", "dangling_symlink"])
 def test_bad_image_files_named_and_skippable(tmp_path, kind):
     good = png(np.random.default_rng(0).integers(0, 256, [32, 32, 3], dtype=np.uint8))
-    bad = {"empty": b"", "zero_size": zero_size_png(), "truncated": good[: len(good) // 2],
-           "not_an_image": b"hello, not an image", "dangling_symlink": None}[kind]
+    bad = {
+        "empty": b"",
+        "zero_size": zero_size_png(),
+        "truncated": good[: len(good) // 2],
+        "not_an_image": b"hello, not an image",
+        "dangling_symlink": None,
+    }[kind]
     root = str(tmp_path / "g")
     gtav_tree(root, {"00001": good, "00002": good}, size=(32, 32))
     path = f"{root}/images/00002.png"
@@ -179,8 +202,9 @@ def test_unknown_label_colours_refused_by_check_files(tmp_path):
     odd = known.copy()
     odd[0, :2] = [(1, 2, 3), (255, 255, 255)]
     image = png(np.zeros(known.shape, np.uint8))
-    root = gtav_tree(str(tmp_path / "g"), {"a": image, "b": image}, {"a": png(known), "b": png(odd)},
-                     size=known.shape[:2])
+    root = gtav_tree(
+        str(tmp_path / "g"), {"a": image, "b": image}, {"a": png(known), "b": png(odd)}, size=known.shape[:2]
+    )
     with pytest.raises(data.UnknownLabelValueError, match=r"labels/b\.png.*\(1, 2, 3\), \(255, 255, 255\)"):
         data.load_domain("gtav", root, check_files=True)
     assert len(data.load_domain("gtav", root, check_files=True, skip_bad=True)) == 1
@@ -199,7 +223,7 @@ def test_16bit_label_ids_are_read_exactly(tmp_path):
     root = str(tmp_path / "bdd")
     _write(f"{root}/images/10k/train/a.jpg", tf.io.encode_jpeg(np.zeros([2, 4, 3], np.uint8)).numpy())
     _write(f"{root}/labels/sem_seg/masks/train/a.png", png(np.array([[3, 18, 255, 300], [0, 0, 0, 0]], np.uint16)))
-    (_, label), = load_all(data.load_domain("bdd100k", root))
+    ((_, label),) = load_all(data.load_domain("bdd100k", root))
     assert label[0].tolist() == [3, 18, 255, 255]
     with pytest.raises(data.UnknownLabelValueError, match=r"a\.png.* 300 "):
         data.load_domain("bdd100k", root, check_files=True)
@@ -214,15 +238,18 @@ def test_synthetic_suite_labels_hold_only_known_values(run):
 
 
 # ------------------------------------------------------------------------------------------ flagfiles
-@pytest.mark.parametrize("content, words", [
-    ("--no_such_flag=3\n", ("unknown flag --no_such_flag", "bad.cfg:1", "--help")),
-    ("# comment\nlearning_rate=0.1\n", ("'learning_rate=0.1'", "bad.cfg:2", "--name=value")),
-    ("--learning_rate=abc\n", ("--learning_rate=abc", "bad.cfg:1", "fix the value")),
-    ("--train_steps\n--log_every=1\n", ("--train_steps has no value", "bad.cfg:1", "--train_steps=VALUE")),
-    ("--flagfile={missing}\n", ("{missing} not found", "included from", "bad.cfg:1")),
-    (b"\x89PNG\r\n\x1a\n\xff\xfe", ("not UTF-8 text",)),
-    (None, ("is a folder",)),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("--no_such_flag=3\n", ("unknown flag --no_such_flag", "bad.cfg:1", "--help")),
+        ("# comment\nlearning_rate=0.1\n", ("'learning_rate=0.1'", "bad.cfg:2", "--name=value")),
+        ("--learning_rate=abc\n", ("--learning_rate=abc", "bad.cfg:1", "fix the value")),
+        ("--train_steps\n--log_every=1\n", ("--train_steps has no value", "bad.cfg:1", "--train_steps=VALUE")),
+        ("--flagfile={missing}\n", ("{missing} not found", "included from", "bad.cfg:1")),
+        (b"\x89PNG\r\n\x1a\n\xff\xfe", ("not UTF-8 text",)),
+        (None, ("is a folder",)),
+    ],
+)
 def test_flagfile_errors_name_the_file_and_line(tmp_path, content, words):
     from mgml_tf import train
 
@@ -242,11 +269,14 @@ def test_flagfile_errors_name_the_file_and_line(tmp_path, content, words):
         assert w.format(missing=missing) in message, message
 
 
-@pytest.mark.parametrize("tool, content, words", [
-    ("evaluate", "--no_such_flag=1\n", ("unknown flag --no_such_flag", "bad.cfg:1")),
-    ("export", "model_dir /tmp\n", ("'model_dir /tmp'", "bad.cfg:1")),
-    ("predict", None, ("not UTF-8",)),
-])
+@pytest.mark.parametrize(
+    "tool, content, words",
+    [
+        ("evaluate", "--no_such_flag=1\n", ("unknown flag --no_such_flag", "bad.cfg:1")),
+        ("export", "model_dir /tmp\n", ("'model_dir /tmp'", "bad.cfg:1")),
+        ("predict", None, ("not UTF-8",)),
+    ],
+)
 def test_flagfile_errors_of_every_tool_are_one_line(tmp_path, tool, content, words):
     path = tmp_path / "bad.cfg"
     if content is None:
@@ -262,8 +292,10 @@ def test_flagfile_errors_of_every_tool_are_one_line(tmp_path, tool, content, wor
 # ------------------------------------------------------------------------------------- output paths
 def test_train_refuses_unwritable_model_dir(tmp_path):
     (tmp_path / "a_file").write_text("x")
-    for model_dir, words in ((tmp_path / "a_file" / "run", ("a_file is a file",)),
-                             (tmp_path / "a_file", ("not a folder",))):
+    for model_dir, words in (
+        (tmp_path / "a_file" / "run", ("a_file is a file",)),
+        (tmp_path / "a_file", ("not a folder",)),
+    ):
         with pytest.raises(cli.UsageError) as e:
             cli.check_writable("model_dir", str(model_dir))
         assert all(w in str(e.value) for w in words)
@@ -282,12 +314,13 @@ def test_outputs_under_a_file_refused_before_work(run, tmp_path):
     under = str(blocker / "out")
     before = tree_hash(run["model_dir"])
     image = os.path.join(run["synth"], "foggy")
-    cases = [(export.main, [f"--model_dir={run['model_dir']}", f"--export_dir={under}"], "export_dir"),
-             (evaluate.main, [f"--model_dir={run['model_dir']}", f"--output_json={under}/r.json"], "output_json"),
-             (evaluate.main, [f"--model_dir={run['model_dir']}", f"--save_predictions={under}"], "save_predictions"),
-             (evaluate.main, [f"--model_dir={run['model_dir']}", f"--output_json={tmp_path}"], "output_json"),
-             (predict.main, [f"--model_dir={run['model_dir']}", f"--input={image}", f"--output_dir={under}"],
-              "output_dir")]
+    cases = [
+        (export.main, [f"--model_dir={run['model_dir']}", f"--export_dir={under}"], "export_dir"),
+        (evaluate.main, [f"--model_dir={run['model_dir']}", f"--output_json={under}/r.json"], "output_json"),
+        (evaluate.main, [f"--model_dir={run['model_dir']}", f"--save_predictions={under}"], "save_predictions"),
+        (evaluate.main, [f"--model_dir={run['model_dir']}", f"--output_json={tmp_path}"], "output_json"),
+        (predict.main, [f"--model_dir={run['model_dir']}", f"--input={image}", f"--output_dir={under}"], "output_dir"),
+    ]
     for main, argv, flag in cases:
         with pytest.raises(cli.UsageError, match=f"--{flag}="):
             main(["prog", *argv])
@@ -301,8 +334,12 @@ def test_predict_unreadable_inputs(run, exported, tmp_path):
     from mgml_tf import predict
 
     good = png(np.random.default_rng(1).integers(0, 256, [16, 16, 3], dtype=np.uint8))
-    bad = {"empty.png": b"", "zero.png": zero_size_png(), "truncated.png": good[: len(good) // 2],
-           "text.jpg": b"not a jpeg"}
+    bad = {
+        "empty.png": b"",
+        "zero.png": zero_size_png(),
+        "truncated.png": good[: len(good) // 2],
+        "text.jpg": b"not a jpeg",
+    }
     for name, payload in bad.items():
         _write(tmp_path / name, payload)
         with pytest.raises(cli.RunError, match=f"cannot read image .*{name}"):
@@ -311,8 +348,11 @@ def test_predict_unreadable_inputs(run, exported, tmp_path):
     _write(inputs / "a.png", good)
     os.symlink(str(tmp_path / "gone.png"), inputs / "b.png")
     out = tmp_path / "out"
-    refused(run_cli("predict", f"--export_dir={exported}", f"--input={inputs}", f"--output_dir={out}"),
-            "cannot read image", "b.png")
+    refused(
+        run_cli("predict", f"--export_dir={exported}", f"--input={inputs}", f"--output_dir={out}"),
+        "cannot read image",
+        "b.png",
+    )
     assert not out.exists()
 
 
@@ -322,8 +362,14 @@ def test_predict_grey_rgba_16bit_inputs(exported, tmp_path):
     _write(inputs / "rgba.png", png(np.full([20, 24, 4], 90, np.uint8)))
     _write(inputs / "deep.png", png(np.full([20, 24, 3], 90 * 257, np.uint16)))
     out = tmp_path / "out"
-    run_cli("predict", f"--export_dir={exported}", f"--input={inputs}", f"--output_dir={out}",
-            "--memory_classes=none", check=True)
+    run_cli(
+        "predict",
+        f"--export_dir={exported}",
+        f"--input={inputs}",
+        f"--output_dir={out}",
+        "--memory_classes=none",
+        check=True,
+    )
     ids = [tf.io.decode_png(tf.io.read_file(str(out / f"{n}_trainIds.png"))).numpy() for n in ("grey", "rgba", "deep")]
     assert all(i.shape == (20, 24, 1) for i in ids)
     np.testing.assert_array_equal(ids[0], ids[1])  # the same RGB image three ways
@@ -336,8 +382,7 @@ def test_predict_refuses_a_folder_that_is_not_an_export(run, tmp_path):
     image = tmp_path / "a.png"
     _write(image, png(np.zeros([8, 8, 3], np.uint8)))
     with pytest.raises(cli.RunError, match="holds no SavedModel.*mgml_tf.export"):
-        predict.main(["prog", f"--export_dir={run['model_dir']}", f"--input={image}",
-                      f"--output_dir={tmp_path / 'o'}"])
+        predict.main(["prog", f"--export_dir={run['model_dir']}", f"--input={image}", f"--output_dir={tmp_path / 'o'}"])
     assert not (tmp_path / "o").exists()
 
 
@@ -355,8 +400,9 @@ def test_serving_signature_refuses_bad_requests(exported):
             with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a uint8 tensor"):
                 fn(images=tf.zeros([1, 8, 8, 3], dtype))
         for shape in ([8, 8, 3], [1, 1, 8, 8, 3], [1, 8, 8, 1], [1, 8, 8, 4], [0, 8, 8, 3], [1, 0, 0, 3]):
-            with pytest.raises(tf.errors.InvalidArgumentError,
-                               match=r"images must be uint8 \[batch, height, width, 3\]") as e:
+            with pytest.raises(
+                tf.errors.InvalidArgumentError, match=r"images must be uint8 \[batch, height, width, 3\]"
+            ) as e:
                 fn(images=tf.zeros(shape, tf.uint8))
             assert str(shape).replace(",", "")[1:-1] in str(e.value)  # the shape it got
 
@@ -367,8 +413,7 @@ def test_checkpoint_of_another_configuration_names_the_option(run, tmp_path):
 
     config = json.load(open(os.path.join(run["model_dir"], md.CONFIG_JSON)))
     options = config["options"]
-    for key, value in (("num_classes", 20), ("backbone", "resnet50"), ("head", "deeplabv2"),
-                       ("feature_channels", 32)):
+    for key, value in (("num_classes", 20), ("backbone", "resnet50"), ("head", "deeplabv2"), ("feature_channels", 32)):
         with pytest.raises(cli.RunError, match=f"{key}=") as e:
             md.check_compatible(run["model_dir"], {**options, key: value})
         assert "\n" not in str(e.value) and "new --model_dir" in str(e.value)
@@ -391,33 +436,53 @@ def test_checkpoint_architecture_of_deeplabv2(tmp_path):
     from mgml_tf.training import checkpoints
     from mgml_tf.training import model_dir as md
 
-    model = mgml_tf.build_model(backbone="resnet_small", head="deeplabv2", num_classes=5, feature_channels=8,
-                                aspp_rates=(1, 2), use_update_network=False)
+    model = mgml_tf.build_model(
+        backbone="resnet_small",
+        head="deeplabv2",
+        num_classes=5,
+        feature_channels=8,
+        aspp_rates=(1, 2),
+        use_update_network=False,
+    )
     model(tf.zeros([1, 32, 32, 3]))
     path = checkpoints.checkpoint_object(model).write(str(tmp_path / "ckpt-1"))
     assert md.checkpoint_architecture(path) == {
-        "backbone": "resnet_small", "head": "deeplabv2", "num_classes": 5, "feature_channels": 8,
-        "use_memory": True, "use_update_network": False, "memory_score_scale": "fixed",
-        "aux_head": model.aux_head is not None}
+        "backbone": "resnet_small",
+        "head": "deeplabv2",
+        "num_classes": 5,
+        "feature_channels": 8,
+        "use_memory": True,
+        "use_update_network": False,
+        "memory_score_scale": "fixed",
+        "aux_head": model.aux_head is not None,
+    }
 
 
 def test_train_with_another_head_refused_and_model_dir_unchanged(run):
     before = tree_hash(run["model_dir"])
-    refused(run_cli("train", *tiny_args(run["model_dir"], run["synth"], "--method=baseline", "--targets=",
-                                         "--head=deeplabv2")), "head=", "new --model_dir")
+    refused(
+        run_cli(
+            "train", *tiny_args(run["model_dir"], run["synth"], "--method=baseline", "--targets=", "--head=deeplabv2")
+        ),
+        "head=",
+        "new --model_dir",
+    )
     assert tree_hash(run["model_dir"]) == before
 
 
 # ------------------------------------------------------------------------------------------ Python API
-@pytest.mark.parametrize("options, words", [
-    (dict(backbone="nope"), ("backbone", "resnet50")),
-    (dict(head="x"), ("head", "deeplabv3plus")),
-    (dict(num_classes=1), ("num_classes",)),
-    (dict(output_stride=7), ("output_stride",)),
-    (dict(colour=3), ("unknown option", "colour")),
-    (dict(backbone="resnet_small", backbone_weights="/nonexistent/w.keras"), ("/nonexistent/w.keras",)),
-    (dict(backbone="resnet_small", backbone_weights=__file__), ("Unsupported weights file",)),
-])
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (dict(backbone="nope"), ("backbone", "resnet50")),
+        (dict(head="x"), ("head", "deeplabv3plus")),
+        (dict(num_classes=1), ("num_classes",)),
+        (dict(output_stride=7), ("output_stride",)),
+        (dict(colour=3), ("unknown option", "colour")),
+        (dict(backbone="resnet_small", backbone_weights="/nonexistent/w.keras"), ("/nonexistent/w.keras",)),
+        (dict(backbone="resnet_small", backbone_weights=__file__), ("Unsupported weights file",)),
+    ],
+)
 def test_build_model_refuses_bad_options(options, words):
     import mgml_tf
 

@@ -1,5 +1,6 @@
 """The demo configuration shortened to a few steps (configs/demo_tiny.cfg) through train, evaluate, export
 and predict as subprocesses; the outputs are checked, and a model_dir of another configuration is refused."""
+
 import glob
 import json
 import os
@@ -26,10 +27,18 @@ def test_train_outputs(run):
     out, model_dir = run["train"].stdout, run["model_dir"]
     assert "memory initialised" in out and "step 3/3" in out and "img/s" in out and "ETA" in out
     from mgml_tf.layers import dilated_convolution_path
-    assert (f"kernels (float32): dilated convolutions {dilated_convolution_path('float32')}, "
-            "BatchNorm moments fused") in out
-    for name in ("flags.cfg", "flags.json", "eval_results.json", "checkpoints/checkpoint",
-                 "checkpoints/ckpt-2.index", "checkpoints/ckpt-3.index"):
+
+    assert (
+        f"kernels (float32): dilated convolutions {dilated_convolution_path('float32')}, BatchNorm moments fused"
+    ) in out
+    for name in (
+        "flags.cfg",
+        "flags.json",
+        "eval_results.json",
+        "checkpoints/checkpoint",
+        "checkpoints/ckpt-2.index",
+        "checkpoints/ckpt-3.index",
+    ):
         assert os.path.exists(os.path.join(model_dir, name)), name
     results = json.load(open(os.path.join(model_dir, "eval_results.json")))
     assert len(results) == 3
@@ -54,8 +63,14 @@ def test_summaries_written(run):
 
 def test_evaluate_json_and_cityscapes_pngs(run, tmp_path):
     out_json, preds = str(tmp_path / "ev.json"), str(tmp_path / "preds")
-    proc = run_cli("evaluate", f"--model_dir={run['model_dir']}", f"--output_json={out_json}",
-                   f"--save_predictions={preds}", "--flip", check=True)
+    proc = run_cli(
+        "evaluate",
+        f"--model_dir={run['model_dir']}",
+        f"--output_json={out_json}",
+        f"--save_predictions={preds}",
+        "--flip",
+        check=True,
+    )
     results = json.load(open(out_json))
     assert set(results) == set(json.load(open(os.path.join(run["model_dir"], "eval_results.json"))))
     for r in results.values():
@@ -67,8 +82,14 @@ def test_evaluate_json_and_cityscapes_pngs(run, tmp_path):
     valid_label_ids = {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33}
     assert set(np.unique(ids).tolist()) <= valid_label_ids
     # 16-class protocol
-    proc = run_cli("evaluate", f"--model_dir={run['model_dir']}", f"--output_json={out_json}",
-                   "--num_classes_protocol=16", "--max_eval_images=1", check=True)
+    proc = run_cli(
+        "evaluate",
+        f"--model_dir={run['model_dir']}",
+        f"--output_json={out_json}",
+        "--num_classes_protocol=16",
+        "--max_eval_images=1",
+        check=True,
+    )
     for r in json.load(open(out_json)).values():
         assert r["protocol"] == 16 and "terrain" not in r["IoU"] and r["num_images"] == 1
 
@@ -98,21 +119,23 @@ def test_export_reloads_without_mgml_tf_and_agrees(run, tmp_path):
         "print(json.dumps({'labels': [out['labels'].dtype.name] + out['labels'].shape.as_list(),\n"
         "                  'weights': w.shape.as_list(), 'refused': len(errors),\n"
         "                  'mgml': [k for k in sys.modules\n"
-        "                           if k.startswith('mgml_tf') and sys.modules[k] is not None]}))\n")
-    proc = subprocess.run([sys.executable, "-I", "-c", script], cwd=str(tmp_path), capture_output=True, text=True,
-                          timeout=300)
+        "                           if k.startswith('mgml_tf') and sys.modules[k] is not None]}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", script], cwd=str(tmp_path), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["labels"] == ["uint8", 2, 70, 90] and info["weights"] == [2, 70, 90, 19]
     assert info["refused"] == 3 and info["mgml"] == []
     from mgml_tf.training import model_dir as md
+
     model, _, _ = md.build_from_dir(run["model_dir"])
     want = tf.nn.softmax(model(tf.constant(image, tf.float32)), axis=-1).numpy()
     np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), want, atol=1e-5)
     cli = shutil.which("saved_model_cli")
     if cli:
-        show = subprocess.run([cli, "show", "--all", "--dir", export_dir], capture_output=True, text=True,
-                              timeout=300)
+        show = subprocess.run([cli, "show", "--all", "--dir", export_dir], capture_output=True, text=True, timeout=300)
         assert show.returncode == 0 and "serving_default" in show.stdout and "memory_weights" in show.stdout
 
 
@@ -123,8 +146,14 @@ def test_predict_from_export_and_model_dir(run, tmp_path):
     out1, out2 = str(tmp_path / "p1"), str(tmp_path / "p2")
     run_cli("predict", f"--export_dir={export_dir}", f"--input={images}", f"--output_dir={out1}", check=True)
     single = sorted(glob.glob(os.path.join(images, "*", "*", "*.png")))[0]
-    run_cli("predict", f"--model_dir={run['model_dir']}", f"--input={single}", f"--output_dir={out2}",
-            "--memory_classes=road,sky", check=True)
+    run_cli(
+        "predict",
+        f"--model_dir={run['model_dir']}",
+        f"--input={single}",
+        f"--output_dir={out2}",
+        "--memory_classes=road,sky",
+        check=True,
+    )
     colors = glob.glob(os.path.join(out1, "**", "*_color.png"), recursive=True)
     assert len(colors) == 2
     for suffix in ("_color.png", "_overlay.png", "_trainIds.png"):
@@ -134,8 +163,10 @@ def test_predict_from_export_and_model_dir(run, tmp_path):
     for path in colors + maps:
         image = tf.io.decode_png(tf.io.read_file(path)).numpy()
         assert image.shape == (64, 128, 3)
-    assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(out2, "*_memory", "*.png"))) == \
-        ["road.png", "sky.png"]
+    assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(out2, "*_memory", "*.png"))) == [
+        "road.png",
+        "sky.png",
+    ]
 
 
 def test_predict_unreadable_image_writes_nothing(run, tmp_path):

@@ -1,4 +1,5 @@
 """Training killed (SIGKILL) after a checkpoint resumes from that step with its memory and optimiser state."""
+
 import os
 import signal
 import subprocess
@@ -14,10 +15,15 @@ from tests.cli_helpers import REPO, env, run_cli, tiny_args
 
 def test_kill_and_resume(tmp_path):
     model_dir, synth = str(tmp_path / "run"), str(tmp_path / "synth")
-    args = tiny_args(model_dir, synth, "--train_steps=1000", "--checkpoint_every=2", "--log_every=1",
-                     "--deterministic")
-    proc = subprocess.Popen([sys.executable, "-m", "mgml_tf.train", *args], cwd=REPO, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = tiny_args(model_dir, synth, "--train_steps=1000", "--checkpoint_every=2", "--log_every=1", "--deterministic")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mgml_tf.train", *args],
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = []
     deadline = time.time() + 400
     try:
@@ -39,8 +45,9 @@ def test_kill_and_resume(tmp_path):
     assert int(reader.get_tensor(checkpoints.variable_key("optimizer", "iteration"))) == step
 
     # Restart with the same flags, one more step, a checkpoint every step.
-    args = tiny_args(model_dir, synth, f"--train_steps={step + 1}", "--checkpoint_every=1", "--log_every=1",
-                     "--deterministic")
+    args = tiny_args(
+        model_dir, synth, f"--train_steps={step + 1}", "--checkpoint_every=1", "--log_every=1", "--deterministic"
+    )
     out = run_cli("train", *args, check=True).stdout
     assert f"resumed from {latest} (step {step})" in out
     assert "memory initialised" not in out  # the restored memory is kept, not re-initialised
@@ -58,7 +65,9 @@ def test_kill_and_resume(tmp_path):
             continue
         slot = key.split("/")[1]
         m_before, m_after = reader.get_tensor(key), reader_after.get_tensor(key)
-        var_key = [k for k in names if k.startswith("model/") and k.split("/")[1].replace(".S", "_") + "_momentum" == slot]
+        var_key = [
+            k for k in names if k.startswith("model/") and k.split("/")[1].replace(".S", "_") + "_momentum" == slot
+        ]
         assert len(var_key) == 1, slot
         w_before, w_after = reader.get_tensor(var_key[0]), reader_after.get_tensor(var_key[0])
         np.testing.assert_allclose(w_after - w_before, m_after, atol=1e-6, err_msg=slot)
@@ -68,6 +77,7 @@ def test_kill_and_resume(tmp_path):
     # The memory written at step+1 starts from the restored memory: rows of classes absent from the batch
     # are unchanged, and every row stays unit-norm.
     memory_after = checkpoints.read_variable(after, "model", "memory/memory")
-    np.testing.assert_allclose(np.linalg.norm(memory_after, axis=1)[np.linalg.norm(saved_memory, axis=1) > 0],
-                               1.0, atol=1e-5)
+    np.testing.assert_allclose(
+        np.linalg.norm(memory_after, axis=1)[np.linalg.norm(saved_memory, axis=1) > 0], 1.0, atol=1e-5
+    )
     assert np.any(np.all(np.isclose(memory_after, saved_memory, atol=1e-6), axis=1))

@@ -1,5 +1,6 @@
 """Conv2D: the native dilated kernel against Keras's Conv2D (values and derivatives to second order),
 which path is chosen and when, and that models saved before the layer existed load unchanged."""
+
 import os
 import warnings
 
@@ -54,10 +55,18 @@ def _derivatives(layer, x):
 
 
 @needs_native
-@pytest.mark.parametrize("kernel_size,rate,padding,use_bias",
-                         [(3, 2, "same", False), (3, 6, "same", True), (3, 12, "same", False),
-                          (2, 3, "same", True), (4, 2, "same", False), (3, 2, "valid", True),
-                          (1, 4, "same", False)])
+@pytest.mark.parametrize(
+    "kernel_size,rate,padding,use_bias",
+    [
+        (3, 2, "same", False),
+        (3, 6, "same", True),
+        (3, 12, "same", False),
+        (2, 3, "same", True),
+        (4, 2, "same", False),
+        (3, 2, "valid", True),
+        (1, 4, "same", False),
+    ],
+)
 def test_native_equals_keras_conv2d_to_second_order(mode, kernel_size, rate, padding, use_bias):
     """Same values, first and second derivatives as keras.layers.Conv2D(dilation_rate=...) (float32 rounding),
     including even kernels, whose "same" padding is asymmetric, and rates larger than the map."""
@@ -177,8 +186,11 @@ def test_baseline_step_equal_on_fast_and_fallback_kernels(mode):
 
     def step():
         objective, grads, updates = model.compute_meta_gradients(tr, te, learning_rate=0.4)
-        return (float(objective), np.concatenate([g.numpy().ravel() for g in grads]),
-                np.concatenate([v.numpy().ravel() for v in updates["non_trainable"]]))
+        return (
+            float(objective),
+            np.concatenate([g.numpy().ravel() for g in grads]),
+            np.concatenate([v.numpy().ravel() for v in updates["non_trainable"]]),
+        )
 
     (o1, g1, s1), (o2, g2, s2) = _fast_and_fallback(mode, step)
     assert abs(o1 - o2) <= 1e-5 * abs(o1)
@@ -197,8 +209,7 @@ def test_model_saved_before_dilated_conv2d_loads_unchanged():
         warnings.simplefilter("error")  # e.g. Keras's "Skipping nested container ... freshly-initialized weights"
         model = keras.saving.load_model(os.path.join(FIXTURES, "small_mgml.keras"))
     assert isinstance(model, MemorySegmenter)
-    assert any(isinstance(layer, Conv2D) and max(layer.dilation_rate) > 1
-               for layer in model._flatten_layers())
+    assert any(isinstance(layer, Conv2D) and max(layer.dilation_rate) > 1 for layer in model._flatten_layers())
     outputs = np.asarray(model(data["images"], training=False))
     np.testing.assert_allclose(outputs, data["outputs"], rtol=0, atol=1e-5)
     saved = dict(tf.train.list_variables(os.path.join(FIXTURES, "small_mgml_ckpt")))

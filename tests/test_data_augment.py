@@ -1,4 +1,5 @@
 """Joint augmentation: alignment of image and label, padding, flips, seeds, photometric parts."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -28,7 +29,7 @@ def interior(label):
     same = np.ones_like(label, bool)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
-            same &= p[1 + dy:1 + dy + label.shape[0], 1 + dx:1 + dx + label.shape[1]] == label
+            same &= p[1 + dy : 1 + dy + label.shape[0], 1 + dx : 1 + dx + label.shape[1]] == label
     return same
 
 
@@ -78,7 +79,7 @@ def _runs(label):
 
 def _sub(small, big):
     n = len(small)
-    return any(tuple(big[i:i + n]) == small for i in range(len(big) - n + 1))
+    return any(tuple(big[i : i + n]) == small for i in range(len(big) - n + 1))
 
 
 def test_padding_is_ignore_and_rectangle():
@@ -88,7 +89,7 @@ def test_padding_is_ignore_and_rectangle():
         img, lab = run(image, label, [s, 1], 50, config=GEOM)
         valid = lab != 255
         ys, xs = np.nonzero(valid)
-        box = valid[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        box = valid[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
         assert box.all()  # one rectangle of image, the rest padding
         assert 5 <= box.shape[0] <= 20 and 6 <= box.shape[1] <= 24  # scale 0.5..2
         np.testing.assert_allclose(img[valid], 200.0, atol=1e-3)
@@ -127,13 +128,18 @@ def test_strong_changes_colours_not_geometry():
 
 def test_strong_can_be_a_tensor():
     image, label = colour_coded()
-    fn = tf.function(lambda flag: A.augment(tf.constant(image), tf.constant(label), tf.constant([1, 1]), 32,
-                                            strong=flag, config=GEOM))
+    fn = tf.function(
+        lambda flag: A.augment(
+            tf.constant(image), tf.constant(label), tf.constant([1, 1]), 32, strong=flag, config=GEOM
+        )
+    )
     # graph vs eager: equal up to float rounding of fused ops
-    np.testing.assert_allclose(fn(tf.constant(True))[0].numpy(),
-                               run(image, label, [1, 1], 32, config=GEOM, strong=True)[0], atol=1e-3)
-    np.testing.assert_allclose(fn(tf.constant(False))[0].numpy(),
-                               run(image, label, [1, 1], 32, config=GEOM)[0], atol=1e-3)
+    np.testing.assert_allclose(
+        fn(tf.constant(True))[0].numpy(), run(image, label, [1, 1], 32, config=GEOM, strong=True)[0], atol=1e-3
+    )
+    np.testing.assert_allclose(
+        fn(tf.constant(False))[0].numpy(), run(image, label, [1, 1], 32, config=GEOM)[0], atol=1e-3
+    )
 
 
 def test_default_jitter_and_blur_probability():
@@ -166,7 +172,7 @@ def test_gaussian_blur():
     out = A.gaussian_blur(tf.constant(impulse), 1.0, 4).numpy()[..., 0]
     assert abs(out.sum() - 1.0) < 1e-5
     x = np.arange(-4, 5)
-    k = np.exp(-0.5 * x ** 2)
+    k = np.exp(-0.5 * x**2)
     k /= k.sum()
     np.testing.assert_allclose(out[6:15, 6:15], np.outer(k, k), atol=1e-6)
 
@@ -186,13 +192,19 @@ def test_deterministic_under_parallel_map():
 
 def test_mapping_after_crop_equals_mapping_before():
     from mgml_tf.data import labels as L
+
     image, label = colour_coded(48, 80)
     colours = TRAIN_ID_COLORS[label].copy()
     colours[:8, :8] = (1, 2, 3)  # a colour outside the table -> 255
     mapped = L.map_colours(tf.constant(colours), L.GTAV_COLOR_TO_TRAIN_ID)
     for s in range(4):
         a = A.augment(tf.constant(image), mapped, tf.constant([s, 0]), (40, 72))
-        b = A.augment(tf.constant(image), tf.constant(colours), tf.constant([s, 0]), (40, 72),
-                      label_map=lambda raw: L.map_colours(raw, L.GTAV_COLOR_TO_TRAIN_ID))
+        b = A.augment(
+            tf.constant(image),
+            tf.constant(colours),
+            tf.constant([s, 0]),
+            (40, 72),
+            label_map=lambda raw: L.map_colours(raw, L.GTAV_COLOR_TO_TRAIN_ID),
+        )
         np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
         np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())

@@ -1,4 +1,5 @@
 """Episodes, aggregated batches and evaluation data on tiny IDD-layout trees (labels = train ids)."""
+
 import collections
 import os
 
@@ -34,8 +35,10 @@ def make_domain(root, domain_id, files=3, size=(24, 32), label_of_file=False):
         frame = f"{i:06d}"
         img = np.zeros(size + (3,), np.uint8) + np.array(COLOURS[domain_id], np.uint8)
         lab = np.full(size + (1,), i if label_of_file else domain_id, np.uint8)
-        for path, arr in [(f"{root}/leftImg8bit/train/0/{frame}_leftImg8bit.png", img),
-                          (f"{root}/gtFine/train/0/{frame}_gtFine_labelcsTrainIds.png", lab)]:
+        for path, arr in [
+            (f"{root}/leftImg8bit/train/0/{frame}_leftImg8bit.png", img),
+            (f"{root}/gtFine/train/0/{frame}_gtFine_labelcsTrainIds.png", lab),
+        ]:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(tf.io.encode_png(arr).numpy())
@@ -79,8 +82,7 @@ def test_element_spec_and_split_sizes(domains):
         # images are the domain colour (geometry-only augmentation) or padding
         for img, lab in zip(np.concatenate([xi, yi]), np.concatenate([xl, yl])):
             d = domain_of(lab)
-            np.testing.assert_allclose(img[lab != 255], np.broadcast_to(COLOURS[d], img[lab != 255].shape),
-                                       atol=1e-3)
+            np.testing.assert_allclose(img[lab != 255], np.broadcast_to(COLOURS[d], img[lab != 255].shape), atol=1e-3)
             assert (img[lab == 255] == 0).all()
     assert set(ks) == {1, 2}
 
@@ -101,8 +103,7 @@ def test_deterministic_with_seed(domains):
     a, b, c = first(7), first(7), first(8)
     for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
         np.testing.assert_array_equal(x, y)
-    assert any(x.shape != y.shape or not np.array_equal(x, y)
-               for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(c)))
+    assert any(x.shape != y.shape or not np.array_equal(x, y) for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(c)))
 
 
 def test_start_step_resumes_the_stream(domains):
@@ -119,6 +120,7 @@ def test_non_deterministic_gives_the_same_steps(domains):
     ref = take(episodes(domains, 1, CROP, seed=2, deterministic=True), 4)
     # finished steps may overtake slower ones, by at most the number in flight
     got = take(episodes(domains, 1, CROP, seed=2, deterministic=False, num_parallel_calls=2), 10)
+
     def key(step):
         return tf.nest.flatten(step)[0].tobytes()
 
@@ -138,12 +140,10 @@ def test_single_source_duplicates_and_strong_meta_test(domains):
         # meta-test: strong jitter + blur always, so the colour moves away from the source colour
         assert np.abs(yi[valid_te] - colour).mean() > 5.0
     # the rule can be switched off, and switched on for several sources
-    plain = episodes(domains[:1], B, CROP, seed=1, deterministic=True, augment_config=GEOM,
-                       strong_meta_test=False)
+    plain = episodes(domains[:1], B, CROP, seed=1, deterministic=True, augment_config=GEOM, strong_meta_test=False)
     for _, (yi, yl) in take(plain, 2):
         np.testing.assert_allclose(yi[yl != 255], np.broadcast_to(colour, yi[yl != 255].shape), atol=1e-3)
-    multi = episodes(domains, B, CROP, seed=1, deterministic=True, augment_config=GEOM,
-                       strong_meta_test=True)
+    multi = episodes(domains, B, CROP, seed=1, deterministic=True, augment_config=GEOM, strong_meta_test=True)
     for (xi, xl), (yi, yl) in take(multi, 2):
         for img, lab in zip(xi, xl):
             c = np.array(COLOURS[domain_of(lab)], np.float32)
@@ -180,8 +180,7 @@ def test_batch_not_divisible_by_replicas(domains):
 
 def test_aggregated_batches(domains):
     B, R = 2, 2
-    ds = aggregated_batches(domains, B, CROP, seed=0, deterministic=True, num_replicas=R,
-                              augment_config=GEOM)
+    ds = aggregated_batches(domains, B, CROP, seed=0, deterministic=True, num_replicas=R, augment_config=GEOM)
     assert ds.element_spec[0].shape.as_list()[1:] == [CROP, CROP, 3]
     for imgs, labs in take(ds, 3):
         assert imgs.shape == (3 * B, CROP, CROP, 3) and labs.dtype == np.int32
@@ -194,7 +193,7 @@ def test_each_epoch_visits_every_file(tmp_path):
     dom = make_domain(str(tmp_path / "one"), 0, files=5, label_of_file=True)
     ds = aggregated_batches([dom], 3, CROP, seed=4, deterministic=True, augment_config=GEOM)
     seq = [domain_of(l) for _, labs in take(ds, 5) for l in labs]  # 15 draws = 3 epochs of 5 files
-    epochs = [seq[i:i + 5] for i in range(0, 15, 5)]
+    epochs = [seq[i : i + 5] for i in range(0, 15, 5)]
     assert all(sorted(e) == [0, 1, 2, 3, 4] for e in epochs)
     assert len({tuple(e) for e in epochs}) > 1  # a fresh order per epoch
 
@@ -217,10 +216,13 @@ def test_evaluation_dataset(tmp_path, domains):
     # different sizes in one batch: padded with 0 / 255
     root = str(tmp_path / "mixed")
     make_domain(root, 1, files=1, size=(10, 12))
-    os.rename(f"{root}/leftImg8bit/train/0/000000_leftImg8bit.png",
-              f"{root}/leftImg8bit/train/0/000009_leftImg8bit.png")
-    os.rename(f"{root}/gtFine/train/0/000000_gtFine_labelcsTrainIds.png",
-              f"{root}/gtFine/train/0/000009_gtFine_labelcsTrainIds.png")
+    os.rename(
+        f"{root}/leftImg8bit/train/0/000000_leftImg8bit.png", f"{root}/leftImg8bit/train/0/000009_leftImg8bit.png"
+    )
+    os.rename(
+        f"{root}/gtFine/train/0/000000_gtFine_labelcsTrainIds.png",
+        f"{root}/gtFine/train/0/000009_gtFine_labelcsTrainIds.png",
+    )
     make_domain(root, 1, files=1, size=(8, 14))
     [(img, lab)] = take(E.evaluation_dataset(data.load_domain("idd", root), batch_size=2), 1)
     assert img.shape == (2, 10, 14, 3)

@@ -1,4 +1,5 @@
 """Loaders on tiny trees written in each dataset's published layout; label maps against oracles."""
+
 import os
 import struct
 import zlib
@@ -42,8 +43,14 @@ def write_palette_png(path, indices, palette):
     raw = b"".join(b"\x00" + idx[r].tobytes() for r in range(h))
     pal = np.zeros([256, 3], np.uint8)
     pal[: len(palette)] = np.asarray(palette, np.uint8)
-    _write(path, b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
-           + _chunk(b"PLTE", pal.tobytes()) + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b""))
+    _write(
+        path,
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
+        + _chunk(b"PLTE", pal.tobytes())
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b""),
+    )
 
 
 def grid(values, h=4, w=None):
@@ -134,7 +141,9 @@ def test_cityscapes_layout_and_ids(tmp_path):
     dom = data.load_domain("cityscapes", root)
     assert dom.name == "cityscapes" and len(dom) == 2 and dom.root == os.path.abspath(root)
     assert [os.path.basename(p[1]) for p in dom.pairs] == [
-        "aachen_000000_000019_gtFine_labelIds.png", "bochum_000001_000019_gtFine_labelIds.png"]
+        "aachen_000000_000019_gtFine_labelIds.png",
+        "bochum_000001_000019_gtFine_labelIds.png",
+    ]
     ds = dom.as_dataset()
     assert ds.element_spec[0].dtype == tf.uint8 and ds.element_spec[1].dtype == tf.uint8
     assert ds.element_spec[0].shape.as_list() == [None, None, 3]
@@ -195,9 +204,31 @@ def test_gtav_split_list_and_split_folders(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- synthia
-SYNTHIA_NAMES = ["void", "sky", "building", "road", "sidewalk", "fence", "vegetation", "pole", "car",
-                 "traffic sign", "pedestrian", "bicycle", "motorcycle", "parking-slot", "road-work",
-                 "traffic light", "terrain", "rider", "truck", "bus", "train", "wall", "lanemarking"]
+SYNTHIA_NAMES = [
+    "void",
+    "sky",
+    "building",
+    "road",
+    "sidewalk",
+    "fence",
+    "vegetation",
+    "pole",
+    "car",
+    "traffic sign",
+    "pedestrian",
+    "bicycle",
+    "motorcycle",
+    "parking-slot",
+    "road-work",
+    "traffic light",
+    "terrain",
+    "rider",
+    "truck",
+    "bus",
+    "train",
+    "wall",
+    "lanemarking",
+]
 SYNTHIA_TO_CS_NAME = {"pedestrian": "person"}
 
 
@@ -265,21 +296,42 @@ def test_bdd100k_layouts(tmp_path):
 # Mapillary v1.2 name -> Cityscapes name (the grouping used by RobustNet / Pin the Memory), written here
 # independently of the module's id table.
 MAPILLARY_TO_CS = {
-    "construction--flat--road": "road", "marking--general": "road", "object--manhole": "road",
-    "construction--barrier--curb": "sidewalk", "construction--flat--sidewalk": "sidewalk",
-    "construction--structure--building": "building", "construction--barrier--wall": "wall",
-    "construction--barrier--fence": "fence", "object--support--pole": "pole",
-    "object--support--utility-pole": "pole", "object--traffic-light": "traffic light",
-    "object--traffic-sign--front": "traffic sign", "nature--vegetation": "vegetation",
-    "nature--terrain": "terrain", "nature--sky": "sky", "human--person": "person",
-    "human--rider--bicyclist": "rider", "human--rider--motorcyclist": "rider",
-    "human--rider--other-rider": "rider", "object--vehicle--car": "car", "object--vehicle--truck": "truck",
-    "object--vehicle--bus": "bus", "object--vehicle--on-rails": "train",
-    "object--vehicle--motorcycle": "motorcycle", "object--vehicle--bicycle": "bicycle",
+    "construction--flat--road": "road",
+    "marking--general": "road",
+    "object--manhole": "road",
+    "construction--barrier--curb": "sidewalk",
+    "construction--flat--sidewalk": "sidewalk",
+    "construction--structure--building": "building",
+    "construction--barrier--wall": "wall",
+    "construction--barrier--fence": "fence",
+    "object--support--pole": "pole",
+    "object--support--utility-pole": "pole",
+    "object--traffic-light": "traffic light",
+    "object--traffic-sign--front": "traffic sign",
+    "nature--vegetation": "vegetation",
+    "nature--terrain": "terrain",
+    "nature--sky": "sky",
+    "human--person": "person",
+    "human--rider--bicyclist": "rider",
+    "human--rider--motorcyclist": "rider",
+    "human--rider--other-rider": "rider",
+    "object--vehicle--car": "car",
+    "object--vehicle--truck": "truck",
+    "object--vehicle--bus": "bus",
+    "object--vehicle--on-rails": "train",
+    "object--vehicle--motorcycle": "motorcycle",
+    "object--vehicle--bicycle": "bicycle",
 }
 # a few colours from the release's config.json, as a spot check of the module's colour column
-MAPILLARY_SPOT_COLOURS = {0: (165, 42, 42), 13: (128, 64, 128), 24: (255, 255, 255), 27: (70, 130, 180),
-                          55: (0, 0, 142), 63: (32, 32, 32), 65: (0, 0, 0)}
+MAPILLARY_SPOT_COLOURS = {
+    0: (165, 42, 42),
+    13: (128, 64, 128),
+    24: (255, 255, 255),
+    27: (70, 130, 180),
+    55: (0, 0, 142),
+    63: (32, 32, 32),
+    65: (0, 0, 0),
+}
 
 
 def mapillary_expected(i):
@@ -419,7 +471,7 @@ def test_corrupt_body_found_by_check_files(tmp_path):
     path = f"{root}/labels/00001.png"
     payload = bytearray(open(path, "rb").read())
     start = payload.index(b"IDAT") + 4
-    payload[start:start + 8] = b"\xde\xad\xbe\xef" * 2
+    payload[start : start + 8] = b"\xde\xad\xbe\xef" * 2
     open(path, "wb").write(bytes(payload))
     with pytest.raises(data.CorruptFileError, match=r"labels/00001\.png"):
         data.load_domain("gtav", root, check_files=True)

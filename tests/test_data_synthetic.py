@@ -1,4 +1,5 @@
 """The synthetic multi-domain street-scene generator: scenes, styles, the six written layouts, the CLI."""
+
 import glob
 import os
 import subprocess
@@ -13,13 +14,46 @@ H, W = 64, 128  # small images keep the file tests fast
 
 # Independent oracles written out here (not imported from the code under test).
 # Synthia RAND_CITYSCAPES ids (README of the release) -> Cityscapes train id; terrain/truck/train are void.
-SYNTHIA_TO_TRAIN = {1: 10, 2: 2, 3: 0, 4: 1, 5: 4, 6: 8, 7: 5, 8: 13, 9: 7, 10: 11, 11: 18, 12: 17, 15: 6,
-                    17: 12, 19: 15, 21: 3}
+SYNTHIA_TO_TRAIN = {
+    1: 10,
+    2: 2,
+    3: 0,
+    4: 1,
+    5: 4,
+    6: 8,
+    7: 5,
+    8: 13,
+    9: 7,
+    10: 11,
+    11: 18,
+    12: 17,
+    15: 6,
+    17: 12,
+    19: 15,
+    21: 3,
+}
 # Mapillary Vistas v1.2 class name (by id) expected for each train id.
-MAPILLARY_NAME = {0: "Road", 1: "Sidewalk", 2: "Building", 3: "Wall", 4: "Fence", 5: "Pole",
-                  6: "Traffic Light", 7: "Traffic Sign (Front)", 8: "Vegetation", 9: "Terrain", 10: "Sky",
-                  11: "Person", 12: "Bicyclist", 13: "Car", 14: "Truck", 15: "Bus", 16: "On Rails",
-                  17: "Motorcycle", 18: "Bicycle"}
+MAPILLARY_NAME = {
+    0: "Road",
+    1: "Sidewalk",
+    2: "Building",
+    3: "Wall",
+    4: "Fence",
+    5: "Pole",
+    6: "Traffic Light",
+    7: "Traffic Sign (Front)",
+    8: "Vegetation",
+    9: "Terrain",
+    10: "Sky",
+    11: "Person",
+    12: "Bicyclist",
+    13: "Car",
+    14: "Truck",
+    15: "Bus",
+    16: "On Rails",
+    17: "Motorcycle",
+    18: "Bicycle",
+}
 
 
 def _cs_labels():
@@ -29,8 +63,10 @@ def _cs_labels():
 
 def _decode_png(path, dtype="uint8"):
     import tensorflow as tf
-    return tf.io.decode_png(tf.io.read_file(path), channels=0,
-                            dtype=tf.uint16 if dtype == "uint16" else tf.uint8).numpy()
+
+    return tf.io.decode_png(
+        tf.io.read_file(path), channels=0, dtype=tf.uint16 if dtype == "uint16" else tf.uint8
+    ).numpy()
 
 
 def _expected_label(style, seed, index):
@@ -42,6 +78,7 @@ def test_class_table_matches_cityscapesscripts():
     cs = _cs_labels()
     assert len(cs) == 19
     from mgml_tf.data._synthetic_labels import CLASSES
+
     for lab in cs:
         name, tid, lid, colour = CLASSES[lab.trainId]
         assert (name, tid, lid, colour) == (lab.name, lab.trainId, lab.id, tuple(lab.color))
@@ -49,6 +86,7 @@ def test_class_table_matches_cityscapesscripts():
 
 def test_layout_id_tables():
     from mgml_tf.data._synthetic_labels import MAPILLARY_V12_NAMES
+
     assert len(MAPILLARY_V12_NAMES) == 66
     for tid in range(19):
         assert MAPILLARY_V12_NAMES[syn.TRAIN_TO_MAPILLARY[tid]] == MAPILLARY_NAME[tid]
@@ -134,13 +172,14 @@ def test_target_styles_differ_from_sources():
     means = {s: _class_means(s) for s in syn.STYLES}
     car = syn.CLASS_NAMES.index("car")
     for t in syn.TARGET_STYLES:
-        d = np.array([[np.linalg.norm(means[t][c] - means[s][c]) for s in syn.SOURCE_STYLES]
-                      for c in range(19)]).min(axis=1)
+        d = np.array([[np.linalg.norm(means[t][c] - means[s][c]) for s in syn.SOURCE_STYLES] for c in range(19)]).min(
+            axis=1
+        )
         assert d.mean() > 25, (t, d.round(1))
         assert d[car] > 20, (t, d[car])
     # and the sources differ among themselves
     for i, a in enumerate(syn.SOURCE_STYLES):
-        for b in syn.SOURCE_STYLES[i + 1:]:
+        for b in syn.SOURCE_STYLES[i + 1 :]:
             assert np.linalg.norm(means[a] - means[b], axis=1).mean() > 25
 
 
@@ -157,8 +196,7 @@ def test_gtav_layout(tmp_path):
         got = np.vectorize(lambda r, g, b: colour_to_train[(r, g, b)])(rgb[..., 0], rgb[..., 1], rgb[..., 2])
         np.testing.assert_array_equal(got, _expected_label("sunny_game", 3, i))
         img = _decode_png(str(tmp_path / "images" / f"{i + 1:05d}.png"))
-        np.testing.assert_array_equal(img, syn.generate_scene("sunny_game", H, W,
-                                                              syn.image_rng("sunny_game", 3, i))[0])
+        np.testing.assert_array_equal(img, syn.generate_scene("sunny_game", H, W, syn.image_rng("sunny_game", 3, i))[0])
 
 
 def test_synthia_layout(tmp_path):
@@ -185,10 +223,14 @@ def test_cityscapes_layout(tmp_path):
     syn.write_dataset("foggy", "cityscapes", 2, tmp_path, seed=5, height=H, width=W, split="val")
     imgs = sorted(glob.glob(str(tmp_path / "leftImg8bit" / "val" / "*" / "*_leftImg8bit.png")))
     labs = sorted(glob.glob(str(tmp_path / "gtFine" / "val" / "*" / "*_gtFine_labelIds.png")))
-    assert [os.path.basename(p) for p in imgs] == ["foggy_000000_000000_leftImg8bit.png",
-                                                   "foggy_000000_000001_leftImg8bit.png"]
-    assert [os.path.basename(p) for p in labs] == ["foggy_000000_000000_gtFine_labelIds.png",
-                                                   "foggy_000000_000001_gtFine_labelIds.png"]
+    assert [os.path.basename(p) for p in imgs] == [
+        "foggy_000000_000000_leftImg8bit.png",
+        "foggy_000000_000001_leftImg8bit.png",
+    ]
+    assert [os.path.basename(p) for p in labs] == [
+        "foggy_000000_000000_gtFine_labelIds.png",
+        "foggy_000000_000001_gtFine_labelIds.png",
+    ]
     id_to_train = {lab.id: lab.trainId for lab in _cs_labels()}
     for i, p in enumerate(labs):
         ids = _decode_png(p)[..., 0]
@@ -196,10 +238,13 @@ def test_cityscapes_layout(tmp_path):
         np.testing.assert_array_equal(got, _expected_label("foggy", 5, i))
 
 
-@pytest.mark.parametrize("layout,ipat,lpat", [
-    ("bdd100k", "images/10k/val/*.jpg", "labels/sem_seg/masks/val/*.png"),
-    ("idd", "leftImg8bit/val/0/*_leftImg8bit.png", "gtFine/val/0/*_gtFine_labelcsTrainIds.png"),
-])
+@pytest.mark.parametrize(
+    "layout,ipat,lpat",
+    [
+        ("bdd100k", "images/10k/val/*.jpg", "labels/sem_seg/masks/val/*.png"),
+        ("idd", "leftImg8bit/val/0/*_leftImg8bit.png", "gtFine/val/0/*_gtFine_labelcsTrainIds.png"),
+    ],
+)
 def test_train_id_layouts(tmp_path, layout, ipat, lpat):
     syn.write_dataset("night", layout, 2, tmp_path, seed=6, height=H, width=W, split="val")
     imgs, labs = sorted(glob.glob(str(tmp_path / ipat))), sorted(glob.glob(str(tmp_path / lpat)))
@@ -215,6 +260,7 @@ def test_train_id_layouts(tmp_path, layout, ipat, lpat):
 
 def test_mapillary_layout(tmp_path):
     from mgml_tf.data._synthetic_labels import MAPILLARY_V12_NAMES
+
     syn.write_dataset("rainy_realistic", "mapillary", 2, tmp_path, seed=7, height=H, width=W, split="val")
     imgs = sorted(glob.glob(str(tmp_path / "validation" / "images" / "*.jpg")))
     labs = sorted(glob.glob(str(tmp_path / "validation" / "labels" / "*.png")))
@@ -255,6 +301,7 @@ def test_byte_identical_files(tmp_path):
             with open(p, "rb") as f:
                 out[os.path.relpath(p, root)] = f.read()
         return out
+
     a, b, c = files(tmp_path / "a"), files(tmp_path / "b"), files(tmp_path / "c")
     assert a == b and len(a) == 5  # 2 images, 2 labels, SYNTHETIC.json
     assert any(a[k] != c[k] for k in a if k.endswith(".jpg"))
@@ -263,13 +310,14 @@ def test_byte_identical_files(tmp_path):
 def test_default_suite(tmp_path):
     specs = syn.write_default_suite(str(tmp_path), num_train=1, num_val=1, seed=0, height=H, width=W)
     sources, targets = specs
-    assert sources == [f"gtav:{tmp_path}/sunny_game", f"synthia:{tmp_path}/overcast_sim",
-                       f"idd:{tmp_path}/desert_toon"]
-    assert targets == [f"cityscapes:{tmp_path}/foggy", f"bdd100k:{tmp_path}/night",
-                       f"mapillary:{tmp_path}/rainy_realistic"]
+    assert sources == [f"gtav:{tmp_path}/sunny_game", f"synthia:{tmp_path}/overcast_sim", f"idd:{tmp_path}/desert_toon"]
+    assert targets == [
+        f"cityscapes:{tmp_path}/foggy",
+        f"bdd100k:{tmp_path}/night",
+        f"mapillary:{tmp_path}/rainy_realistic",
+    ]
     assert os.path.exists(tmp_path / "desert_toon" / "leftImg8bit" / "train" / "0" / "000000_leftImg8bit.png")
-    assert os.path.exists(tmp_path / "foggy" / "gtFine" / "val" / "foggy" /
-                          "foggy_000000_000000_gtFine_labelIds.png")
+    assert os.path.exists(tmp_path / "foggy" / "gtFine" / "val" / "foggy" / "foggy_000000_000000_gtFine_labelIds.png")
     assert len(glob.glob(str(tmp_path / "rainy_realistic" / "validation" / "labels" / "*.png"))) == 1
 
 
@@ -289,22 +337,36 @@ def test_bad_arguments(tmp_path):
 
 def _run_cli(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "mgml_tf.data.synthetic", *args], capture_output=True,
-                          text=True, env=env, timeout=300,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return subprocess.run(
+        [sys.executable, "-m", "mgml_tf.data.synthetic", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
 
 
 def test_cli(tmp_path):
     out = tmp_path / "idd"
-    r = _run_cli("--style=desert_toon", "--layout=idd", "--num_images=2", f"--output_dir={out}",
-                 f"--height={H}", f"--width={W}", "--split=val")
+    r = _run_cli(
+        "--style=desert_toon",
+        "--layout=idd",
+        "--num_images=2",
+        f"--output_dir={out}",
+        f"--height={H}",
+        f"--width={W}",
+        "--split=val",
+    )
     assert r.returncode == 0, r.stderr
     assert "images/s" in r.stdout and f"idd:{out}" in r.stdout
     assert len(glob.glob(str(out / "gtFine" / "val" / "0" / "*_gtFine_labelcsTrainIds.png"))) == 2
 
-    for args, needle in ((("--style=fog", "--layout=idd"), "known styles: sunny_game"),
-                         (("--style=foggy", "--layout=kitti"), "known layouts: gtav"),
-                         (("--style=foggy", "--layout=idd", "--num_images=0"), "num_images must be a positive")):
+    for args, needle in (
+        (("--style=fog", "--layout=idd"), "known styles: sunny_game"),
+        (("--style=foggy", "--layout=kitti"), "known layouts: gtav"),
+        (("--style=foggy", "--layout=idd", "--num_images=0"), "num_images must be a positive"),
+    ):
         extra = () if any(a.startswith("--num_images") for a in args) else ("--num_images=1",)
         r = _run_cli(*args, *extra, f"--output_dir={tmp_path / 'bad'}")
         assert r.returncode != 0

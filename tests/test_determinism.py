@@ -1,5 +1,6 @@
 """--deterministic: two runs with the same seed log bit-identical losses and end with bit-identical
 variables (weights, BatchNorm statistics, memory, dropout seed state, optimiser slots) on CPU."""
+
 import os
 
 import numpy as np

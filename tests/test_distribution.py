@@ -1,4 +1,5 @@
 """Training under MirroredStrategy equals training on one device (DESIGN §5 traps)."""
+
 import json
 import os
 import subprocess
@@ -18,8 +19,13 @@ def test_mirrored_two_replicas_equal_one_device(meta_order):
     weight decay counted per replica, BatchNorm statistics or memory drifting between replicas) shows up
     many orders of magnitude above the 1e-9 tolerance. (In float32 the same comparison differs by up to
     ~5e-3 relative after 3 steps: rounding differences of reduction order, amplified by training.)"""
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "distributed_equivalence.py"),
-                          str(meta_order), "float64"], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "distributed_equivalence.py"), str(meta_order), "float64"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["moved"] > 1e-2  # training changed the model: the comparison is not vacuous

@@ -24,6 +24,7 @@ this tiny run amplifies to 2e-4 by step 2 (the same amplification that moves flo
 small test model by percents under a 1e-6 change of the input; tests/test_convolution.py). What is compared
 is then the wiring alone, with only the order of reductions differing.
 """
+
 import json
 import os
 import subprocess
@@ -36,13 +37,21 @@ from tests.cli_helpers import REPO, env, refused, run_cli, tiny_args
 
 # 2 images per domain (divisible by 2 replicas), no dropout (its masks are drawn per replica), a fixed
 # batch order, no evaluation (not what is compared), a checkpoint after every step.
-COMMON = ("--batch_per_domain=2", "--dropout=0", "--deterministic", "--targets=", "--checkpoint_every=1",
-          "--keep_checkpoints=3", "--memory_init_batches=1")
+COMMON = (
+    "--batch_per_domain=2",
+    "--dropout=0",
+    "--deterministic",
+    "--targets=",
+    "--checkpoint_every=1",
+    "--keep_checkpoints=3",
+    "--memory_init_batches=1",
+)
 STEP1_TOL, TOL = 1e-6, 5e-5
 
 
 def _checkpoint(model_dir, step):
     import tensorflow as tf
+
     reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints", f"ckpt-{step}"))
     return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.startswith("model/")}
 
@@ -69,8 +78,17 @@ def reference(tmp_path_factory):
     """3 steps on one device (also generates the tiny synthetic suite shared by the other runs)."""
     root = tmp_path_factory.mktemp("dist")
     synth, model_dir = root / "synth", root / "one"
-    proc = run_cli("train", *tiny_args(str(model_dir), str(synth), *COMMON, "--distribution_strategy=one_device",
-                                       f"--debug_dump_variables={root / 'one_dump'}"), check=True)
+    proc = run_cli(
+        "train",
+        *tiny_args(
+            str(model_dir),
+            str(synth),
+            *COMMON,
+            "--distribution_strategy=one_device",
+            f"--debug_dump_variables={root / 'one_dump'}",
+        ),
+        check=True,
+    )
     assert "replicas" not in proc.stdout
     return root, synth, model_dir
 
@@ -78,9 +96,18 @@ def reference(tmp_path_factory):
 def test_mirrored_two_devices_equals_one_device(reference):
     root, synth, one = reference
     model_dir = root / "mirrored"
-    proc = run_cli("train", *tiny_args(str(model_dir), str(synth), *COMMON, "--distribution_strategy=mirrored",
-                                       "--num_devices=2", f"--debug_dump_variables={root / 'mirrored_dump'}"),
-                   check=True)
+    proc = run_cli(
+        "train",
+        *tiny_args(
+            str(model_dir),
+            str(synth),
+            *COMMON,
+            "--distribution_strategy=mirrored",
+            "--num_devices=2",
+            f"--debug_dump_variables={root / 'mirrored_dump'}",
+        ),
+        check=True,
+    )
     assert "MirroredStrategy, 2 replicas" in proc.stdout and "BatchNorm moments two_pass" in proc.stdout
     dump = np.load(f"{root / 'mirrored_dump'}.single.npz")
     assert float(dump["__replicas_max_abs_diff__"]) == 0.0  # both replicas hold the same state
@@ -100,11 +127,22 @@ def test_two_workers_equal_each_other_and_one_device(reference):
     model_dir, dump = root / "multi", root / "multi_dump"
     e = env()
     e.update(TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")  # 2 processes on 2 cores
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "launch_workers.py"), "--num_workers=2",
-                           f"--log_dir={root / 'worker_logs'}", "--timeout=540", "--",
-                           *tiny_args(str(model_dir), str(synth), *COMMON, "--train_steps=2",
-                                      f"--debug_dump_variables={dump}")],
-                          cwd=REPO, env=e, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "launch_workers.py"),
+            "--num_workers=2",
+            f"--log_dir={root / 'worker_logs'}",
+            "--timeout=540",
+            "--",
+            *tiny_args(str(model_dir), str(synth), *COMMON, "--train_steps=2", f"--debug_dump_variables={dump}"),
+        ],
+        cwd=REPO,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 replicas, task worker:0 (chief)" in proc.stdout
     w0, w1 = np.load(f"{dump}.worker_0.npz"), np.load(f"{dump}.worker_1.npz")
@@ -118,27 +156,40 @@ def test_two_workers_equal_each_other_and_one_device(reference):
         assert diff < tol, (step, diff)
 
 
-
-@pytest.mark.parametrize("extra, tf_config, words", [
-    (("--distribution_strategy=parallel",), None, ("parallel", "one_device, mirrored, multi_worker")),
-    (("--distribution_strategy=mirrored", "--num_devices=2"), None, ("batch_per_domain=1", "2 replicas")),
-    (("--distribution_strategy=multi_worker",), "{not json", ("TF_CONFIG", "JSON")),
-    (("--distribution_strategy=multi_worker",), '{"task": {"type": "worker", "index": 0}}', ("cluster",)),
-    (("--distribution_strategy=multi_worker",),
-     '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 2}}',
-     ("index", "0..1")),
-    (("--distribution_strategy=mirrored", "--num_devices=2", "--batch_per_domain=2", "--jit_compile"), None,
-     ("jit_compile", "one device")),
-    (("--mixed_precision=float8",), None, ("float8", "mixed_bfloat16")),
-])
+@pytest.mark.parametrize(
+    "extra, tf_config, words",
+    [
+        (("--distribution_strategy=parallel",), None, ("parallel", "one_device, mirrored, multi_worker")),
+        (("--distribution_strategy=mirrored", "--num_devices=2"), None, ("batch_per_domain=1", "2 replicas")),
+        (("--distribution_strategy=multi_worker",), "{not json", ("TF_CONFIG", "JSON")),
+        (("--distribution_strategy=multi_worker",), '{"task": {"type": "worker", "index": 0}}', ("cluster",)),
+        (
+            ("--distribution_strategy=multi_worker",),
+            '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 2}}',
+            ("index", "0..1"),
+        ),
+        (
+            ("--distribution_strategy=mirrored", "--num_devices=2", "--batch_per_domain=2", "--jit_compile"),
+            None,
+            ("jit_compile", "one device"),
+        ),
+        (("--mixed_precision=float8",), None, ("float8", "mixed_bfloat16")),
+    ],
+)
 def test_bad_distribution_input_refused(tmp_path, extra, tf_config, words):
     model_dir, synth = tmp_path / "run", tmp_path / "synth"
     e = env()
     e.pop("TF_CONFIG", None)
     if tf_config is not None:
         e["TF_CONFIG"] = tf_config
-    proc = subprocess.run([sys.executable, "-m", "mgml_tf.train", *tiny_args(str(model_dir), str(synth), *extra)],
-                          cwd=REPO, env=e, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mgml_tf.train", *tiny_args(str(model_dir), str(synth), *extra)],
+        cwd=REPO,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     refused(proc, *words)
     assert not model_dir.exists() and not synth.exists()
 
@@ -146,8 +197,11 @@ def test_bad_distribution_input_refused(tmp_path, extra, tf_config, words):
 def test_mixed_bfloat16_two_steps_finite(reference):
     root, synth, _ = reference
     model_dir = root / "bf16"
-    proc = run_cli("train", *tiny_args(str(model_dir), str(synth), *COMMON, "--train_steps=2",
-                                       "--mixed_precision=mixed_bfloat16"), check=True)
+    proc = run_cli(
+        "train",
+        *tiny_args(str(model_dir), str(synth), *COMMON, "--train_steps=2", "--mixed_precision=mixed_bfloat16"),
+        check=True,
+    )
     assert "compute bfloat16, variables float32, memory float32" in proc.stdout
     steps = [line for line in proc.stdout.splitlines() if line.startswith("step ")]
     assert len(steps) == 2 and steps[-1].startswith("step 2/2")
@@ -159,17 +213,21 @@ def test_mixed_bfloat16_two_steps_finite(reference):
     assert all(np.all(np.isfinite(v)) for v in state.values() if np.asarray(v).dtype.kind == "f")
 
 
-@pytest.mark.parametrize("value, words", [
-    ("[1, 2]", ("JSON object",)),
-    ('{"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker", "index": 0}}', ("host:port",)),
-    ('{"cluster": {"ps": ["127.0.0.1:1"]}, "task": {"type": "ps", "index": 0}}', ("no worker or chief",)),
-    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "evaluator", "index": 0}}', ("chief, worker",)),
-    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "chief", "index": 0}}', ("not a job",)),
-    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": -1}}', ("0..0",)),
-    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker"}}', ("index",)),
-])
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("[1, 2]", ("JSON object",)),
+        ('{"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker", "index": 0}}', ("host:port",)),
+        ('{"cluster": {"ps": ["127.0.0.1:1"]}, "task": {"type": "ps", "index": 0}}', ("no worker or chief",)),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "evaluator", "index": 0}}', ("chief, worker",)),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "chief", "index": 0}}', ("not a job",)),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": -1}}', ("0..0",)),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker"}}', ("index",)),
+    ],
+)
 def test_validate_tf_config(value, words):
     from mgml_tf import distribution
+
     with pytest.raises(ValueError) as info:
         distribution.validate_tf_config({"TF_CONFIG": value})
     message = str(info.value)
@@ -180,6 +238,7 @@ def test_validate_tf_config(value, words):
 
 def test_validate_tf_config_accepts_chief_and_workers():
     from mgml_tf import distribution
+
     config = {"cluster": {"chief": ["h0:1"], "worker": ["h1:1", "h2:1"]}, "task": {"type": "worker", "index": 1}}
     assert distribution.validate_tf_config({"TF_CONFIG": json.dumps(config)}) == config
     assert distribution.cluster_size(config) == 3

@@ -6,6 +6,7 @@ predictions as Cityscapes label-id PNGs (``--save_predictions``). ``cityscapessc
 ``evalPixelLevelSemanticLabeling`` then scores those PNGs against the target's ``*_gtFine_labelIds.png``
 files on disk; its class IoUs and mean must equal the CLI's (``--output_json``) within 0.01 points.
 """
+
 import glob
 import json
 import math
@@ -27,20 +28,25 @@ def evaluated(tmp_path_factory):
     run_cli("train", *tiny_args(model_dir, synth), check=True)  # 3 steps; predicts many classes
     root = os.path.join(synth, TARGET)
     out_json, preds = str(base / "eval.json"), str(base / "preds")
-    run_cli("evaluate", f"--model_dir={model_dir}", f"--targets=cityscapes:{root}", f"--output_json={out_json}",
-            f"--save_predictions={preds}", check=True)
+    run_cli(
+        "evaluate",
+        f"--model_dir={model_dir}",
+        f"--targets=cityscapes:{root}",
+        f"--output_json={out_json}",
+        f"--save_predictions={preds}",
+        check=True,
+    )
     results = json.load(open(out_json))
     assert list(results) == [f"cityscapes:{TARGET}"]
-    return {"root": root, "preds": os.path.join(preds, f"cityscapes_{TARGET}"),
-            "ours": results[f"cityscapes:{TARGET}"]}
+    return {"root": root, "preds": os.path.join(preds, f"cityscapes_{TARGET}"), "ours": results[f"cityscapes:{TARGET}"]}
 
 
 def _pairs(evaluated):
     """(prediction PNG, ground-truth PNG) of every target image, matched by the Cityscapes file stem."""
     gts = sorted(glob.glob(os.path.join(evaluated["root"], "gtFine", "val", "*", "*_gtFine_labelIds.png")))
     preds = sorted(glob.glob(os.path.join(evaluated["preds"], "*_labelIds.png")))
-    by_stem = {os.path.basename(p)[:-len("_leftImg8bit_labelIds.png")]: p for p in preds}
-    pairs = [(by_stem[os.path.basename(g)[:-len("_gtFine_labelIds.png")]], g) for g in gts]
+    by_stem = {os.path.basename(p)[: -len("_leftImg8bit_labelIds.png")]: p for p in preds}
+    pairs = [(by_stem[os.path.basename(g)[: -len("_gtFine_labelIds.png")]], g) for g in gts]
     assert len(pairs) == len(preds) == evaluated["ours"]["num_images"] >= 2
     return pairs
 

@@ -1,5 +1,6 @@
 """`model.fit` runs Algorithm 1 in user code: it lowers the meta-test loss for every method and does not
 retrace step after step."""
+
 import keras
 import numpy as np
 import pytest
@@ -7,8 +8,13 @@ import pytest
 from mgml_tf import losses
 from tests.helpers import episode_dataset, scene_batch, small_model
 
-METHODS = [dict(method="baseline"), dict(method="mldg", meta_order=1), dict(method="memory_agg"),
-           dict(method="mgml", meta_order=1), dict(method="mgml", meta_order=2)]
+METHODS = [
+    dict(method="baseline"),
+    dict(method="mldg", meta_order=1),
+    dict(method="memory_agg"),
+    dict(method="mgml", meta_order=1),
+    dict(method="mgml", meta_order=2),
+]
 
 
 def held_out_loss(model, batches):

@@ -1,4 +1,5 @@
 """Heads: output shapes, determinism, saving, config, dtypes, second-order gradients, bilinear resize."""
+
 import keras
 import numpy as np
 import pytest
@@ -35,8 +36,11 @@ def _cases(dtype="float32"):
     low = _x((2, 16, 24, 16), 2, dtype)
     return {
         "aspp": (lambda: ASPP(filters=8, rates=(1, 2, 3), dropout=0.0), (f,), (2, 4, 6, 8)),
-        "decoder": (lambda: DeepLabV3PlusDecoder(NUM_CLASSES, filters=8, low_level_filters=4), (f, low),
-                    (2, 16, 24, NUM_CLASSES)),
+        "decoder": (
+            lambda: DeepLabV3PlusDecoder(NUM_CLASSES, filters=8, low_level_filters=4),
+            (f, low),
+            (2, 16, 24, NUM_CLASSES),
+        ),
         "projection": (lambda: FeatureProjection(filters=8), (f,), (2, 4, 6, 8)),
         "deeplabv2": (lambda: DeepLabV2Head(NUM_CLASSES, rates=(1, 2)), (f,), (2, 4, 6, NUM_CLASSES)),
         "aux": (lambda: AuxiliaryHead(NUM_CLASSES, filters=8, dropout=0.0), (f,), (2, 4, 6, NUM_CLASSES)),
@@ -194,20 +198,23 @@ def test_decoder_second_order_through_upsampling():
     np.testing.assert_allclose(np.sum(analytic.numpy() * direction), numeric.numpy(), rtol=1e-6)
 
 
-@pytest.mark.parametrize("shape,size", [((2, 3, 5, 4), (12, 20)), ((1, 7, 6, 2), (16, 9)),
-                                        ((1, 8, 8, 3), (4, 3)), ((1, 1, 1, 2), (5, 5))])
+@pytest.mark.parametrize(
+    "shape,size", [((2, 3, 5, 4), (12, 20)), ((1, 7, 6, 2), (16, 9)), ((1, 8, 8, 3), (4, 3)), ((1, 1, 1, 2), (5, 5))]
+)
 def test_resize_bilinear_matches_tf_image_resize(shape, size):
     x = _x(shape)
-    np.testing.assert_allclose(np.asarray(resize_bilinear(x, size)),
-                               tf.image.resize(x, size, method="bilinear").numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(resize_bilinear(x, size)), tf.image.resize(x, size, method="bilinear").numpy(), rtol=1e-5, atol=1e-5
+    )
     legacy = tf.compat.v1.image.resize_bilinear(x, size, align_corners=True).numpy()
-    np.testing.assert_allclose(np.asarray(resize_bilinear(x, size, align_corners=True)), legacy,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(resize_bilinear(x, size, align_corners=True)), legacy, rtol=1e-5, atol=1e-5)
 
 
 def test_resize_bilinear_dynamic_sizes_and_dtypes():
-    fn = tf.function(lambda x, y: resize_bilinear(x, tf.shape(y)[1:3]),
-                     input_signature=[tf.TensorSpec([None, None, None, 2]), tf.TensorSpec([None, None, None, 1])])
+    fn = tf.function(
+        lambda x, y: resize_bilinear(x, tf.shape(y)[1:3]),
+        input_signature=[tf.TensorSpec([None, None, None, 2]), tf.TensorSpec([None, None, None, 1])],
+    )
     assert tuple(fn(_x((1, 3, 4, 2)), np.zeros((1, 7, 9, 1), "float32")).shape) == (1, 7, 9, 2)
     assert resize_bilinear(_x((1, 2, 2, 1), dtype="float16"), (4, 4)).dtype == tf.float16
     assert resize_bilinear(_x((1, 2, 2, 1), dtype="float64"), (4, 4)).dtype == tf.float64

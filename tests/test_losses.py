@@ -1,4 +1,5 @@
 """Losses (eqs. 6-7 and the segmentation CE) against NumPy references."""
+
 import numpy as np
 import tensorflow as tf
 
@@ -33,8 +34,7 @@ def test_segmentation_loss_resizes_logits_to_labels():
     logits = rng.normal(size=(1, 2, 2, 3))
     labels = rng.integers(0, 3, size=(1, 4, 4))
     up = tf.image.resize(logits, [4, 4], method="bilinear").numpy()  # float32 whatever its input
-    np.testing.assert_allclose(losses.segmentation_loss(labels, logits).numpy(), np_ce(labels, up, 3),
-                               rtol=1e-6)
+    np.testing.assert_allclose(losses.segmentation_loss(labels, logits).numpy(), np_ce(labels, up, 3), rtol=1e-6)
 
 
 def test_cohesion_is_ce_of_memory_weights():
@@ -45,8 +45,15 @@ def test_cohesion_is_ce_of_memory_weights():
     labels = rng.integers(0, 4, size=(2, 3, 3))
     labels[1, 2, 2] = 255
     _, weights = mem.read_memory(memory, features)
-    want = -np.mean([np.log(weights.numpy()[b, i, j, labels[b, i, j]])
-                     for b in range(2) for i in range(3) for j in range(3) if labels[b, i, j] != 255])
+    want = -np.mean(
+        [
+            np.log(weights.numpy()[b, i, j, labels[b, i, j]])
+            for b in range(2)
+            for i in range(3)
+            for j in range(3)
+            if labels[b, i, j] != 255
+        ]
+    )
     got = losses.cohesion_loss(labels, mem.memory_scores(memory, features)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-12)
 

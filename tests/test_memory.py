@@ -1,4 +1,5 @@
 """The memory maths (eqs. 1, 2, 4 and the class-mean initialisation) against plain NumPy references."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -63,8 +64,9 @@ def test_update_float32_and_momentum():
     labels = random_labels(rng, (3, 8, 8), range(N))
     for m in (0.0, 0.5, 0.8, 0.99):
         got = mem.update_memory(memory, features, labels, momentum=m).numpy()
-        np.testing.assert_allclose(got, np_update(memory.astype(np.float64), features.astype(np.float64),
-                                                  labels, m), atol=2e-6)
+        np.testing.assert_allclose(
+            got, np_update(memory.astype(np.float64), features.astype(np.float64), labels, m), atol=2e-6
+        )
 
 
 def test_all_ignore_batch_leaves_memory_and_no_nan():
@@ -186,6 +188,7 @@ def test_centered_scores_match_numpy():
     expected = np_normalize(np_normalize(features) - m) @ np_normalize(memory - m).T
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
     raw = mem.memory_scores(memory, features).numpy()
+
     def spread(s):
         return (s.max(-1) - s.min(-1)).mean()
 
@@ -216,16 +219,17 @@ def test_scaled_read_matches_numpy(centering):
     memory = random_memory(rng)
     features = rng.normal(size=(2, 3, 2, C))
     noise = rng.gumbel(size=(2, 3, 2, N))
-    scores = (np_normalize(features) @ memory.T if centering == "none"
-              else np_centered_scores(memory, features))
+    scores = np_normalize(features) @ memory.T if centering == "none" else np_centered_scores(memory, features)
     for s in (0.5, 7.0, 40.0):
-        readout, weights, got_scores = mem.read_memory_with_scores(memory, features, scale=tf.constant(s, tf.float64),
-                                                                   centering=centering)
+        readout, weights, got_scores = mem.read_memory_with_scores(
+            memory, features, scale=tf.constant(s, tf.float64), centering=centering
+        )
         np.testing.assert_allclose(got_scores.numpy(), scores, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(weights.numpy(), np_softmax(s * scores), rtol=1e-11)
         np.testing.assert_allclose(readout.numpy(), np_softmax(s * scores) @ memory, rtol=1e-11)
-        _, weights = mem.read_memory(memory, features, gumbel_noise=noise, scale=tf.constant(s, tf.float64),
-                                     centering=centering)
+        _, weights = mem.read_memory(
+            memory, features, gumbel_noise=noise, scale=tf.constant(s, tf.float64), centering=centering
+        )
         np.testing.assert_allclose(weights.numpy(), np_softmax(s * scores + noise), rtol=1e-11)
 
 

@@ -2,6 +2,7 @@
 scale s = exp(log_s) on the read and cohesion logits, and mean-row centering of the cosines. Forward pass and
 cohesion term against NumPy, the whole meta step against float64 central differences (second order, also in
 log_s), training and saving of the scale, flags and configurations; the defaults change nothing."""
+
 import math
 import os
 
@@ -54,8 +55,9 @@ def test_forward_against_numpy(scale, centering):
     """scores are the (centred) cosines, score_scale the factor of the read logits, W = softmax(score_scale *
     scores), cohesion_logits = s * scores when learned; T sets the initial s and nothing else."""
     t = 0.25
-    model = small_model(memory_score_scale=scale, memory_centering=centering, memory_temperature=t,
-                        memory_temperature_on="both")
+    model = small_model(
+        memory_score_scale=scale, memory_centering=centering, memory_temperature=t, memory_temperature_on="both"
+    )
     if scale == "learned":
         np.testing.assert_allclose(model.memory_fuse.log_scale.numpy(), math.log(1 / t), rtol=1e-6)
         model.memory_fuse.log_scale.assign(math.log(6.0))
@@ -71,8 +73,10 @@ def test_forward_against_numpy(scale, centering):
 
 
 def test_learned_scale_ignores_temperature_placement():
-    models = [small_model(memory_score_scale="learned", memory_temperature=0.5, memory_temperature_on=on)
-              for on in ("cohesion", "read", "both")]
+    models = [
+        small_model(memory_score_scale="learned", memory_temperature=0.5, memory_temperature_on=on)
+        for on in ("cohesion", "read", "both")
+    ]
     images, _ = episode(np.random.default_rng(3))[0]
     outs = [m.forward(images, training=False) for m in models]
     for out in outs[1:]:
@@ -90,13 +94,20 @@ def test_cohesion_term_of_the_step_against_numpy(centering):
     _, _, updates = model.compute_meta_gradients((images, labels))
     scores = model.forward(images, training=True)["scores"]  # training mode: batch moments, as the step
     up = resize_bilinear(tf.cast(scores, tf.float32), tf.shape(labels)[1:3]).numpy().astype(np.float64)
-    np.testing.assert_allclose(updates["terms"]["cohesion"].numpy(), _np_cross_entropy(labels.numpy(), 5.0 * up),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        updates["terms"]["cohesion"].numpy(), _np_cross_entropy(labels.numpy(), 5.0 * up), rtol=1e-5
+    )
 
 
 # ------------------------------------------------------------------------------------- meta gradients
-@pytest.mark.parametrize("options", [dict(memory_score_scale="learned"), dict(memory_centering="mean_row"),
-                                     dict(memory_score_scale="learned", memory_centering="mean_row")])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(memory_score_scale="learned"),
+        dict(memory_centering="mean_row"),
+        dict(memory_score_scale="learned", memory_centering="mean_row"),
+    ],
+)
 def test_gradient_matches_finite_differences(options):
     """dJ/dtheta of the whole second-order step (inner step with log_s among the fast weights, M', outer read)
     against central differences in random directions and, with a learned scale, along log_s alone."""
@@ -117,6 +128,7 @@ def test_gradient_matches_finite_differences(options):
     theta0 = [v.numpy() for v in variables]
     _, grads, _ = model.compute_meta_gradients(tr, te, learning_rate=LR)
     eps = 1e-6
+
     def shifted(d):
         return [t + d if i == index else t for i, t in enumerate(theta0)]
 
@@ -167,18 +179,19 @@ def test_learned_scale_survives_keras_round_trip(tmp_path):
     path = os.path.join(tmp_path, "m.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert {k: loaded.get_config()[k] for k in OPTIONS} == dict(memory_score_scale="learned",
-                                                                 memory_centering="mean_row")
+    assert {k: loaded.get_config()[k] for k in OPTIONS} == dict(
+        memory_score_scale="learned", memory_centering="mean_row"
+    )
     assert loaded.memory_fuse.log_scale.numpy() == value
     np.testing.assert_array_equal(loaded(tr[0]).numpy(), model(tr[0]).numpy())
 
 
 def test_config_round_trip_and_configs_without_the_keys():
-    config = small_model(memory_score_scale="learned", memory_centering="mean_row",
-                         memory_temperature=0.5).get_config()
+    config = small_model(memory_score_scale="learned", memory_centering="mean_row", memory_temperature=0.5).get_config()
     again = MemorySegmenter.from_config(config)
-    assert {k: again.get_config()[k] for k in OPTIONS} == dict(memory_score_scale="learned",
-                                                                memory_centering="mean_row")
+    assert {k: again.get_config()[k] for k in OPTIONS} == dict(
+        memory_score_scale="learned", memory_centering="mean_row"
+    )
     assert again.memory_fuse.log_scale is not None
     old = MemorySegmenter.from_config({k: v for k, v in config.items() if k not in OPTIONS})
     assert {k: old.get_config()[k] for k in OPTIONS} == dict(memory_score_scale="fixed", memory_centering="none")
@@ -186,7 +199,8 @@ def test_config_round_trip_and_configs_without_the_keys():
     layer = MemoryReadFuse(4, score_scale="learned", initial_scale=2.0, centering="mean_row")
     layer_config = layer.get_config()
     assert {k: layer_config[k] for k in ("score_scale", "initial_scale", "centering")} == dict(
-        score_scale="learned", initial_scale=2.0, centering="mean_row")
+        score_scale="learned", initial_scale=2.0, centering="mean_row"
+    )
     for key in ("score_scale", "initial_scale", "centering"):
         del layer_config[key]
     plain = MemoryReadFuse.from_config(layer_config)
@@ -223,8 +237,9 @@ def test_flags_and_model_dir_architecture():
     fv = flags.FlagValues()
     flags_lib.define_model_flags(fv)
     fv(["prog"])
-    assert {k: flags_lib.model_options(fv)[k] for k in OPTIONS} == dict(memory_score_scale="fixed",
-                                                                       memory_centering="none")
+    assert {k: flags_lib.model_options(fv)[k] for k in OPTIONS} == dict(
+        memory_score_scale="fixed", memory_centering="none"
+    )
     fv = flags.FlagValues()
     flags_lib.define_model_flags(fv)
     fv(["prog", "--memory_score_scale=learned", "--memory_centering=mean_row"])
@@ -253,5 +268,6 @@ def test_checkpoint_reveals_the_learned_scale(tmp_path):
         path = checkpoints.checkpoint_object(model).write(str(tmp_path / scale))
         assert md.checkpoint_architecture(path)["memory_score_scale"] == scale
         assert md.checkpoint_differences(path, dict(model.get_config(), memory_score_scale=other)) == [
-            f"memory_score_scale={scale!r} (checkpoint) vs {other!r} (now)"]
+            f"memory_score_scale={scale!r} (checkpoint) vs {other!r} (now)"
+        ]
         assert md.checkpoint_differences(path, model.get_config()) == []

@@ -1,5 +1,6 @@
 """Algorithm 1: the meta step against float64 finite differences, the first-order formula, the freeze of
 M', the final write, retracing, and bad input."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -35,6 +36,7 @@ def directional_check(model, tr, te, seed=0, eps=1e-5):
 @pytest.fixture(scope="module")
 def float64_model():
     import keras
+
     model = small_model(float64=True, meta_order=2)
     yield model
     keras.config.set_floatx("float32")
@@ -93,15 +95,18 @@ def test_first_order_equals_formula_and_differs_from_second(float64_model):
 
     def read_loss(images, labels, mem):
         out = model.forward(images, mem, training=True)
-        return (L.segmentation_loss(labels, out["logits"]) + opts["aux_weight"] *
-                L.segmentation_loss(labels, out["aux_logits"]) + opts["cohesion_weight"] *
-                L.cohesion_loss(labels, out["scores"])), out
+        return (
+            L.segmentation_loss(labels, out["logits"])
+            + opts["aux_weight"] * L.segmentation_loss(labels, out["aux_logits"])
+            + opts["cohesion_weight"] * L.cohesion_loss(labels, out["scores"])
+        ), out
 
     with tf.GradientTape() as tape:
         loss, out = read_loss(*tr, memory)
         m_hat = model.updated_memory(memory, out["features"], tr[1], training=True)
         loss += opts["divergence_classification_weight"] * L.memory_classification_loss(
-            model.memory_classifier(m_hat)) + opts["divergence_cosine_weight"] * L.memory_cosine_loss(m_hat)
+            model.memory_classifier(m_hat)
+        ) + opts["divergence_cosine_weight"] * L.memory_cosine_loss(m_hat)
     g_in = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     for v, t, g in zip(variables, theta0, g_in):
         v.assign(t - 0.25 * LR * g.numpy())
@@ -109,8 +114,9 @@ def test_first_order_equals_formula_and_differs_from_second(float64_model):
         features, _, _ = model.encode(tr[0], training=True)
         m_prime = model.updated_memory(memory, tf.stop_gradient(features), tr[1], training=True)
         loss_out, _ = read_loss(*te, m_prime)
-    g_out = [tf.zeros(v.shape, v.dtype) if g is None else g for v, g in
-             zip(variables, tape.gradient(loss_out, variables))]
+    g_out = [
+        tf.zeros(v.shape, v.dtype) if g is None else g for v, g in zip(variables, tape.gradient(loss_out, variables))
+    ]
     for v, t in zip(variables, theta0):
         v.assign(t)
     for v, s in zip(model.non_trainable_variables, state0):
@@ -123,6 +129,7 @@ def test_first_order_equals_formula_and_differs_from_second(float64_model):
     finally:
         model.set_training_options(meta_order=2)
     _, second, _ = model.compute_meta_gradients(tr, te, learning_rate=LR)
+
     def flat(gs):
         return np.concatenate([np.ravel(g) for g in gs])
 
@@ -150,17 +157,22 @@ def test_meta_test_gradient_reaches_update_network_not_encoder_through_memory(fl
         m_prime = tf.constant(updates["memory_prime"].numpy())
         with tf.GradientTape() as tape:
             out = model.forward(te[0], m_prime, training=True)
-            loss = (L.segmentation_loss(te[1], out["logits"]) + opts["aux_weight"] *
-                    L.segmentation_loss(te[1], out["aux_logits"]) + opts["cohesion_weight"] *
-                    L.cohesion_loss(te[1], out["scores"]))
-        direct = [tf.zeros(v.shape, v.dtype) if g is None else g
-                  for v, g in zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables))]
+            loss = (
+                L.segmentation_loss(te[1], out["logits"])
+                + opts["aux_weight"] * L.segmentation_loss(te[1], out["aux_logits"])
+                + opts["cohesion_weight"] * L.cohesion_loss(te[1], out["scores"])
+            )
+        direct = [
+            tf.zeros(v.shape, v.dtype) if g is None else g
+            for v, g in zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables))
+        ]
         for v, g, d, name in zip(model.trainable_variables, grads, direct, names):
             if id(v) in encoder_ids:
                 np.testing.assert_allclose(g.numpy(), d.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
         # Without the freeze, the encoder does receive a gradient through M'.
         model.set_training_options(memory_prime_freeze="none")
         _, grads_none, _ = model.compute_meta_gradients(tr, te, learning_rate=LR)
+
         def enc(gs):
             return np.concatenate([np.ravel(g) for v, g in zip(model.trainable_variables, gs) if id(v) in encoder_ids])
 
@@ -180,8 +192,10 @@ def test_compute_meta_gradients_changes_no_variable():
     for b, v in zip(before, model.variables):
         np.testing.assert_array_equal(b, v.numpy())
     # ... but the BatchNorm statistics it hands back did move.
-    moved = [not np.array_equal(v.numpy(), n.numpy())
-             for v, n in zip(model.non_trainable_variables, updates["non_trainable"])]
+    moved = [
+        not np.array_equal(v.numpy(), n.numpy())
+        for v, n in zip(model.non_trainable_variables, updates["non_trainable"])
+    ]
     assert any(moved)
 
 

@@ -4,6 +4,7 @@ The quantity checked is the one a meta step needs: ``phi(x) = <dL/dx, v>`` (a fi
 layers get right) differentiated once more. Autodiff of ``phi`` is compared with float64 central finite
 differences of ``phi`` in a random direction.
 """
+
 import keras
 import numpy as np
 import pytest
@@ -60,6 +61,7 @@ def test_forward_equals_keras_batch_norm():
 @pytest.fixture
 def two_pass_mode():
     from mgml_tf.layers import normalization
+
     yield normalization.set_batch_norm_mode
     normalization.set_batch_norm_mode(None)
 
@@ -124,6 +126,7 @@ def test_kernel_choice(two_pass_mode):
 
 def test_batch_norm_mode_errors(monkeypatch, two_pass_mode):
     from mgml_tf.layers import normalization
+
     monkeypatch.setenv("MGML_TF_BATCH_NORM", "cudnn")
     with pytest.raises(ValueError, match="MGML_TF_BATCH_NORM='cudnn' is not a batch norm mode"):
         normalization.batch_norm_mode()

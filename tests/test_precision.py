@@ -1,4 +1,5 @@
 """Mixed precision: steps stay finite, the memory stays float32, the inner step is loss-scaled too."""
+
 import keras
 import numpy as np
 import pytest

@@ -1,6 +1,7 @@
 """Where the paper is silent and the reference code decides (docs/REFERENCE.md): BatchNorm epsilon of the
 heads and memory blocks, where the memory temperature acts, what the update network reads, which passes move
 the BatchNorm moving statistics; and that configurations saved before these options keep their meaning."""
+
 import json
 import os
 
@@ -24,8 +25,11 @@ NEW_OPTIONS = ("bn_epsilon", "memory_temperature_on", "update_network_input", "b
 
 
 def _batch_norms(layer):
-    return [x for x in layer._flatten_layers(include_self=True, recursive=True)
-            if isinstance(x, keras.layers.BatchNormalization)]
+    return [
+        x
+        for x in layer._flatten_layers(include_self=True, recursive=True)
+        if isinstance(x, keras.layers.BatchNormalization)
+    ]
 
 
 def _head_batch_norms(model):
@@ -48,9 +52,16 @@ def test_bn_epsilon_defaults_read_from_built_layers():
         small_model(bn_epsilon=0.0)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: ConvBNReLU(4, 3), lambda: ASPP(filters=4, rates=(1, 2)), lambda: AuxiliaryHead(3, filters=4),
-    lambda: MemoryUpdateNetwork(4), lambda: MemoryReadFuse(4, temperature=0.5)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ConvBNReLU(4, 3),
+        lambda: ASPP(filters=4, rates=(1, 2)),
+        lambda: AuxiliaryHead(3, filters=4),
+        lambda: MemoryUpdateNetwork(4),
+        lambda: MemoryReadFuse(4, temperature=0.5),
+    ],
+)
 def test_layer_config_without_bn_epsilon_keeps_keras_default(make):
     layer = make()
     config = layer.get_config()
@@ -65,9 +76,12 @@ def test_layer_config_without_bn_epsilon_keeps_keras_default(make):
 
 def test_model_config_without_new_options_keeps_old_behaviour():
     config = small_model().get_config()
-    assert {k: config[k] for k in NEW_OPTIONS} == dict(bn_epsilon=1e-5, memory_temperature_on="cohesion",
-                                                       update_network_input="normalized",
-                                                       bn_statistics_from="meta_train")
+    assert {k: config[k] for k in NEW_OPTIONS} == dict(
+        bn_epsilon=1e-5,
+        memory_temperature_on="cohesion",
+        update_network_input="normalized",
+        bn_statistics_from="meta_train",
+    )
     again = MemorySegmenter.from_config(config)
     assert {k: again.get_config()[k] for k in NEW_OPTIONS} == {k: config[k] for k in NEW_OPTIONS}
     old = MemorySegmenter.from_config({k: v for k, v in config.items() if k not in NEW_OPTIONS})
@@ -78,8 +92,14 @@ def test_model_config_without_new_options_keeps_old_behaviour():
 
 def test_model_dir_without_new_options_rebuilds_old_behaviour(tmp_path):
     options = md.json_options({k: v for k, v in flags_lib.option_defaults().items() if k not in NEW_OPTIONS})
-    options.update(backbone="resnet_small", num_classes=4, feature_channels=8, decoder_channels=8,
-                   low_level_channels=4, aspp_rates=[1, 2, 3])
+    options.update(
+        backbone="resnet_small",
+        num_classes=4,
+        feature_channels=8,
+        decoder_channels=8,
+        low_level_channels=4,
+        aspp_rates=[1, 2, 3],
+    )
     with open(os.path.join(tmp_path, md.CONFIG_JSON), "w") as f:
         json.dump({"options": options}, f)
     model, _, _ = md.build_from_dir(str(tmp_path), restore=False)
@@ -91,16 +111,27 @@ def test_new_options_are_flags():
     flags_lib.define_model_flags(fv)
     fv(["prog"])
     opts = flags_lib.model_options(fv)
-    assert {k: opts[k] for k in NEW_OPTIONS} == dict(bn_epsilon=1e-5, memory_temperature_on="cohesion",
-                                                     update_network_input="normalized",
-                                                     bn_statistics_from="meta_train")
+    assert {k: opts[k] for k in NEW_OPTIONS} == dict(
+        bn_epsilon=1e-5,
+        memory_temperature_on="cohesion",
+        update_network_input="normalized",
+        bn_statistics_from="meta_train",
+    )
     fv = flags.FlagValues()
     flags_lib.define_model_flags(fv)
-    fv(["prog", "--bn_epsilon=1e-3", "--memory_temperature_on=read", "--update_network_input=raw",
-        "--bn_statistics_from=every_pass"])
+    fv(
+        [
+            "prog",
+            "--bn_epsilon=1e-3",
+            "--memory_temperature_on=read",
+            "--update_network_input=raw",
+            "--bn_statistics_from=every_pass",
+        ]
+    )
     opts = flags_lib.model_options(fv)
-    assert {k: opts[k] for k in NEW_OPTIONS} == dict(bn_epsilon=1e-3, memory_temperature_on="read",
-                                                     update_network_input="raw", bn_statistics_from="every_pass")
+    assert {k: opts[k] for k in NEW_OPTIONS} == dict(
+        bn_epsilon=1e-3, memory_temperature_on="read", update_network_input="raw", bn_statistics_from="every_pass"
+    )
     flags_lib.validate_model_options(opts)
     with pytest.raises(Exception, match="bn_epsilon"):
         flags_lib.validate_model_options(dict(opts, bn_epsilon=0.0))
@@ -131,8 +162,9 @@ def test_cohesion_loss_with_temperature_against_numpy():
     labels = rng.integers(0, 4, size=(2, 5, 6)).astype(np.int32)
     labels[0, 0, :3] = 255
     for t in (1.0, 0.5, 0.1):
-        np.testing.assert_allclose(L.cohesion_loss(labels, scores, temperature=t).numpy(),
-                                   _np_cross_entropy(labels, scores / t), rtol=1e-5)
+        np.testing.assert_allclose(
+            L.cohesion_loss(labels, scores, temperature=t).numpy(), _np_cross_entropy(labels, scores / t), rtol=1e-5
+        )
 
 
 @pytest.mark.parametrize("on", ["cohesion", "read", "both"])
@@ -167,11 +199,15 @@ def test_update_network_input():
     rng = np.random.default_rng(3)
     features = tf.constant(rng.normal(size=(2, 4, 4, 8)).astype(np.float32) * 3.0)
     paper = small_model()
-    np.testing.assert_allclose(paper.update_features(features).numpy(),
-                               paper.update_network(memory_ops.l2_normalize(features)).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        paper.update_features(features).numpy(),
+        paper.update_network(memory_ops.l2_normalize(features)).numpy(),
+        rtol=1e-6,
+    )
     reference = small_model(update_network_input="raw")
-    np.testing.assert_allclose(reference.update_features(features).numpy(),
-                               reference.update_network(features).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        reference.update_features(features).numpy(), reference.update_network(features).numpy(), rtol=1e-6
+    )
     assert np.abs(reference.update_features(features).numpy() - paper.update_features(features).numpy()).max() > 1e-2
 
 

@@ -5,6 +5,7 @@ counted), never reaches a checkpoint, and a class absent from every batch leaves
 
 docs/RELIABILITY.md lists these faults. The kill times come from a seeded generator (repeatable plans; the
 exact instant of an external SIGKILL still depends on the machine's speed)."""
+
 import os
 import re
 import signal
@@ -44,8 +45,14 @@ def launch(model_dir, fault=None):
     e.pop(checkpoints.FAULT_ENV, None)
     if fault:
         e[checkpoints.FAULT_ENV] = fault
-    return subprocess.Popen([sys.executable, "-m", "mgml_tf.train", *rr.args(model_dir)], cwd=REPO, env=e,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mgml_tf.train", *rr.args(model_dir)],
+        cwd=REPO,
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def attempt(model_dir, resume_step, kill_after_step=None, delay=0.0, fault=None, timeout=400):
@@ -73,12 +80,14 @@ def attempt(model_dir, resume_step, kill_after_step=None, delay=0.0, fault=None,
         proc.kill()
         rest, err = proc.communicate()
     lines += rest.splitlines()
-    announced = max([announced] + [int(m.group(1)) for m in (re.match(r"checkpoint .*ckpt-(\d+)$", x)
-                                                               for x in lines) if m])
+    announced = max(
+        [announced] + [int(m.group(1)) for m in (re.match(r"checkpoint .*ckpt-(\d+)$", x) for x in lines) if m]
+    )
     text = "\n".join(lines)
     if resume_step:
-        assert f"resumed from {os.path.join(model_dir, 'checkpoints', f'ckpt-{resume_step}')} (step {resume_step})" \
-            in text, text + err
+        assert (
+            f"resumed from {os.path.join(model_dir, 'checkpoints', f'ckpt-{resume_step}')} (step {resume_step})" in text
+        ), text + err
         assert "memory initialised" not in text
     else:
         assert "memory initialised" in text or proc.returncode == -signal.SIGKILL, text + err
@@ -126,8 +135,10 @@ def test_killed_and_restarted_run_ends_like_an_uninterrupted_one(tmp_path):
     # was never interrupted (input stream, schedule and Gumbel seeds are functions of the step).
     rc, out, err = reference.wait()
     assert rc == 0, err
-    final = rr.assert_same_variables(os.path.join(model_dir, "checkpoints", f"ckpt-{total}"),
-                                     os.path.join(reference.model_dir, "checkpoints", f"ckpt-{total}"))
+    final = rr.assert_same_variables(
+        os.path.join(model_dir, "checkpoints", f"ckpt-{total}"),
+        os.path.join(reference.model_dir, "checkpoints", f"ckpt-{total}"),
+    )
     assert any("memory" in key for key in final) and any("momentum" in key for key in final)
 
 
@@ -135,9 +146,12 @@ def test_killed_and_restarted_run_ends_like_an_uninterrupted_one(tmp_path):
 def start_nonfinite_runs():
     """Two short runs side by side, NaN images injected: the default (stop at step 3), and skip with a limit
     of one skipped step (step 3 skipped, step 5 the second: stop)."""
-    return {"stop": rr.started("nan_stop", steps=5, fault="nan_input:3"),
-            "skip": rr.started("nan_skip", "--nonfinite=skip", "--max_nonfinite_steps=1", steps=6,
-                               fault="nan_input:3,nan_input:5")}
+    return {
+        "stop": rr.started("nan_stop", steps=5, fault="nan_input:3"),
+        "skip": rr.started(
+            "nan_skip", "--nonfinite=skip", "--max_nonfinite_steps=1", steps=6, fault="nan_input:3,nan_input:5"
+        ),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +205,7 @@ def test_nonfinite_train_step_and_absent_class_keep_the_memory():
 
     def two_class_episode():
         (x_tr, y_tr), (x_te, y_te) = helpers.episode(rng)
+
         def only(y):  # classes 0 and 1 only (255 kept)
             return tf.where(y == 255, y, y % 2)
 
@@ -216,8 +231,9 @@ def test_nonfinite_train_step_and_absent_class_keep_the_memory():
     assert int(model.optimizer.iterations.numpy()) == step + 1
     after = _model_state(model)
     changed = [i for i, (a, b) in enumerate(zip(before, after)) if not np.array_equal(a, b)]
-    iteration_index = len(model.variables) + [v is model.optimizer.iterations
-                                              for v in model.optimizer.variables].index(True)
+    iteration_index = len(model.variables) + [v is model.optimizer.iterations for v in model.optimizer.variables].index(
+        True
+    )
     assert changed == [iteration_index]
 
 
@@ -274,8 +290,10 @@ def test_newest_checkpoint_with_truncated_data_falls_back(tmp_path):
     fresh = helpers.small_model(init_seed=4)
     ckpt = checkpoints.checkpoint_object(fresh)
     messages = []
-    assert checkpoints.restore_latest(fresh, ckpt, checkpoints.manager(ckpt, str(tmp_path), 3),
-                                      log=messages.append) == first
+    assert (
+        checkpoints.restore_latest(fresh, ckpt, checkpoints.manager(ckpt, str(tmp_path), 3), log=messages.append)
+        == first
+    )
     assert any(second in m and "unreadable" in m for m in messages)
     for v, w in zip(fresh.variables, want):
         np.testing.assert_array_equal(v.numpy(), w, err_msg=v.path)
@@ -284,6 +302,8 @@ def test_newest_checkpoint_with_truncated_data_falls_back(tmp_path):
 def test_fault_injection_variable_is_checked():
     assert checkpoints.fault_injection({}) == {}
     assert checkpoints.fault_injection({checkpoints.FAULT_ENV: "nan_input:3,kill_in_checkpoint_write:4"}) == {
-        "nan_input": {3}, "kill_in_checkpoint_write": {4}}
+        "nan_input": {3},
+        "kill_in_checkpoint_write": {4},
+    }
     with pytest.raises(RunError, match="KIND:STEP"):
         checkpoints.fault_injection({checkpoints.FAULT_ENV: "explode:3"})

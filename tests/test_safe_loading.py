@@ -1,5 +1,6 @@
 """Safe loading: nothing in the package deserialises executable content (pickle, eval/exec, yaml.load,
 unsafe Keras deserialisation), and a .keras file carrying a Python lambda is refused by our loader."""
+
 import os
 import re
 
@@ -11,8 +12,11 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 #: Calls that can execute code hidden in a file (checkpoints, flagfiles, JSON, .keras, .npz, ...).
 FORBIDDEN = {
-    "pickle-family import": re.compile(r"^\s*(import|from)\s+(pickle|cPickle|_pickle|dill|cloudpickle|marshal|"
-                                       r"shelve|joblib)\b", re.M),
+    "pickle-family import": re.compile(
+        r"^\s*(import|from)\s+(pickle|cPickle|_pickle|dill|cloudpickle|marshal|"
+        r"shelve|joblib)\b",
+        re.M,
+    ),
     "pickle call": re.compile(r"\b(pickle|dill|cloudpickle|marshal|joblib)\.(load|loads|Unpickler)\b"),
     "np.load(allow_pickle=True)": re.compile(r"allow_pickle\s*=\s*True"),
     "eval/exec/compile builtin": re.compile(r"(?<![\w.`])(?<!def )(eval|exec|compile)\s*\("),
@@ -30,15 +34,33 @@ def _scan(text):
 
 def test_patterns_catch_what_they_are_for():
     """The scan below can fail: each pattern finds its call in a sample, and not in harmless look-alikes."""
-    bad = ["import pickle", "from dill import loads", "x = pickle.loads(b)", "np.load(p, allow_pickle=True)",
-           "eval(text)", "exec(code)", "yaml.load(f)", "keras.saving.load_model(p, safe_mode=False)",
-           "keras.config.enable_unsafe_deserialization()", "torch.load(p)", "__import__(name)"]
+    bad = [
+        "import pickle",
+        "from dill import loads",
+        "x = pickle.loads(b)",
+        "np.load(p, allow_pickle=True)",
+        "eval(text)",
+        "exec(code)",
+        "yaml.load(f)",
+        "keras.saving.load_model(p, safe_mode=False)",
+        "keras.config.enable_unsafe_deserialization()",
+        "torch.load(p)",
+        "__import__(name)",
+    ]
     for line in bad:
         assert _scan(line), line
-    harmless = ["model.evaluate(x)", "model.compile(optimizer=o)", "build_model(compile=True)",
-                "yaml.safe_load(f)", "np.load(p)", "keras.saving.load_model(p, compile=False)",
-                "def evaluate_domain(predictor):", "json.load(f)",
-                "def compile(self, optimizer=None):", "``compile()`` with the paper's optimiser"]
+    harmless = [
+        "model.evaluate(x)",
+        "model.compile(optimizer=o)",
+        "build_model(compile=True)",
+        "yaml.safe_load(f)",
+        "np.load(p)",
+        "keras.saving.load_model(p, compile=False)",
+        "def evaluate_domain(predictor):",
+        "json.load(f)",
+        "def compile(self, optimizer=None):",
+        "``compile()`` with the paper's optimiser",
+    ]
     for line in harmless:
         assert not _scan(line), line
 
@@ -65,8 +87,9 @@ def test_keras_file_with_a_lambda_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("MGML_TF_TEST_MARKER", str(marker))
     inputs = keras.Input((8, 8, 3))
     # (no defaults or closures: the lambda must survive Keras' own unsafe round trip below)
-    outputs = keras.layers.Lambda(
-        lambda x: (open(__import__("os").environ["MGML_TF_TEST_MARKER"], "w").close(), x)[1])(inputs)
+    outputs = keras.layers.Lambda(lambda x: (open(__import__("os").environ["MGML_TF_TEST_MARKER"], "w").close(), x)[1])(
+        inputs
+    )
     path = str(tmp_path / "evil.keras")
     keras.Model(inputs, outputs).save(path)
     os.remove(marker)  # the lambda ran once while the model was built

@@ -1,4 +1,5 @@
 """MemorySegmenter: every backbone/head builds and runs, `.keras` round trips exactly, memory dtype, errors."""
+
 import keras
 import numpy as np
 import pytest
@@ -8,15 +9,27 @@ import mgml_tf
 from mgml_tf.models.segmenter import MemorySegmenter
 from tests.helpers import SMALL, episode, small_model
 
-COMBINATIONS = [("resnet_small", "deeplabv3plus"), ("resnet_small", "deeplabv2"),
-                ("resnet50", "deeplabv3plus"), ("resnet50", "deeplabv2"), ("resnet101", "deeplabv3plus"),
-                ("resnet101", "deeplabv2")]
+COMBINATIONS = [
+    ("resnet_small", "deeplabv3plus"),
+    ("resnet_small", "deeplabv2"),
+    ("resnet50", "deeplabv3plus"),
+    ("resnet50", "deeplabv2"),
+    ("resnet101", "deeplabv3plus"),
+    ("resnet101", "deeplabv2"),
+]
 
 
 @pytest.mark.parametrize("backbone,head", COMBINATIONS)
 def test_every_backbone_and_head_runs(backbone, head):
-    model = mgml_tf.build_model(backbone=backbone, head=head, num_classes=5, feature_channels=16,
-                                decoder_channels=16, dropout=0.0, compile=False)
+    model = mgml_tf.build_model(
+        backbone=backbone,
+        head=head,
+        num_classes=5,
+        feature_channels=16,
+        decoder_channels=16,
+        dropout=0.0,
+        compile=False,
+    )
     images = np.random.default_rng(0).uniform(0, 255, size=(2, 48, 64, 3)).astype(np.float32)
     logits = model(images)
     assert logits.shape == (2, 48, 64, 5) and logits.dtype == tf.float32
@@ -92,24 +105,29 @@ def test_initialize_memory_is_class_means_of_encoder_features():
         np.testing.assert_allclose(memory[n], mean / np.linalg.norm(mean), atol=1e-5)
 
 
-@pytest.mark.parametrize("shape,match", [((32, 32, 3), "4-D batch"), ((1, 32, 32, 4), "3 \\(RGB\\) channels"),
-                                         ((1, 32, 32, 1), "3 \\(RGB\\) channels")])
+@pytest.mark.parametrize(
+    "shape,match",
+    [((32, 32, 3), "4-D batch"), ((1, 32, 32, 4), "3 \\(RGB\\) channels"), ((1, 32, 32, 1), "3 \\(RGB\\) channels")],
+)
 def test_bad_images_get_a_clear_error(shape, match):
     model = small_model()
     with pytest.raises(ValueError, match=match):
         model(np.zeros(shape, np.float32))
 
 
-@pytest.mark.parametrize("options,match", [
-    (dict(backbone="resnet18"), "unknown backbone 'resnet18'; choose one of"),
-    (dict(head="pspnet"), "unknown head 'pspnet'; choose one of"),
-    (dict(memory_momentum=1.0), "memory_momentum must be in \\[0, 1\\)"),
-    (dict(num_classes=1), "num_classes must be at least 2"),
-    (dict(output_stride=4), "output stride"),
-    (dict(use_memory=False), "needs the memory"),
-    (dict(learning_rate=-1.0), "learning_rate must be a positive number"),
-    (dict(lr_schedule="cosine"), "unknown lr schedule"),
-])
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        (dict(backbone="resnet18"), "unknown backbone 'resnet18'; choose one of"),
+        (dict(head="pspnet"), "unknown head 'pspnet'; choose one of"),
+        (dict(memory_momentum=1.0), "memory_momentum must be in \\[0, 1\\)"),
+        (dict(num_classes=1), "num_classes must be at least 2"),
+        (dict(output_stride=4), "output stride"),
+        (dict(use_memory=False), "needs the memory"),
+        (dict(learning_rate=-1.0), "learning_rate must be a positive number"),
+        (dict(lr_schedule="cosine"), "unknown lr schedule"),
+    ],
+)
 def test_bad_options_get_a_clear_error(options, match):
     with pytest.raises(ValueError, match=match):
         mgml_tf.build_model(**{**SMALL, **options})

@@ -1,4 +1,5 @@
 """tools/study.py's statistics: paired differences by seed, bootstrap intervals, the run fingerprint."""
+
 import importlib.util
 import os
 import sys
@@ -25,8 +26,11 @@ def study():
 
 
 def _record(family, variant, seed, target, in_domain):
-    results = {"gtav:/x/clay_lowpoly_val": {"mIoU": in_domain}, "cityscapes:/x/dusk": {"mIoU": target},
-               "bdd100k:/x/haze": {"mIoU": target + 2.0}}
+    results = {
+        "gtav:/x/clay_lowpoly_val": {"mIoU": in_domain},
+        "cityscapes:/x/dusk": {"mIoU": target},
+        "bdd100k:/x/haze": {"mIoU": target + 2.0},
+    }
     return {"family": family, "variant": variant, "seed": seed, "history": [{"step": 3000, "results": results}]}
 
 

@@ -1,4 +1,5 @@
 """The second synthetic family ("towns"): scenes, styles, written layouts, held-out source images, CLI flags."""
+
 import ast
 import glob
 import json
@@ -79,6 +80,7 @@ def test_target_styles_differ_from_sources():
 def test_no_code_shared_with_the_streets_family():
     """The towns modules import neither the streets scene nor its styles (nor the streets module)."""
     import mgml_tf.data as pkg
+
     banned = {"mgml_tf.data._synthetic_scene", "mgml_tf.data._synthetic_styles", "mgml_tf.data.synthetic"}
     here = os.path.dirname(pkg.__file__)
     for name in ("synthetic_towns.py", "_towns_scene.py", "_towns_styles.py"):
@@ -109,6 +111,7 @@ def test_byte_identical_files(tmp_path):
 def test_written_layouts_read_back_with_project_loaders(tmp_path):
     """What `mgml_tf.data.load_domain` reads equals the generated labels (train ids) in every layout."""
     from mgml_tf.data import load_domain
+
     for layout in towns.LAYOUTS:
         root = tmp_path / layout
         towns.write_dataset("neon_comic", layout, 2, root, seed=4, height=H, width=W, split="val")
@@ -124,12 +127,19 @@ def test_written_layouts_read_back_with_project_loaders(tmp_path):
 
 
 def test_default_suite_with_held_out_source_images(tmp_path):
-    specs = towns.write_default_suite(str(tmp_path), num_train=1, num_val=1, seed=0, height=H, width=W,
-                                      num_source_val=2)
-    assert specs.sources == [f"gtav:{tmp_path}/clay_lowpoly", f"synthia:{tmp_path}/snow_sim",
-                             f"idd:{tmp_path}/neon_comic"]
-    assert specs.targets == [f"cityscapes:{tmp_path}/dusk_dashcam", f"bdd100k:{tmp_path}/hazy_sepia",
-                             f"mapillary:{tmp_path}/teal_drizzle"]
+    specs = towns.write_default_suite(
+        str(tmp_path), num_train=1, num_val=1, seed=0, height=H, width=W, num_source_val=2
+    )
+    assert specs.sources == [
+        f"gtav:{tmp_path}/clay_lowpoly",
+        f"synthia:{tmp_path}/snow_sim",
+        f"idd:{tmp_path}/neon_comic",
+    ]
+    assert specs.targets == [
+        f"cityscapes:{tmp_path}/dusk_dashcam",
+        f"bdd100k:{tmp_path}/hazy_sepia",
+        f"mapillary:{tmp_path}/teal_drizzle",
+    ]
     assert sorted(os.listdir(tmp_path)) == sorted(STYLES + [s + "_val" for s in towns.SOURCE_STYLES])
     assert os.path.exists(tmp_path / "neon_comic_val" / "leftImg8bit" / "val" / "0" / "000001_leftImg8bit.png")
     held = _files(tmp_path / "clay_lowpoly_val")
@@ -150,24 +160,45 @@ def test_bad_arguments(tmp_path):
 
 # ------------------------------------------------------------------------------------- command-line suite
 def _fv(root, **kw):
-    base = dict(synthetic_root=str(root), synthetic_num_train=1, synthetic_num_val=1, synthetic_height=H,
-                synthetic_width=W, synthetic_family="towns", synthetic_num_source_val=1)
+    base = dict(
+        synthetic_root=str(root),
+        synthetic_num_train=1,
+        synthetic_num_val=1,
+        synthetic_height=H,
+        synthetic_width=W,
+        synthetic_family="towns",
+        synthetic_num_source_val=1,
+    )
     base.update(kw)
     return SimpleNamespace(**base)
 
 
 def test_in_domain_targets_expand_to_held_out_roots(tmp_path):
     from mgml_tf.training import data as data_lib
+
     fv = _fv(tmp_path / "suite")
     specs = data_lib.expand("synthetic,synthetic:in_domain", "target", fv, log=lambda m: None)
     domains = data_lib.load(specs, "val", "targets")
     labels = [data_lib.domain_label(d) for d in domains]
-    assert labels == ["cityscapes:dusk_dashcam", "bdd100k:hazy_sepia", "mapillary:teal_drizzle",
-                      "gtav:clay_lowpoly_val", "synthia:snow_sim_val", "idd:neon_comic_val"]
+    assert labels == [
+        "cityscapes:dusk_dashcam",
+        "bdd100k:hazy_sepia",
+        "mapillary:teal_drizzle",
+        "gtav:clay_lowpoly_val",
+        "synthia:snow_sim_val",
+        "idd:neon_comic_val",
+    ]
     assert all(len(d) == 1 for d in domains)
     with open(tmp_path / "suite" / "SUITE.json") as f:
-        assert json.load(f) == {"num_train": 1, "num_val": 1, "height": H, "width": W, "seed": 0,
-                                "family": "towns", "num_source_val": 1}
+        assert json.load(f) == {
+            "num_train": 1,
+            "num_val": 1,
+            "height": H,
+            "width": W,
+            "seed": 0,
+            "family": "towns",
+            "num_source_val": 1,
+        }
     sources = data_lib.expand("synthetic", "source", fv, log=lambda m: None)
     assert [os.path.basename(s) for s in sources] == list(towns.SOURCE_STYLES)
 
@@ -175,8 +206,12 @@ def test_in_domain_targets_expand_to_held_out_roots(tmp_path):
 def test_in_domain_refused_without_held_out_images_or_as_source(tmp_path):
     from mgml_tf.training import data as data_lib
     from mgml_tf.training.cli import UsageError
-    with pytest.raises(UsageError, match="synthetic:in_domain needs held-out source images; set "
-                                         r"--synthetic_num_source_val=N \(N > 0\)"):
+
+    with pytest.raises(
+        UsageError,
+        match="synthetic:in_domain needs held-out source images; set "
+        r"--synthetic_num_source_val=N \(N > 0\)",
+    ):
         data_lib.expand("synthetic:in_domain", "target", _fv(tmp_path / "a", synthetic_num_source_val=0))
     with pytest.raises(UsageError, match="is for --targets only"):
         data_lib.expand("synthetic:in_domain", "source", _fv(tmp_path / "b"))
@@ -187,8 +222,10 @@ def test_default_suite_marker_unchanged_and_other_parameters_refused(tmp_path):
     """Suites made before the family/held-out flags existed keep matching; another family is refused."""
     from mgml_tf.training import data as data_lib
     from mgml_tf.training.cli import UsageError
-    legacy = SimpleNamespace(synthetic_root=str(tmp_path), synthetic_num_train=1, synthetic_num_val=1,
-                             synthetic_height=H, synthetic_width=W)
+
+    legacy = SimpleNamespace(
+        synthetic_root=str(tmp_path), synthetic_num_train=1, synthetic_num_val=1, synthetic_height=H, synthetic_width=W
+    )
     defaults = _fv(tmp_path, synthetic_family="streets", synthetic_num_source_val=0)
     expected = {"num_train": 1, "num_val": 1, "height": H, "width": W, "seed": 0}
     assert data_lib._suite_params(legacy) == data_lib._suite_params(defaults) == expected
@@ -199,15 +236,19 @@ def test_default_suite_marker_unchanged_and_other_parameters_refused(tmp_path):
         data_lib.synthetic_suite(_fv(tmp_path, synthetic_num_source_val=0), generate=False)
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--synthetic_family=forest"], "--synthetic_family='forest' is unknown; valid: streets, towns"),
-    (["--synthetic_num_source_val=-1"], "--synthetic_num_source_val must be >= 0, got -1"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--synthetic_family=forest"], "--synthetic_family='forest' is unknown; valid: streets, towns"),
+        (["--synthetic_num_source_val=-1"], "--synthetic_num_source_val must be >= 0, got -1"),
+    ],
+)
 def test_synthetic_flag_validation(args, words):
     from absl import flags
 
     from mgml_tf.training import flags as flags_lib
     from mgml_tf.training.cli import UsageError
+
     fv = flags.FlagValues()
     flags_lib.define_synthetic_flags(fv)
     fv(["prog", *args])

@@ -1,5 +1,6 @@
 """Checkpoints: every variable round-trips (weights, memory, optimiser slots, step), an interrupted write
 never hides the previous checkpoint, an unreadable newest checkpoint falls back, other shapes are refused."""
+
 import glob
 import os
 
@@ -28,8 +29,9 @@ def _trained(steps=2, **options):
 
 def _values(model):
     out = {v.path: np.array(v.numpy()) for v in model.variables}
-    out.update({"opt:" + checkpoints.optimizer_key(model.optimizer, v): np.array(v.numpy())
-                for v in model.optimizer.variables})
+    out.update(
+        {"opt:" + checkpoints.optimizer_key(model.optimizer, v): np.array(v.numpy()) for v in model.optimizer.variables}
+    )
     return out
 
 
@@ -95,8 +97,10 @@ def test_unreadable_newest_falls_back_to_older(tmp_path):
     fresh = helpers.small_model(init_seed=3)
     ckpt2 = checkpoints.checkpoint_object(fresh)
     messages = []
-    assert checkpoints.restore_latest(fresh, ckpt2, checkpoints.manager(ckpt2, str(tmp_path), 3),
-                                      log=messages.append) == first
+    assert (
+        checkpoints.restore_latest(fresh, ckpt2, checkpoints.manager(ckpt2, str(tmp_path), 3), log=messages.append)
+        == first
+    )
     assert any("unreadable" in m for m in messages)
 
 

@@ -1,4 +1,5 @@
 """mIoU: the confusion matrix and IoU against a loop reference and against cityscapesscripts' evaluator."""
+
 import math
 import os
 

@@ -35,6 +35,7 @@ JSON only (``--render_only`` regenerates it from the JSON file without measuring
 marker lines of ``--markdown`` (appended if the markers are absent). ``--quick`` is a smoke test on small
 sizes (writes to /tmp unless ``--output_json``/``--markdown`` are given).
 """
+
 import contextlib
 import datetime
 import json
@@ -73,8 +74,11 @@ flags.DEFINE_integer("inference_repeats", 6, "Timed interleaved rounds per infer
 flags.DEFINE_integer("block_repeats", 50, "Calls per timed loop of the memory block alone.")
 flags.DEFINE_integer("warmup", 2, "Untimed calls of every inference configuration before timing.")
 flags.DEFINE_bool("inference_xla", True, "Also time inference with jit_compile=True.")
-flags.DEFINE_list("train_xla_methods", ["baseline", "mgml 2nd order"],
-                  "Methods whose small-config train step is timed with and without XLA (empty: none).")
+flags.DEFINE_list(
+    "train_xla_methods",
+    ["baseline", "mgml 2nd order"],
+    "Methods whose small-config train step is timed with and without XLA (empty: none).",
+)
 flags.DEFINE_list("data_layouts", ["cityscapes", "gtav"], "Layouts for the data section.")
 flags.DEFINE_integer("bootstrap", 2000, "Bootstrap resamples for the ratio intervals.")
 flags.DEFINE_string("markdown", None, "Markdown file to write the tables into (default docs/BENCHMARKS.md).")
@@ -108,11 +112,17 @@ def machine():
     mem_gb = None
     with contextlib.suppress(OSError, ValueError, IndexError):
         with open("/proc/meminfo") as f:
-            mem_gb = round(int(f.readline().split()[1]) / 1024 ** 2, 1)
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb,
-            "gpus": len(tf.config.list_physical_devices("GPU")),
-            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-            "tensorflow": tf.__version__, "keras": keras.__version__}
+            mem_gb = round(int(f.readline().split()[1]) / 1024**2, 1)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": mem_gb,
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
 
 
 class LoadSampler:
@@ -140,8 +150,13 @@ class LoadSampler:
 
     def summary(self):
         s = self.samples
-        return {"min": round(min(s), 2), "median": round(statistics.median(s), 2), "max": round(max(s), 2),
-                "samples": len(s), "interval_s": self.interval}
+        return {
+            "min": round(min(s), 2),
+            "median": round(statistics.median(s), 2),
+            "max": round(max(s), 2),
+            "samples": len(s),
+            "interval_s": self.interval,
+        }
 
 
 def _now():
@@ -161,7 +176,7 @@ def interleaved(fns, rounds, on_round=None, cpu_times=None):
     names = list(fns)
     times = {n: [] for n in names}
     for r in range(rounds):
-        for n in names[r % len(names):] + names[:r % len(names)]:
+        for n in names[r % len(names) :] + names[: r % len(names)]:
             t0, c0 = time.perf_counter(), time.process_time()
             fns[n]()
             times[n].append(time.perf_counter() - t0)
@@ -184,9 +199,14 @@ def ratio_stats(numerator, denominator, resamples, seed=0):
         boot.append(statistics.median(numerator[i] for i in idx) / statistics.median(denominator[i] for i in idx))
     boot.sort()
     lo, hi = boot[int(0.025 * (len(boot) - 1))], boot[int(0.975 * (len(boot) - 1))]
-    return {"ratio_of_medians": statistics.median(numerator) / statistics.median(denominator),
-            "median_per_round": statistics.median(per_round), "min_per_round": min(per_round),
-            "max_per_round": max(per_round), "bootstrap95": [lo, hi], "per_round": per_round}
+    return {
+        "ratio_of_medians": statistics.median(numerator) / statistics.median(denominator),
+        "median_per_round": statistics.median(per_round),
+        "min_per_round": min(per_round),
+        "max_per_round": max(per_round),
+        "bootstrap95": [lo, hi],
+        "per_round": per_round,
+    }
 
 
 def _summary(ts):
@@ -221,8 +241,10 @@ def _params(models):
     for name, model in models.items():
         parts = count_params.model_parts(model)
         inference = [layer for part, layer in parts.items() if "training only" not in part]
-        out[name] = {"whole_model": sum(count_params.count(list(parts.values()))),
-                     "inference": sum(count_params.count(inference))}
+        out[name] = {
+            "whole_model": sum(count_params.count(list(parts.values()))),
+            "inference": sum(count_params.count(inference)),
+        }
     for key in ("whole_model", "inference"):
         out.setdefault("ratio", {})[key] = out["with memory"][key] / out["without memory"][key]
     return out
@@ -235,17 +257,20 @@ def run_inference():
     from mgml_tf.training.inference import Predictor
 
     models = _inference_models()
-    result = {"model": "ResNet-50 DeepLabV3+ (OS16, 19 classes), random initialisation, batch 1",
-              "params": _params(models), "repeats": FLAGS.inference_repeats, "warmup": FLAGS.warmup,
-              "sizes": {}}
+    result = {
+        "model": "ResNet-50 DeepLabV3+ (OS16, 19 classes), random initialisation, batch 1",
+        "params": _params(models),
+        "repeats": FLAGS.inference_repeats,
+        "warmup": FLAGS.warmup,
+        "sizes": {},
+    }
     spec = tf.TensorSpec([None, None, None, 3], tf.float32)
     fns = {}
     for name, model in models.items():
         predictor = Predictor(model)  # the evaluate CLI's compiled whole-image function (no flip, no window)
         fns[(name, False)] = predictor._probs
         if FLAGS.inference_xla:
-            fns[(name, True)] = tf.function(predictor._probs.python_function, input_signature=[spec],
-                                            jit_compile=True)
+            fns[(name, True)] = tf.function(predictor._probs.python_function, input_signature=[spec], jit_compile=True)
     for size_text in FLAGS.inference_sizes:
         h, w = _size(size_text)
         image = tf.constant(np.random.default_rng(1).uniform(0, 255, (1, h, w, 3)).astype("float32"))
@@ -266,8 +291,11 @@ def run_inference():
             calls[key] = lambda fn=fn, image=image: fn(image).numpy()
 
         def progress(r, times, size_text=size_text):
-            print(f"[inference {size_text}] round {r + 1}/{FLAGS.inference_repeats}: " +
-                  ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()), flush=True)
+            print(
+                f"[inference {size_text}] round {r + 1}/{FLAGS.inference_repeats}: "
+                + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()),
+                flush=True,
+            )
 
         cpu = {}
         times = interleaved(calls, FLAGS.inference_repeats, progress, cpu_times=cpu)
@@ -297,8 +325,9 @@ def _memory_block_cost(model, h, w, network_cpu):
 
     stride = int(model.model_options.get("output_stride", 16))
     c = int(model.model_options["feature_channels"])
-    features = tf.constant(np.random.default_rng(2).normal(
-        size=(1, -(-h // stride), -(-w // stride), c)).astype("float32"))
+    features = tf.constant(
+        np.random.default_rng(2).normal(size=(1, -(-h // stride), -(-w // stride), c)).astype("float32")
+    )
     memory = model.memory_bank.memory.value
     block = tf.function(lambda f: model.memory_fuse(f, memory, training=False)[0])
     for _ in range(3):
@@ -312,9 +341,14 @@ def _memory_block_cost(model, h, w, network_cpu):
         wall.append((time.perf_counter() - t0) / FLAGS.block_repeats)
         cpu.append((time.process_time() - c0) / FLAGS.block_repeats)
     base_cpu = statistics.median(network_cpu.get("without memory, XLA off", [float("nan")]))
-    return {"feature_shape": list(features.shape), "repeats": FLAGS.block_repeats, "wall_s": statistics.median(wall),
-            "cpu_s": statistics.median(cpu), "network_cpu_s_without_memory": base_cpu,
-            "added_fraction_cpu": statistics.median(cpu) / base_cpu}
+    return {
+        "feature_shape": list(features.shape),
+        "repeats": FLAGS.block_repeats,
+        "wall_s": statistics.median(wall),
+        "cpu_s": statistics.median(cpu),
+        "network_cpu_s_without_memory": base_cpu,
+        "added_fraction_cpu": statistics.median(cpu) / base_cpu,
+    }
 
 
 # ----------------------------------------------------------------------------------------------- flops
@@ -326,8 +360,9 @@ def graph_flops(model, h, w):
 
     fn = tf.function(lambda x: tf.nn.softmax(model(x, training=False), axis=-1))
     frozen = convert_variables_to_constants_v2(fn.get_concrete_function(tf.TensorSpec([1, h, w, 3], tf.float32)))
-    graph_def = tf.compat.v1.graph_util.extract_sub_graph(frozen.graph.as_graph_def(),
-                                                          [t.op.name for t in frozen.outputs])
+    graph_def = tf.compat.v1.graph_util.extract_sub_graph(
+        frozen.graph.as_graph_def(), [t.op.name for t in frozen.outputs]
+    )
     graph = tf.Graph()
     with graph.as_default():
         tf.graph_util.import_graph_def(graph_def, name="")
@@ -355,9 +390,17 @@ def run_flops():
 # ----------------------------------------------------------------------------------------------- train
 def _train_memory(config, method):
     """Peak memory of one method's steps in a child process (``benchmark_train_step.run_child``)."""
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--child={config}:{method}",
-                          f"--batch_per_domain={FLAGS.batch_per_domain}"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            f"--child={config}:{method}",
+            f"--batch_per_domain={FLAGS.batch_per_domain}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -379,12 +422,14 @@ def _train_xla(config, methods):
                 continue
             result["warmup_s"][key] = time.perf_counter() - t0
             print(f"[train xla {config}] warm-up {key}: {result['warmup_s'][key]:.1f} s", flush=True)
-            calls[key] = (lambda step=step: float(step(data)["loss"]))
+            calls[key] = lambda step=step: float(step(data)["loss"])
     times = interleaved(calls, FLAGS.rounds)
     result["configs"] = {k: _summary(v) for k, v in times.items()}
-    result["ratios"] = {f"XLA on / off, {m}": ratio_stats(times[f"{m}, XLA on"], times[f"{m}, XLA off"],
-                                                          FLAGS.bootstrap)
-                        for m in methods if f"{m}, XLA on" in times and f"{m}, XLA off" in times}
+    result["ratios"] = {
+        f"XLA on / off, {m}": ratio_stats(times[f"{m}, XLA on"], times[f"{m}, XLA off"], FLAGS.bootstrap)
+        for m in methods
+        if f"{m}, XLA on" in times and f"{m}, XLA off" in times
+    }
     return result
 
 
@@ -403,8 +448,12 @@ def run_train():
             for method in METHOD_ORDER:
                 rows[method].update(step_s=times[method], ratio=times[method] / times["baseline"])
             print(f"[train {config}] times: {times}", flush=True)
-        result["configs"][config] = {"backbone": cfg["options"]["backbone"], "size": cfg["size"],
-                                     "options": cfg["options"], "methods": rows}
+        result["configs"][config] = {
+            "backbone": cfg["options"]["backbone"],
+            "size": cfg["size"],
+            "options": cfg["options"],
+            "methods": rows,
+        }
     if FLAGS.train_xla_methods and "small" in bts.CONFIGS:
         result["xla"] = {"config": "small", **_train_xla("small", FLAGS.train_xla_methods)}
     return result
@@ -423,19 +472,33 @@ def _pipelines(dom):
         return A.augment(image, raw, tf.stack([i, tf.constant(0, tf.int64)]), FLAGS.crop, label_map=dom.label_map)
 
     yield "decode + label map", "full", lambda: dom.as_dataset().repeat().prefetch(2), lambda x: 1, 4
-    yield ("decode + label map + augment", FLAGS.crop,
-           lambda: tf.data.Dataset.from_tensor_slices((dom.image_paths, dom.label_paths)).repeat().enumerate()
-           .map(read_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).prefetch(4),
-           lambda x: 1, 4)
-    yield (f"episodes (3 domains x B={FLAGS.batch})", FLAGS.crop,
-           lambda: E.episodes([dom, dom, dom], FLAGS.batch, FLAGS.crop, seed=0),
-           lambda x: int(x[0][0].shape[0] + x[1][0].shape[0]), 1)
+    yield (
+        "decode + label map + augment",
+        FLAGS.crop,
+        lambda: tf.data.Dataset.from_tensor_slices((dom.image_paths, dom.label_paths))
+        .repeat()
+        .enumerate()
+        .map(read_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        .prefetch(4),
+        lambda x: 1,
+        4,
+    )
+    yield (
+        f"episodes (3 domains x B={FLAGS.batch})",
+        FLAGS.crop,
+        lambda: E.episodes([dom, dom, dom], FLAGS.batch, FLAGS.crop, seed=0),
+        lambda x: int(x[0][0].shape[0] + x[1][0].shape[0]),
+        1,
+    )
 
 
 def run_data():
-    result = {"num_files": FLAGS.num_files, "num_images": FLAGS.num_images,
-              "input": f"{FLAGS.height}x{FLAGS.width} PNG",
-              "rows": []}
+    result = {
+        "num_files": FLAGS.num_files,
+        "num_images": FLAGS.num_images,
+        "input": f"{FLAGS.height}x{FLAGS.width} PNG",
+        "rows": [],
+    }
     for layout in FLAGS.data_layouts:
         tmp = tempfile.mkdtemp(prefix="mgml_bench_")
         try:
@@ -444,8 +507,16 @@ def run_data():
             for name, crop, make, count_of, warm in _pipelines(dom):
                 load = os.getloadavg()[0]
                 ips, cpu = bdata.rate(make(), count_of, FLAGS.num_images, warmup=warm)
-                row = {"pipeline": name, "layout": layout, "crop": crop, "images_per_s": ips, "cpu_s_per_image": cpu,
-                       "cores_per_cpu_s": os.cpu_count() / cpu, "load_before": load, "image_png_mb": mb}
+                row = {
+                    "pipeline": name,
+                    "layout": layout,
+                    "crop": crop,
+                    "images_per_s": ips,
+                    "cpu_s_per_image": cpu,
+                    "cores_per_cpu_s": os.cpu_count() / cpu,
+                    "load_before": load,
+                    "image_png_mb": mb,
+                }
                 result["rows"].append(row)
                 print(f"[data] {row}", flush=True)
         finally:
@@ -464,55 +535,83 @@ def _pct(r):
 
 def _header(sec):
     m, load = sec["machine"], sec["load"]
-    return [f"Command: `{sec['command']}`", "",
-            f"Run {sec['started']} - {sec['finished']} (machine clock) on {m['cpu']}, {m['cores']} cores, "
-            f"{m['memory_gb']} GB, {m['gpus']} GPUs; Python {m['python']}, TensorFlow {m['tensorflow']}, Keras "
-            f"{m['keras']}. 1-minute load average during the section: median {load['median']}, min {load['min']}, "
-            f"max {load['max']} ({load['samples']} samples; {m['cores']} cores, so a load above {m['cores']} "
-            "means other jobs took part of the machine).", ""]
+    return [
+        f"Command: `{sec['command']}`",
+        "",
+        f"Run {sec['started']} - {sec['finished']} (machine clock) on {m['cpu']}, {m['cores']} cores, "
+        f"{m['memory_gb']} GB, {m['gpus']} GPUs; Python {m['python']}, TensorFlow {m['tensorflow']}, Keras "
+        f"{m['keras']}. 1-minute load average during the section: median {load['median']}, min {load['min']}, "
+        f"max {load['max']} ({load['samples']} samples; {m['cores']} cores, so a load above {m['cores']} "
+        "means other jobs took part of the machine).",
+        "",
+    ]
 
 
 def render_inference(sec):
     lines = ["## Inference with and without the memory read (issue 7)", ""] + _header(sec)
     p = sec["params"]
-    lines += [f"{sec['model']}. `with memory` is method `mgml` (the memory read-and-fuse block between the "
-              "encoder head and the decoder, eqs. 4-5), `without memory` is method `baseline` (the decoder reads "
-              "the encoder features directly); the rest of the network is identical. Each call is the compiled "
-              "function of the evaluate CLI (`Predictor`: softmax of `model(images, training=False)`, whole "
-              f"image) or the same function with `jit_compile=True`; {sec['warmup']} untimed calls each, then "
-              f"{sec['repeats']} interleaved rounds (each round runs every configuration once, rotating the "
-              "order). Times per image: median (min-max).", "",
-              "Parameters (`tools/count_params.py`'s count; inference graph = without the auxiliary head, the "
-              "update network U and the memory classifier G, which only training uses):", "",
-              "| | without memory | with memory | ratio |", "|---|---:|---:|---:|"]
+    lines += [
+        f"{sec['model']}. `with memory` is method `mgml` (the memory read-and-fuse block between the "
+        "encoder head and the decoder, eqs. 4-5), `without memory` is method `baseline` (the decoder reads "
+        "the encoder features directly); the rest of the network is identical. Each call is the compiled "
+        "function of the evaluate CLI (`Predictor`: softmax of `model(images, training=False)`, whole "
+        f"image) or the same function with `jit_compile=True`; {sec['warmup']} untimed calls each, then "
+        f"{sec['repeats']} interleaved rounds (each round runs every configuration once, rotating the "
+        "order). Times per image: median (min-max).",
+        "",
+        "Parameters (`tools/count_params.py`'s count; inference graph = without the auxiliary head, the "
+        "update network U and the memory classifier G, which only training uses):",
+        "",
+        "| | without memory | with memory | ratio |",
+        "|---|---:|---:|---:|",
+    ]
     for key, label in (("inference", "inference graph"), ("whole_model", "whole model (training)")):
         a, b = p["without memory"][key], p["with memory"][key]
         lines.append(f"| {label} | {a:,} | {b:,} | {b / a:.4f} ({_pct(b / a)}) |")
     lines.append("")
     for size, e in sec["sizes"].items():
-        lines += [f"**{size}**, batch 1:", "", "| configuration | per image, median (min-max) | warm-up |",
-                  "|---|---:|---:|"]
+        lines += [
+            f"**{size}**, batch 1:",
+            "",
+            "| configuration | per image, median (min-max) | warm-up |",
+            "|---|---:|---:|",
+        ]
         for key, c in e["configs"].items():
-            lines.append(f"| {key} | {_ms(c['median_s'])} ({_ms(c['min_s'])}-{_ms(c['max_s'])}) | "
-                         f"{e['warmup_s'][key]:.1f} s |")
+            lines.append(
+                f"| {key} | {_ms(c['median_s'])} ({_ms(c['min_s'])}-{_ms(c['max_s'])}) | {e['warmup_s'][key]:.1f} s |"
+            )
         for key, msg in e.get("failed", {}).items():
             lines.append(f"| {key} | fails: {msg} | - |")
         if "cpu_configs" in e:
-            lines += ["", "Process CPU time per image (all threads), median (min-max): " + "; ".join(
-                f"{k} {_ms(c['median_s'])} ({_ms(c['min_s'])}-{_ms(c['max_s'])})" for k, c in e["cpu_configs"].items())]
+            lines += [
+                "",
+                "Process CPU time per image (all threads), median (min-max): "
+                + "; ".join(
+                    f"{k} {_ms(c['median_s'])} ({_ms(c['min_s'])}-{_ms(c['max_s'])})"
+                    for k, c in e["cpu_configs"].items()
+                ),
+            ]
         if "memory_block" in e:
             mb = e["memory_block"]
-            lines += ["", f"The memory block alone (read and fuse, eqs. 4-5) on a {mb['feature_shape']} feature map: "
-                      f"{_ms(mb['wall_s'])} wall, {_ms(mb['cpu_s'])} CPU per call (median of 5 loops of "
-                      f"{mb['repeats']} calls); against the network's CPU time without memory, "
-                      f"{_ms(mb['network_cpu_s_without_memory'])}: **+{100 * mb['added_fraction_cpu']:.2f}%**."]
-        lines += ["", "| ratio | of medians | per-round median (min-max) | 95% bootstrap interval |",
-                  "|---|---:|---:|---:|"]
+            lines += [
+                "",
+                f"The memory block alone (read and fuse, eqs. 4-5) on a {mb['feature_shape']} feature map: "
+                f"{_ms(mb['wall_s'])} wall, {_ms(mb['cpu_s'])} CPU per call (median of 5 loops of "
+                f"{mb['repeats']} calls); against the network's CPU time without memory, "
+                f"{_ms(mb['network_cpu_s_without_memory'])}: **+{100 * mb['added_fraction_cpu']:.2f}%**.",
+            ]
+        lines += [
+            "",
+            "| ratio | of medians | per-round median (min-max) | 95% bootstrap interval |",
+            "|---|---:|---:|---:|",
+        ]
         for key, r in e["ratios"].items():
             lo, hi = r["bootstrap95"]
-            lines.append(f"| {key} | {r['ratio_of_medians']:.4f} ({_pct(r['ratio_of_medians'])}) | "
-                         f"{r['median_per_round']:.4f} ({r['min_per_round']:.4f}-{r['max_per_round']:.4f}) | "
-                         f"{lo:.4f}-{hi:.4f} ({_pct(lo)} to {_pct(hi)}) |")
+            lines.append(
+                f"| {key} | {r['ratio_of_medians']:.4f} ({_pct(r['ratio_of_medians'])}) | "
+                f"{r['median_per_round']:.4f} ({r['min_per_round']:.4f}-{r['max_per_round']:.4f}) | "
+                f"{lo:.4f}-{hi:.4f} ({_pct(lo)} to {_pct(hi)}) |"
+            )
         lines.append("")
     lines += _inference_verdict(sec)
     return lines
@@ -521,9 +620,11 @@ def render_inference(sec):
 def _inference_verdict(sec):
     """Sentences that follow from the numbers: the +1% time target within the noise, the paper's figures."""
     p = sec["params"]["ratio"]["inference"]
-    out = [f"Paper (Sec. 4.4): +0.4% inference time, +0.3% parameters. Here: {_pct(p)} parameters in the "
-           "inference graph. Target of issue 7: at most +1% time. With "
-           f"{sec['repeats']} rounds the bootstrap interval is nearly the range of the per-round ratios."]
+    out = [
+        f"Paper (Sec. 4.4): +0.4% inference time, +0.3% parameters. Here: {_pct(p)} parameters in the "
+        "inference graph. Target of issue 7: at most +1% time. With "
+        f"{sec['repeats']} rounds the bootstrap interval is nearly the range of the per-round ratios."
+    ]
     for size, e in sec["sizes"].items():
         for xla in ("off", "on"):
             r = e["ratios"].get(f"memory / no memory, XLA {xla}")
@@ -536,90 +637,123 @@ def _inference_verdict(sec):
                 verdict = "not met: the whole interval is above +1%"
             else:
                 verdict = "not decided within the noise: the interval straddles +1%"
-            out.append(f"- {size}, XLA {xla}: memory read costs {_pct(r['ratio_of_medians'])} "
-                       f"(95% interval {_pct(lo)} to {_pct(hi)}); target {verdict}.")
+            out.append(
+                f"- {size}, XLA {xla}: memory read costs {_pct(r['ratio_of_medians'])} "
+                f"(95% interval {_pct(lo)} to {_pct(hi)}); target {verdict}."
+            )
         mb = e.get("memory_block")
         if mb:
             added = 100 * mb["added_fraction_cpu"]
-            out.append(f"- {size}, the memory block timed alone: +{added:.2f}% of the network's CPU time; target "
-                       f"{'met' if added <= 1.0 else 'not met'} by this measure, which load barely moves "
-                       f"({mb['repeats']} calls per loop).")
+            out.append(
+                f"- {size}, the memory block timed alone: +{added:.2f}% of the network's CPU time; target "
+                f"{'met' if added <= 1.0 else 'not met'} by this measure, which load barely moves "
+                f"({mb['repeats']} calls per loop)."
+            )
     return out + [""]
 
 
 def render_flops(sec):
     lines = ["## Inference FLOPs with and without the memory read (issue 7)", ""] + _header(sec)
-    lines += [f"{sec['model']}: floating-point operations of the inference function (softmax of "
-              "`model(image, training=False)`), counted by TensorFlow's profiler "
-              "(`tf.compat.v1.profiler`, float_operation) on the graph the output depends on, variables frozen "
-              "to constants. Load-independent; only ops with registered FLOP statistics count (convolutions, "
-              "matrix products, element-wise arithmetic; not resizing), so it is a lower bound of the work, "
-              "not a time.", "",
-              "| size | without memory (GFLOPs) | with memory (GFLOPs) | ratio | Conv2D ops without / with |",
-              "|---|---:|---:|---:|---:|"]
+    lines += [
+        f"{sec['model']}: floating-point operations of the inference function (softmax of "
+        "`model(image, training=False)`), counted by TensorFlow's profiler "
+        "(`tf.compat.v1.profiler`, float_operation) on the graph the output depends on, variables frozen "
+        "to constants. Load-independent; only ops with registered FLOP statistics count (convolutions, "
+        "matrix products, element-wise arithmetic; not resizing), so it is a lower bound of the work, "
+        "not a time.",
+        "",
+        "| size | without memory (GFLOPs) | with memory (GFLOPs) | ratio | Conv2D ops without / with |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for size, e in sec["sizes"].items():
         a, b = e["without memory"], e["with memory"]
-        lines.append(f"| {size} | {a['flops'] / 1e9:.1f} | {b['flops'] / 1e9:.1f} | {e['ratio']:.4f} "
-                     f"({_pct(e['ratio'])}) | {a['conv2d_ops']} / {b['conv2d_ops']} |")
+        lines.append(
+            f"| {size} | {a['flops'] / 1e9:.1f} | {b['flops'] / 1e9:.1f} | {e['ratio']:.4f} "
+            f"({_pct(e['ratio'])}) | {a['conv2d_ops']} / {b['conv2d_ops']} |"
+        )
     worst = max(e["ratio"] for e in sec["sizes"].values())
-    lines += ["", f"The memory read (the fusion block's 1x1 convolution at the encoder's output stride and the "
-              f"cosine read against the {R50['num_classes']}-row memory) adds at most {_pct(worst)} of the counted "
-              "operations, "
-              f"{'below' if worst <= 1.01 else 'above'} the +1% target (the paper reports +0.4% time). "
-              "This is work, not time: it says what the timing above should find on a compute-bound device, "
-              "which the wall-clock rounds could only confirm if their noise were well under 1%."]
+    lines += [
+        "",
+        f"The memory read (the fusion block's 1x1 convolution at the encoder's output stride and the "
+        f"cosine read against the {R50['num_classes']}-row memory) adds at most {_pct(worst)} of the counted "
+        "operations, "
+        f"{'below' if worst <= 1.01 else 'above'} the +1% target (the paper reports +0.4% time). "
+        "This is work, not time: it says what the timing above should find on a compute-bound device, "
+        "which the wall-clock rounds could only confirm if their noise were well under 1%.",
+    ]
     return lines + [""]
 
 
 def render_train(sec):
     lines = ["## Training step per method (issue 7)", ""] + _header(sec)
-    lines += [f"`tools/benchmark_train_step.py`'s functions: times of all methods in one process, each step a "
-              f"compiled `tf.function` of `train_step`, first call excluded, median of {sec['rounds']} "
-              "interleaved rounds; memory: each method alone in a child process, peak resident set size "
-              "(`VmHWM`) and its growth over the size before the first of two steps. "
-              f"{2 * sec['batch_per_domain']} images per step (2 domains x {sec['batch_per_domain']}); "
-              "`memory_agg` reads, writes and regularises the memory on the aggregated batch without "
-              "meta-learning.", ""]
+    lines += [
+        f"`tools/benchmark_train_step.py`'s functions: times of all methods in one process, each step a "
+        f"compiled `tf.function` of `train_step`, first call excluded, median of {sec['rounds']} "
+        "interleaved rounds; memory: each method alone in a child process, peak resident set size "
+        "(`VmHWM`) and its growth over the size before the first of two steps. "
+        f"{2 * sec['batch_per_domain']} images per step (2 domains x {sec['batch_per_domain']}); "
+        "`memory_agg` reads, writes and regularises the memory on the aggregated batch without "
+        "meta-learning.",
+        "",
+    ]
     for c in sec["configs"].values():
-        lines += [f"**{c['backbone']} DeepLabV3+, {c['size']}x{c['size']}**", "",
-                  "| method | step (s) | x baseline | peak RSS (MB) | growth during 2 steps (MB) |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += [
+            f"**{c['backbone']} DeepLabV3+, {c['size']}x{c['size']}**",
+            "",
+            "| method | step (s) | x baseline | peak RSS (MB) | growth during 2 steps (MB) |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for method, row in c["methods"].items():
             t = f"{row['step_s']:.3f} | {row['ratio']:.2f}" if "step_s" in row else "- | -"
-            mem = (f"{row['peak_rss_mb']:.0f} | {row['peak_rss_mb'] - row['rss_before_mb']:.0f}"
-                   if "peak_rss_mb" in row else "- | -")
+            mem = (
+                f"{row['peak_rss_mb']:.0f} | {row['peak_rss_mb'] - row['rss_before_mb']:.0f}"
+                if "peak_rss_mb" in row
+                else "- | -"
+            )
             lines.append(f"| {method} | {t} | {mem} |")
         lines.append("")
     if "xla" in sec:
         x = sec["xla"]
-        lines += [f"Train step with and without XLA (`tf.function(train_step, jit_compile=...)`), "
-                  f"{x['config']} configuration, {sec['rounds']} interleaved rounds:", "",
-                  "| configuration | step, median (min-max) | first call (trace + compile) |", "|---|---:|---:|"]
+        lines += [
+            f"Train step with and without XLA (`tf.function(train_step, jit_compile=...)`), "
+            f"{x['config']} configuration, {sec['rounds']} interleaved rounds:",
+            "",
+            "| configuration | step, median (min-max) | first call (trace + compile) |",
+            "|---|---:|---:|",
+        ]
         for key, c in x["configs"].items():
-            lines.append(f"| {key} | {_ms(c['median_s'])} ({_ms(c['min_s'])}-{_ms(c['max_s'])}) | "
-                         f"{x['warmup_s'][key]:.1f} s |")
+            lines.append(
+                f"| {key} | {_ms(c['median_s'])} ({_ms(c['min_s'])}-{_ms(c['max_s'])}) | {x['warmup_s'][key]:.1f} s |"
+            )
         for key, msg in x.get("failed", {}).items():
             lines.append(f"| {key} | fails: {msg} | - |")
         lines += ["", "| ratio | of medians | per-round min-max | 95% bootstrap interval |", "|---|---:|---:|---:|"]
         for key, r in x["ratios"].items():
             lo, hi = r["bootstrap95"]
-            lines.append(f"| {key} | {r['ratio_of_medians']:.3f} | {r['min_per_round']:.3f}-{r['max_per_round']:.3f}"
-                         f" | {lo:.3f}-{hi:.3f} |")
+            lines.append(
+                f"| {key} | {r['ratio_of_medians']:.3f} | {r['min_per_round']:.3f}-{r['max_per_round']:.3f}"
+                f" | {lo:.3f}-{hi:.3f} |"
+            )
         lines.append("")
     return lines
 
 
 def render_data(sec):
     lines = ["## Data pipeline throughput (issue 7)", ""] + _header(sec)
-    lines += [f"`tools/benchmark_data.py`'s `write_tree` and `rate` (see `docs/DATA.md`): {sec['num_files']} "
-              f"distinct {sec['input']} pairs, {sec['num_images']} images timed per row after a warm-up. "
-              "`cores / CPU s` is the rate the process's CPU time per image implies on all cores of an idle "
-              "machine (an estimate).", "",
-              "| pipeline | layout | crop | images/s (wall) | CPU s/image | cores / CPU s/image | load avg before |",
-              "|---|---|---|---:|---:|---:|---:|"]
+    lines += [
+        f"`tools/benchmark_data.py`'s `write_tree` and `rate` (see `docs/DATA.md`): {sec['num_files']} "
+        f"distinct {sec['input']} pairs, {sec['num_images']} images timed per row after a warm-up. "
+        "`cores / CPU s` is the rate the process's CPU time per image implies on all cores of an idle "
+        "machine (an estimate).",
+        "",
+        "| pipeline | layout | crop | images/s (wall) | CPU s/image | cores / CPU s/image | load avg before |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
     for r in sec["rows"]:
-        lines.append(f"| {r['pipeline']} | {r['layout']} | {r['crop']} | {r['images_per_s']:.1f} | "
-                     f"{r['cpu_s_per_image']:.3f} | {r['cores_per_cpu_s']:.1f} | {r['load_before']:.1f} |")
+        lines.append(
+            f"| {r['pipeline']} | {r['layout']} | {r['crop']} | {r['images_per_s']:.1f} | "
+            f"{r['cpu_s_per_image']:.3f} | {r['cores_per_cpu_s']:.1f} | {r['load_before']:.1f} |"
+        )
     return lines + [""]
 
 
@@ -647,8 +781,20 @@ def write_markdown(path, block):
 
 
 # ------------------------------------------------------------------------------------------------ main
-QUICK = dict(inference_sizes=["128x256"], inference_repeats=3, warmup=1, rounds=2, memory=False,
-             configs=["small"], num_files=2, num_images=6, height=256, width=512, crop=128, batch=1)
+QUICK = dict(
+    inference_sizes=["128x256"],
+    inference_repeats=3,
+    warmup=1,
+    rounds=2,
+    memory=False,
+    configs=["small"],
+    num_files=2,
+    num_images=6,
+    height=256,
+    width=512,
+    crop=128,
+    batch=1,
+)
 
 
 def main(argv):
@@ -677,8 +823,14 @@ def main(argv):
             started = _now()
             with LoadSampler() as load:
                 sec = runners[name]()
-            sec.update(command=_command(), started=started, finished=_now(), machine=info, load=load.summary(),
-                       quick=FLAGS.quick)
+            sec.update(
+                command=_command(),
+                started=started,
+                finished=_now(),
+                machine=info,
+                load=load.summary(),
+                quick=FLAGS.quick,
+            )
             results["sections"][name] = sec
             os.makedirs(os.path.dirname(out_json) or ".", exist_ok=True)
             with open(out_json + ".tmp", "w") as f:  # after every section, so a crash keeps what was measured

@@ -14,6 +14,7 @@ processes on the machine lower the wall-clock figure).
 
   python tools/benchmark_data.py [--layout=cityscapes|gtav] [--crop=768] [--num_images=64]
 """
+
 import gc
 import os
 import platform
@@ -52,15 +53,15 @@ def street_scene(rng, h, w):
     while x < w:
         bw = int(rng.integers(w // 16, w // 5))
         top = int(rng.integers(h // 10, horizon))
-        ids[top:horizon, x:x + bw] = rng.choice([11, 21, 12])  # building, vegetation, wall
+        ids[top:horizon, x : x + bw] = rng.choice([11, 21, 12])  # building, vegetation, wall
         x += bw
     ids[horizon:] = 7  # road
     ids[horizon:, : w // 8] = 8  # sidewalk
-    ids[horizon:, -w // 8:] = 8
+    ids[horizon:, -w // 8 :] = 8
     for _ in range(int(rng.integers(6, 14))):
         oh, ow = int(rng.integers(h // 20, h // 5)), int(rng.integers(w // 40, w // 8))
         y0, x0 = int(rng.integers(horizon - oh // 2, h - oh)), int(rng.integers(0, w - ow))
-        ids[y0:y0 + oh, x0:x0 + ow] = rng.choice([26, 24, 17, 20, 33, 0, 4])
+        ids[y0 : y0 + oh, x0 : x0 + ow] = rng.choice([26, 24, 17, 20, 33, 0, 4])
     palette = rng.integers(0, 256, size=[34, 3])
     image = palette[ids].astype(np.float32)
     yy = np.linspace(0.7, 1.1, h)[:, None, None]
@@ -112,8 +113,10 @@ def _row(name, crop, result, load):
     ips, cpu = result
     res = f"{FLAGS.height}x{FLAGS.width} PNG"
     cores = os.cpu_count()
-    print(f"| {name} | {FLAGS.layout} | {res} | {crop} | {ips:.1f} | {cpu:.3f} | {cores / cpu:.1f} | "
-          f"{cores} | {load:.1f} |")
+    print(
+        f"| {name} | {FLAGS.layout} | {res} | {crop} | {ips:.1f} | {cpu:.3f} | {cores / cpu:.1f} | "
+        f"{cores} | {load:.1f} |"
+    )
 
 
 def main(argv):
@@ -125,11 +128,15 @@ def main(argv):
         t0 = time.perf_counter()
         dom = write_tree(tmp, FLAGS.layout, FLAGS.num_files, FLAGS.height, FLAGS.width)
         sizes = [os.path.getsize(p) for p in dom.image_paths]
-        print(f"wrote {len(dom)} pairs in {time.perf_counter() - t0:.1f}s, image PNG mean "
-              f"{np.mean(sizes) / 1e6:.1f} MB; {platform.processor() or platform.machine()}, {cores} cores, "
-              f"TF {tf.__version__}")
-        print("| pipeline | layout | input | crop | images/s (wall) | CPU s/image | cores / CPU s/image | "
-              "cores | load avg before |")
+        print(
+            f"wrote {len(dom)} pairs in {time.perf_counter() - t0:.1f}s, image PNG mean "
+            f"{np.mean(sizes) / 1e6:.1f} MB; {platform.processor() or platform.machine()}, {cores} cores, "
+            f"TF {tf.__version__}"
+        )
+        print(
+            "| pipeline | layout | input | crop | images/s (wall) | CPU s/image | cores / CPU s/image | "
+            "cores | load avg before |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         if "decode" in only:
             ds = dom.as_dataset().repeat().prefetch(2)
@@ -138,10 +145,10 @@ def main(argv):
         if "augment" in only:
             crop = FLAGS.crop
             ds = tf.data.Dataset.from_tensor_slices((dom.image_paths, dom.label_paths)).repeat().enumerate()
+
             def read_augment(i, paths):
                 image, raw = dom.read_raw(*paths)  # as in episodes(): labels mapped after the crop
-                return A.augment(image, raw, tf.stack([i, tf.constant(0, tf.int64)]), crop,
-                                 label_map=dom.label_map)
+                return A.augment(image, raw, tf.stack([i, tf.constant(0, tf.int64)]), crop, label_map=dom.label_map)
 
             ds = ds.map(read_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).prefetch(4)
             load = os.getloadavg()[0]

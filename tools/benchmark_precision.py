@@ -10,6 +10,7 @@ order, so that drift of the machine hits all alike); the table gives the median 
 (min-max) and the ratio to float32 without XLA, as Markdown. Inputs are fixed random episodes (one
 meta-train domain, two meta-test domains) so that the input pipeline is not measured.
 """
+
 import argparse
 import os
 import platform
@@ -23,14 +24,25 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-ARCH = dict(backbone="resnet_small", head="deeplabv3plus", num_classes=19, feature_channels=64,
-            decoder_channels=64, low_level_channels=16, aspp_rates=(2, 4, 6), method="mgml",
-            learning_rate=0.01, lr_schedule="constant", dropout=0.0)
+ARCH = dict(
+    backbone="resnet_small",
+    head="deeplabv3plus",
+    num_classes=19,
+    feature_channels=64,
+    decoder_channels=64,
+    low_level_channels=16,
+    aspp_rates=(2, 4, 6),
+    method="mgml",
+    learning_rate=0.01,
+    lr_schedule="constant",
+    dropout=0.0,
+)
 
 
 def episode(crop, batch, num_classes, seed=0):
     import numpy as np
     import tensorflow as tf
+
     rng = np.random.default_rng(seed)
 
     def half(n):
@@ -51,8 +63,11 @@ def machine():
         pass
     import keras
     import tensorflow as tf
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
-            f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}")
+
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
+        f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    )
 
 
 def main(argv=None):
@@ -78,7 +93,7 @@ def main(argv=None):
         keras.utils.set_random_seed(0)
         model = mgml_tf.build_model(**ARCH, meta_order=args.meta_order)
         keras.config.set_dtype_policy("float32")
-        for xla in ((False,) if args.no_xla else (False, True)):
+        for xla in (False,) if args.no_xla else (False, True):
             configs.append([precision, xla, tf.function(model.train_step, jit_compile=xla), model, None, []])
     for c in configs:  # warm-up: tracing (and XLA compilation)
         t0 = time.perf_counter()
@@ -89,13 +104,16 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001  (report, e.g. an op XLA cannot compile)
             text = " ".join(str(getattr(e, "message", e)).split())
             ops = sorted(set(re.findall(r"(\w+) \(No registered '\w+' OpKernel for XLA_\w+ devices", text)))
-            c[4] = (f"fails: {type(e).__name__}: XLA has no kernel for {', '.join(ops)} in this dtype" if ops
-                    else f"fails: {type(e).__name__}: {text[:200]}")
+            c[4] = (
+                f"fails: {type(e).__name__}: XLA has no kernel for {', '.join(ops)} in this dtype"
+                if ops
+                else f"fails: {type(e).__name__}: {text[:200]}"
+            )
             c[2] = None
         print(f"warm-up {c[0]:<15} xla={c[1]!s:<5} {c[4]}", file=sys.stderr, flush=True)
     live = [c for c in configs if c[2] is not None]
     for r in range(args.rounds):
-        order = live[r % len(live):] + live[:r % len(live)]
+        order = live[r % len(live) :] + live[: r % len(live)]
         for c in order:
             t0 = time.perf_counter()
             logs = c[2](data)
@@ -103,8 +121,10 @@ def main(argv=None):
             c[5].append(time.perf_counter() - t0)
     base = next((statistics.median(c[5]) for c in live if c[0] == "float32" and not c[1]), None)
     images = 3 * args.batch_per_domain
-    print(f"Train step (MGML, meta_order={args.meta_order}, demo architecture, {images} images of "
-          f"{args.crop}x{args.crop} per step), one device, median of {args.rounds} interleaved rounds.\n")
+    print(
+        f"Train step (MGML, meta_order={args.meta_order}, demo architecture, {images} images of "
+        f"{args.crop}x{args.crop} per step), one device, median of {args.rounds} interleaved rounds.\n"
+    )
     print(f"Machine: {machine()}.\n")
     print("| precision | XLA (jit_compile) | step time, median (min-max) | vs float32 no XLA | running mean loss |")
     print("|---|---|---|---|---|")
@@ -115,8 +135,10 @@ def main(argv=None):
         med = statistics.median(c[5])
         ratio = f"{med / base:.2f}x" if base else "-"
         loss = float(np.asarray(c[3].get_metrics_result()["loss"])) if hasattr(c[3], "get_metrics_result") else "-"
-        print(f"| {c[0]} | {'yes' if c[1] else 'no'} | {med * 1000:.0f} ms ({min(c[5]) * 1000:.0f}-"
-              f"{max(c[5]) * 1000:.0f}) | {ratio} | {loss if isinstance(loss, str) else f'{loss:.3f}'} |")
+        print(
+            f"| {c[0]} | {'yes' if c[1] else 'no'} | {med * 1000:.0f} ms ({min(c[5]) * 1000:.0f}-"
+            f"{max(c[5]) * 1000:.0f}) | {ratio} | {loss if isinstance(loss, str) else f'{loss:.3f}'} |"
+        )
     return 0
 
 

@@ -10,6 +10,7 @@ models live in one process and are stepped in interleaved rounds (each step a co
 median and the ratio to ``baseline``. Peak memory: each method runs alone in a child process that reports
 its peak resident set size (``VmHWM``) and the growth over its size before the first step.
 """
+
 import json
 import os
 import subprocess
@@ -31,8 +32,12 @@ flags.DEFINE_string("output_json", None, "Write the results here as JSON.")
 flags.DEFINE_string("child", None, "Internal: run one 'config:method' in this process and print JSON.")
 
 CONFIGS = {
-    "small": dict(options=dict(backbone="resnet_small", head="deeplabv3plus", num_classes=19,
-                               feature_channels=64, decoder_channels=64), size=128),
+    "small": dict(
+        options=dict(
+            backbone="resnet_small", head="deeplabv3plus", num_classes=19, feature_channels=64, decoder_channels=64
+        ),
+        size=128,
+    ),
     "r50": dict(options=dict(backbone="resnet50", head="deeplabv3plus", num_classes=19), size=256),
 }
 METHODS = {
@@ -97,9 +102,17 @@ def run_child(spec):
 
 
 def measure_memory(config, method):
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--child={config}:{method}",
-                          f"--batch_per_domain={FLAGS.batch_per_domain}"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            f"--child={config}:{method}",
+            f"--batch_per_domain={FLAGS.batch_per_domain}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -129,8 +142,12 @@ def main(argv):
         return
     import platform
 
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or ''}".strip(),
-               "batch_per_domain": FLAGS.batch_per_domain, "rounds": FLAGS.rounds, "configs": {}}
+    results = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or ''}".strip(),
+        "batch_per_domain": FLAGS.batch_per_domain,
+        "rounds": FLAGS.rounds,
+        "configs": {},
+    }
     for config in FLAGS.configs:
         size = CONFIGS[config]["size"]
         rows = {method: {} for method in METHODS}
@@ -142,13 +159,18 @@ def main(argv):
             for method in METHODS:
                 rows[method].update(step_s=times[method], ratio=times[method] / times["baseline"])
         results["configs"][config] = rows
-        print(f"\n{config}: {CONFIGS[config]['options']['backbone']} DeepLabV3+ at {size}x{size}, "
-              f"{2 * FLAGS.batch_per_domain} images per step, median of {FLAGS.rounds} rounds")
+        print(
+            f"\n{config}: {CONFIGS[config]['options']['backbone']} DeepLabV3+ at {size}x{size}, "
+            f"{2 * FLAGS.batch_per_domain} images per step, median of {FLAGS.rounds} rounds"
+        )
         print("| method | step (s) | x baseline | peak RSS (MB) | growth in step (MB) |")
         print("|---|---:|---:|---:|---:|")
         for method, row in rows.items():
-            mem = (f"{row['peak_rss_mb']:.0f} | {row['peak_rss_mb'] - row['rss_before_mb']:.0f}"
-                   if "peak_rss_mb" in row else "- | -")
+            mem = (
+                f"{row['peak_rss_mb']:.0f} | {row['peak_rss_mb'] - row['rss_before_mb']:.0f}"
+                if "peak_rss_mb" in row
+                else "- | -"
+            )
             timing = f"{row['step_s']:.3f} | {row['ratio']:.2f}" if "step_s" in row else "- | -"
             print(f"| {method} | {timing} | {mem} |")
     if FLAGS.output_json:

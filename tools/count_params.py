@@ -7,6 +7,7 @@ update network U, read-and-fuse block and memory classifier G) and prints the tr
 (BatchNorm moving statistics, memory) parameter counts of each part, in total, and the memory's share.
 ``count`` accepts any built layer/model or a list of them.
 """
+
 import os
 import sys
 
@@ -43,8 +44,11 @@ def count(model_or_layers):
 
 def model_parts(model):
     """The parts of a built ``MemorySegmenter``, as an ordered dict name -> layer (absent parts left out)."""
-    parts = {f"backbone ({model.model_options['backbone']}, OS{model.backbone.output_stride})": model.backbone,
-             "encoder head (ASPP)": model.encoder_head, "decoder": model.decoder}
+    parts = {
+        f"backbone ({model.model_options['backbone']}, OS{model.backbone.output_stride})": model.backbone,
+        "encoder head (ASPP)": model.encoder_head,
+        "decoder": model.decoder,
+    }
     if model.aux_head is not None:
         parts["auxiliary head (training only)"] = model.aux_head
     if model.use_memory:
@@ -72,8 +76,13 @@ def main():
 
     totals = {}
     for use_memory in (False, True):
-        model = mgml_tf.build_model(backbone="resnet50", head="deeplabv3plus", num_classes=NUM_CLASSES,
-                                    method="mgml" if use_memory else "baseline", compile=False)
+        model = mgml_tf.build_model(
+            backbone="resnet50",
+            head="deeplabv3plus",
+            num_classes=NUM_CLASSES,
+            method="mgml" if use_memory else "baseline",
+            compile=False,
+        )
         print(f"\nR50 DeepLabV3+ (OS16, {NUM_CLASSES} classes), {'with' if use_memory else 'without'} memory")
         total = _report(model_parts(model))
         assert sum(total) == model.count_params()
@@ -81,8 +90,10 @@ def main():
         totals[use_memory] = (sum(total), sum(count(inference)))
     for label, i in (("whole model", 0), ("inference (no aux head, U or G)", 1)):
         without, with_memory = totals[False][i], totals[True][i]
-        print(f"{label}: {without:,} -> {with_memory:,} parameters with memory "
-              f"(+{with_memory - without:,}, +{100.0 * (with_memory - without) / without:.2f}%)")
+        print(
+            f"{label}: {without:,} -> {with_memory:,} parameters with memory "
+            f"(+{with_memory - without:,}, +{100.0 * (with_memory - without) / without:.2f}%)"
+        )
     return totals
 
 

@@ -12,6 +12,7 @@ every worker succeeded, else the first failing worker's status (the others are t
 For trying multi-worker training on one machine; on a real cluster each host runs the training command
 itself with its TF_CONFIG (docs/DISTRIBUTED.md).
 """
+
 import argparse
 import json
 import os
@@ -41,8 +42,9 @@ def free_ports(n):
 
 
 def tf_config(ports, index):
-    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                       "task": {"type": "worker", "index": index}})
+    return json.dumps(
+        {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+    )
 
 
 def _pump(stream, out):
@@ -53,17 +55,20 @@ def _pump(stream, out):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     usage="%(prog)s --num_workers=N [--log_dir=DIR] -- <mgml_tf.train args>")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], usage="%(prog)s --num_workers=N [--log_dir=DIR] -- <mgml_tf.train args>"
+    )
     parser.add_argument("--num_workers", type=int, required=True, help="Worker processes (>= 1).")
-    parser.add_argument("--log_dir", default=None, help="Where the non-chief workers' logs go "
-                        "(default: a new temporary folder).")
-    parser.add_argument("--timeout", type=float, default=0, help="Stop every worker after this many "
-                        "seconds (0: no limit).")
+    parser.add_argument(
+        "--log_dir", default=None, help="Where the non-chief workers' logs go (default: a new temporary folder)."
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=0, help="Stop every worker after this many seconds (0: no limit)."
+    )
     parser.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
     if "--" in argv:
         split = argv.index("--")
-        own, train_args = argv[:split], argv[split + 1:]
+        own, train_args = argv[:split], argv[split + 1 :]
     else:
         own, train_args = argv, []
     args = parser.parse_args(own)
@@ -71,8 +76,7 @@ def parse_args(argv):
         parser.error(f"--num_workers must be >= 1, got {args.num_workers}")
     if not train_args:
         parser.error("give the training flags after --, e.g. -- --flagfile=configs/demo_tiny.cfg --model_dir=DIR")
-    if any(a.startswith("--distribution_strategy") and a != "--distribution_strategy=multi_worker"
-           for a in train_args):
+    if any(a.startswith("--distribution_strategy") and a != "--distribution_strategy=multi_worker" for a in train_args):
         parser.error("the workers run --distribution_strategy=multi_worker; drop the other value")
     return args, train_args
 
@@ -87,14 +91,18 @@ def main(argv=None):
     env0 = dict(os.environ)
     env0["PYTHONPATH"] = REPO + os.pathsep + env0.get("PYTHONPATH", "")
     env0.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    print(f"launch_workers: {args.num_workers} workers on 127.0.0.1 ports {', '.join(map(str, ports))}; "
-          f"worker 0 (chief) below, the others in {log_dir}", flush=True)
+    print(
+        f"launch_workers: {args.num_workers} workers on 127.0.0.1 ports {', '.join(map(str, ports))}; "
+        f"worker 0 (chief) below, the others in {log_dir}",
+        flush=True,
+    )
     try:
         for i in range(args.num_workers):
             env = dict(env0, TF_CONFIG=tf_config(ports, i))
             if i == 0:
-                p = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, bufsize=1)
+                p = subprocess.Popen(
+                    command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+                )
                 for stream, out in ((p.stdout, sys.stdout), (p.stderr, sys.stderr)):
                     t = threading.Thread(target=_pump, args=(stream, out), daemon=True)
                     t.start()
@@ -111,12 +119,18 @@ def main(argv=None):
             failed = [i for i, p in enumerate(procs) if p.poll() not in (None, 0)]
             if failed:
                 status = procs[failed[0]].returncode
-                print(f"launch_workers: worker {failed[0]} failed with status {status}; stopping the others",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"launch_workers: worker {failed[0]} failed with status {status}; stopping the others",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 break
             if deadline and time.monotonic() > deadline:
-                print(f"launch_workers: timeout after {args.timeout:.0f} s; stopping the workers",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"launch_workers: timeout after {args.timeout:.0f} s; stopping the workers",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 status = 124
                 break
             time.sleep(0.2)
@@ -139,8 +153,12 @@ def main(argv=None):
                 logs[i].flush()
                 with open(logs[i].name) as f:
                     tail = f.read().splitlines()[-20:]
-                print(f"launch_workers: worker {i} exited with {p.returncode}; last lines of {logs[i].name}:\n"
-                      + "\n".join(tail), file=sys.stderr, flush=True)
+                print(
+                    f"launch_workers: worker {i} exited with {p.returncode}; last lines of {logs[i].name}:\n"
+                    + "\n".join(tail),
+                    file=sys.stderr,
+                    flush=True,
+                )
         return status
     finally:
         for f in logs:

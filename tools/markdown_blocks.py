@@ -1,5 +1,6 @@
 """Generated blocks inside hand-written Markdown: the text between two marker lines is replaced, the rest kept
 (used by tools/study.py and tools/memory_diagnostics.py for docs/RESULTS.md)."""
+
 import os
 
 

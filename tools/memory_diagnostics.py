@@ -16,6 +16,7 @@ labelled pixels:
 
 The table replaces its own generated block in ``--results_md``.
 """
+
 import json
 import os
 import sys
@@ -53,9 +54,12 @@ def score_geometry(scores, features):
     unit = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
     mean_direction = unit.mean(0) / max(np.linalg.norm(unit.mean(0)), 1e-12)
     s = scores.reshape(-1, scores.shape[-1])
-    return {"mean_score": float(s.mean()), "score_spread": float((s.max(1) - s.min(1)).mean()),
-            "zero_feature_share": float((f == 0).mean()),
-            "feature_mean_direction_cosine": float((unit @ mean_direction).mean())}
+    return {
+        "mean_score": float(s.mean()),
+        "score_spread": float((s.max(1) - s.min(1)).mean()),
+        "zero_feature_share": float((f == 0).mean()),
+        "feature_mean_direction_cosine": float((unit @ mean_direction).mean()),
+    }
 
 
 def memory_geometry(memory):
@@ -63,8 +67,11 @@ def memory_geometry(memory):
     unit = memory / np.maximum(np.linalg.norm(memory, axis=1, keepdims=True), 1e-12)
     cos = unit @ unit.T
     off = cos[~np.eye(len(cos), dtype=bool)]
-    return {"row_cosine_mean": float(off.mean()), "row_cosine_max": float(off.max()),
-            "nonnegative_share": float((memory >= 0).mean())}
+    return {
+        "row_cosine_mean": float(off.mean()),
+        "row_cosine_max": float(off.max()),
+        "nonnegative_share": float((memory >= 0).mean()),
+    }
 
 
 def diagnose(model_dir, max_images=0):
@@ -104,31 +111,51 @@ def diagnose(model_dir, max_images=0):
             max_w += float(w.max(-1).sum())
             entropy += float((-(w * np.log(np.maximum(w, 1e-12))).sum(-1)).sum() / np.log(n))
             total += int(valid.sum())
-            geometry.append({**score_geometry(out["scores"].numpy()[0], out["features"].numpy()[0]),
-                             "score_scale": float(np.asarray(out.get("score_scale", 1.0)))})
+            geometry.append(
+                {
+                    **score_geometry(out["scores"].numpy()[0], out["features"].numpy()[0]),
+                    "score_scale": float(np.asarray(out.get("score_scale", 1.0))),
+                }
+            )
         per_domain[f"{name}:{os.path.basename(root)}"] = {
-            "read_accuracy": 100.0 * hits / total, "network_accuracy": 100.0 * net_hits / total,
-            "mean_max_weight": max_w / total, "mean_normalized_entropy": entropy / total,
+            "read_accuracy": 100.0 * hits / total,
+            "network_accuracy": 100.0 * net_hits / total,
+            "mean_max_weight": max_w / total,
+            "mean_normalized_entropy": entropy / total,
             **{k: float(np.mean([g[k] for g in geometry])) for k in geometry[0]},
-            "pixels": total, "images": len(pairs)}
+            "pixels": total,
+            "images": len(pairs),
+        }
     out_memory = memory_geometry(model.memory.numpy())
-    return {"model_dir": model_dir, "options": {k: saved["options"][k] for k in
-                                                ("method", "meta_order", "memory_temperature", "use_cohesion",
-                                                 "use_divergence") if k in saved["options"]},
-            "num_classes": n, "memory": out_memory, "targets": per_domain}
+    return {
+        "model_dir": model_dir,
+        "options": {
+            k: saved["options"][k]
+            for k in ("method", "meta_order", "memory_temperature", "use_cohesion", "use_divergence")
+            if k in saved["options"]
+        },
+        "num_classes": n,
+        "memory": out_memory,
+        "targets": per_domain,
+    }
 
 
 def markdown(results, labels):
-    lines = [f"`python tools/memory_diagnostics.py --model_dirs=...` over every validation image of each target "
-             f"(labelled pixels). Uniform reading: max weight 1/{results[0]['num_classes']} = "
-             f"{1 / results[0]['num_classes']:.3f}, entropy 1.", "",
-             "| run | target | read accuracy (%) | network accuracy (%) | mean max weight | entropy / log N |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"`python tools/memory_diagnostics.py --model_dirs=...` over every validation image of each target "
+        f"(labelled pixels). Uniform reading: max weight 1/{results[0]['num_classes']} = "
+        f"{1 / results[0]['num_classes']:.3f}, entropy 1.",
+        "",
+        "| run | target | read accuracy (%) | network accuracy (%) | mean max weight | entropy / log N |",
+        "|---|---|---|---|---|---|",
+    ]
     for label, r in zip(labels, results):
         for target, s in r["targets"].items():
-            lines.append(f"| `{label}` | {target.split(':')[-1]} | {s['read_accuracy']:.1f} | "
-                         f"{s['network_accuracy']:.1f} | {s['mean_max_weight']:.3f} | "
-                         f"{s['mean_normalized_entropy']:.3f} |")
+            lines.append(
+                f"| `{label}` | {target.split(':')[-1]} | {s['read_accuracy']:.1f} | "
+                f"{s['network_accuracy']:.1f} | {s['mean_max_weight']:.3f} | "
+                f"{s['mean_normalized_entropy']:.3f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -141,8 +168,11 @@ def main(argv):
     for d in FLAGS.model_dirs:
         results.append(diagnose(d, FLAGS.max_images))
         for target, s in results[-1]["targets"].items():
-            print(f"{d} {target}: read accuracy {s['read_accuracy']:.1f}%, network {s['network_accuracy']:.1f}%, "
-                  f"max weight {s['mean_max_weight']:.3f}, entropy {s['mean_normalized_entropy']:.3f}", flush=True)
+            print(
+                f"{d} {target}: read accuracy {s['read_accuracy']:.1f}%, network {s['network_accuracy']:.1f}%, "
+                f"max weight {s['mean_max_weight']:.3f}, entropy {s['mean_normalized_entropy']:.3f}",
+                flush=True,
+            )
     if FLAGS.results_json:
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.results_json)), exist_ok=True)
         with open(FLAGS.results_json, "w") as f:

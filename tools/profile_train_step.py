@@ -11,6 +11,7 @@ space-to-batch, BatchNorm with two-pass moments). The table sums the op events o
 (so its total exceeds the wall time on several threads) and divides by ``--steps``; the profile itself stays
 in ``--logdir`` for TensorBoard's profile plugin.
 """
+
 import collections
 import glob
 import os
@@ -28,8 +29,12 @@ flags.DEFINE_integer("size", 256, "square crop")
 flags.DEFINE_integer("batch_per_domain", 2, "images per domain (two domains)")
 flags.DEFINE_integer("steps", 2, "profiled steps (after two untimed ones)")
 flags.DEFINE_integer("threads", 2, "intra- and inter-op threads")
-flags.DEFINE_enum("kernels", "fast", ["fast", "fallback"], "fast: the default kernel choice; fallback: "
-                  "space-to-batch dilation and two-pass BatchNorm")
+flags.DEFINE_enum(
+    "kernels",
+    "fast",
+    ["fast", "fallback"],
+    "fast: the default kernel choice; fallback: space-to-batch dilation and two-pass BatchNorm",
+)
 flags.DEFINE_string("logdir", None, "where the profile goes (default: a new temporary folder)")
 flags.DEFINE_integer("top", 25, "rows of each table")
 
@@ -76,6 +81,7 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import numpy as np
     import tensorflow as tf
+
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     import keras
@@ -88,8 +94,13 @@ def main(argv):
         normalization.set_batch_norm_mode("two_pass")
     rng = np.random.default_rng(0)
     shape = (FLAGS.batch_per_domain, FLAGS.size, FLAGS.size)
-    episode = tuple((tf.constant(rng.uniform(0, 255, size=shape + (3,)).astype(np.float32)),
-                     tf.constant(rng.integers(0, 19, size=shape).astype(np.int32))) for _ in range(2))
+    episode = tuple(
+        (
+            tf.constant(rng.uniform(0, 255, size=shape + (3,)).astype(np.float32)),
+            tf.constant(rng.integers(0, 19, size=shape).astype(np.int32)),
+        )
+        for _ in range(2)
+    )
     keras.utils.set_random_seed(0)
     options = dict(method=FLAGS.method)
     if FLAGS.method in ("mgml", "mldg"):
@@ -107,10 +118,12 @@ def main(argv):
     wall = (time.perf_counter() - start) / FLAGS.steps
     by_type, by_block, count = op_table(logdir, FLAGS.steps)
     total = sum(by_type.values())
-    print(f"{FLAGS.method} meta_order={FLAGS.meta_order} {FLAGS.backbone} {FLAGS.size}x{FLAGS.size}, "
-          f"2x{FLAGS.batch_per_domain} images, kernels {FLAGS.kernels}, {FLAGS.threads} threads: "
-          f"{wall:.2f} s per profiled step (wall, profiler on); op time {total / 1e3:.2f} s per step "
-          f"(summed over threads); profile in {logdir}")
+    print(
+        f"{FLAGS.method} meta_order={FLAGS.meta_order} {FLAGS.backbone} {FLAGS.size}x{FLAGS.size}, "
+        f"2x{FLAGS.batch_per_domain} images, kernels {FLAGS.kernels}, {FLAGS.threads} threads: "
+        f"{wall:.2f} s per profiled step (wall, profiler on); op time {total / 1e3:.2f} s per step "
+        f"(summed over threads); profile in {logdir}"
+    )
     print("\n| op type | ms per step | share | ops per step |\n|---|---:|---:|---:|")
     for op_type, ms in by_type.most_common(FLAGS.top):
         print(f"| {op_type} | {ms:.0f} | {100 * ms / total:.1f}% | {count[op_type]:.0f} |")

@@ -5,6 +5,7 @@ memory activation map of one class (Fig. 6 of the paper; min-max scaled per imag
 
 Uses the targets recorded in the run's flags.json and the model restored by mgml_tf.predict's loader.
 """
+
 import json
 import os
 import sys
@@ -43,14 +44,16 @@ def main(argv):
         heat = weights.numpy()[0, ..., CLASS_NAMES.index(FLAGS.memory_class)]
         print(f"{name}: memory weight of '{FLAGS.memory_class}' ranges {heat.min():.4f}..{heat.max():.4f}")
         heat = (heat - heat.min()) / max(heat.max() - heat.min(), 1e-9)  # min-max: the contrast, not the level
-        heat_rgb = np.stack([255 * heat, 255 * heat ** 2, 64 * (1 - heat)], -1)
+        heat_rgb = np.stack([255 * heat, 255 * heat**2, 64 * (1 - heat)], -1)
         panel = [image, colorize(prediction), colorize(label.numpy()), 0.4 * image + 0.6 * heat_rgb]
         rows.append(np.concatenate([np.asarray(p, np.float32) for p in panel], axis=1))
     figure = np.clip(np.concatenate(rows, axis=0), 0, 255).astype(np.uint8)
     tf.io.write_file(FLAGS.output, tf.io.encode_png(figure))
     row_names = [t.split(":")[0] for t in saved["resolved"]["targets"]]
-    print(f"wrote {FLAGS.output} ({figure.shape[1]}x{figure.shape[0]}): rows {row_names}; "
-          f"columns: image, prediction, ground truth, memory weights of '{FLAGS.memory_class}'")
+    print(
+        f"wrote {FLAGS.output} ({figure.shape[1]}x{figure.shape[0]}): rows {row_names}; "
+        f"columns: image, prediction, ground truth, memory weights of '{FLAGS.memory_class}'"
+    )
 
 
 if __name__ == "__main__":

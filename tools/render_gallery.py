@@ -9,6 +9,7 @@ hazy_sepia, teal_drizzle), then the label map in Cityscapes colours.  One row pe
 Scenes are rendered at twice the tile size and box-downsampled (tiles are 128x256 by default); colours are
 stored with 5 bits per channel to keep the PNG small.
 """
+
 import os
 import sys
 
@@ -19,10 +20,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mgml_tf.data import synthetic, synthetic_towns
 
-flags.DEFINE_enum("family", "streets", ["streets", "towns"], "Synthetic family: streets "
-                  "(mgml_tf.data.synthetic) or towns (mgml_tf.data.synthetic_towns).")
-flags.DEFINE_string("output", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                           "docs", "gallery.png"), "Output PNG.")
+flags.DEFINE_enum(
+    "family",
+    "streets",
+    ["streets", "towns"],
+    "Synthetic family: streets (mgml_tf.data.synthetic) or towns (mgml_tf.data.synthetic_towns).",
+)
+flags.DEFINE_string(
+    "output",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "gallery.png"),
+    "Output PNG.",
+)
 flags.DEFINE_integer("rows", 3, "Number of scene layouts (rows).")
 flags.DEFINE_integer("tile_height", 128, "Tile height (width is twice this).")
 flags.DEFINE_integer("seed", 0, "Seed of the layouts.")
@@ -46,23 +54,27 @@ def render_gallery(rows=3, tile_height=128, seed=0, gap=2, family="streets"):
     for r in range(rows):
         if family == "towns":  # one layout, shaded in every style
             scene = synthetic_towns.render_town(np.random.default_rng([seed, r]), 2 * th, 2 * tw)
-            tiles = [_down2(synthetic_towns.shade(scene, synthetic_towns.STYLES[s],
-                                                  np.random.default_rng([seed, r, k])))
-                     for k, s in enumerate(styles)]
+            tiles = [
+                _down2(synthetic_towns.shade(scene, synthetic_towns.STYLES[s], np.random.default_rng([seed, r, k])))
+                for k, s in enumerate(styles)
+            ]
         else:
             scene = synthetic.render_scene(np.random.default_rng([seed, r]), 2 * th, 2 * tw)
-            tiles = [_down2(synthetic.stylize(scene, synthetic.STYLES[s], np.random.default_rng([seed, r, k])))
-                     for k, s in enumerate(styles)]
+            tiles = [
+                _down2(synthetic.stylize(scene, synthetic.STYLES[s], np.random.default_rng([seed, r, k])))
+                for k, s in enumerate(styles)
+            ]
         tiles.append(synthetic.colorize(scene.label)[::2, ::2])
         for c, tile in enumerate(tiles):
             y, x = r * (th + gap), c * (tw + gap)
-            out[y:y + th, x:x + tw] = tile
+            out[y : y + th, x : x + tw] = tile
     return out
 
 
 def main(argv):
     del argv
     import tensorflow as tf
+
     img = render_gallery(FLAGS.rows, FLAGS.tile_height, FLAGS.seed, family=FLAGS.family)
     mask = np.uint8((0xFF << (8 - FLAGS.bits)) & 0xFF)
     data = tf.io.encode_png(img & mask, compression=9).numpy()
@@ -70,8 +82,10 @@ def main(argv):
     with open(FLAGS.output, "wb") as f:
         f.write(data)
     module = synthetic_towns if FLAGS.family == "towns" else synthetic
-    print(f"wrote {FLAGS.output}: {img.shape[1]}x{img.shape[0]}, {len(data) / 1024:.0f} KB; columns: "
-          + ", ".join(list(module.SOURCE_STYLES) + list(module.TARGET_STYLES) + ["labels"]))
+    print(
+        f"wrote {FLAGS.output}: {img.shape[1]}x{img.shape[0]}, {len(data) / 1024:.0f} KB; columns: "
+        + ", ".join(list(module.SOURCE_STYLES) + list(module.TARGET_STYLES) + ["labels"])
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ depth test, so it is exact by construction.  Besides the label, the painter reco
 colour the scene without knowing the geometry: depth, texture coordinates (metres), a part code (glass,
 tyre, lamp, lane mark, ...), a per-instance random value, the surface orientation and shadow zones.
 """
+
 import dataclasses
 
 import numpy as np
@@ -40,8 +41,25 @@ from mgml_tf.data._synthetic_labels import (
 NONE = 255  # "transparent" in sprite class maps
 
 # Part codes: how a pixel of a class is coloured (the class label never depends on them).
-(BODY, GLASS, TYRE, MARK, FACE, SKIN, DARK, WINDOW, LAMP_OFF, LAMP_RED, LAMP_AMBER, LAMP_GREEN,
- HEADLIGHT, TAILLIGHT, CLOTH2, STREETLAMP, FACE2) = range(17)
+(
+    BODY,
+    GLASS,
+    TYRE,
+    MARK,
+    FACE,
+    SKIN,
+    DARK,
+    WINDOW,
+    LAMP_OFF,
+    LAMP_RED,
+    LAMP_AMBER,
+    LAMP_GREEN,
+    HEADLIGHT,
+    TAILLIGHT,
+    CLOTH2,
+    STREETLAMP,
+    FACE2,
+) = range(17)
 NUM_PARTS = 17
 EMISSIVE_PARTS = (LAMP_RED, LAMP_AMBER, LAMP_GREEN, HEADLIGHT, TAILLIGHT, STREETLAMP)
 
@@ -55,15 +73,16 @@ SHADOW_LEFT, SHADOW_RIGHT, SHADOW_CONTACT = 1, 2, 4
 @dataclasses.dataclass
 class Scene:
     """A rasterised layout: everything `stylize` needs, all arrays [H, W]."""
-    label: np.ndarray    # uint8 train ids 0..18
-    depth: np.ndarray    # float32 metres; inf for sky
-    u: np.ndarray        # float32 texture coordinate (metres)
-    v: np.ndarray        # float32 texture coordinate (metres)
-    part: np.ndarray     # uint8 part code
-    var: np.ndarray      # float32 in [0, 1): per-instance (per-window for windows) random value
-    facing: np.ndarray   # uint8 orientation code
-    shadow: np.ndarray   # uint8 shadow-zone bits
-    horizon: float       # row of the horizon (may be fractional)
+
+    label: np.ndarray  # uint8 train ids 0..18
+    depth: np.ndarray  # float32 metres; inf for sky
+    u: np.ndarray  # float32 texture coordinate (metres)
+    v: np.ndarray  # float32 texture coordinate (metres)
+    part: np.ndarray  # uint8 part code
+    var: np.ndarray  # float32 in [0, 1): per-instance (per-window for windows) random value
+    facing: np.ndarray  # uint8 orientation code
+    shadow: np.ndarray  # uint8 shadow-zone bits
+    horizon: float  # row of the horizon (may be fractional)
 
 
 class _Canvas:
@@ -129,6 +148,7 @@ class _Camera:
 # (cls, part) arrays [h, w] with NONE where transparent.  Later assignments are in front.
 # ----------------------------------------------------------------------------------------------------
 
+
 def _new(a, b):
     shape = (b.shape[0], a.shape[1])
     return np.full(shape, NONE, np.uint8), np.zeros(shape, np.uint8)
@@ -165,10 +185,8 @@ def _shape_person(a, b, wm, hm, p):
     _set(cls, part, _segment(a, b, (c - 0.07, hip), (c - 0.07 - legs_apart, hm - 0.04), 0.075), PERSON, CLOTH2)
     _set(cls, part, _segment(a, b, (c + 0.07, hip), (c + 0.07 + legs_apart, hm - 0.04), 0.075), PERSON, CLOTH2)
     _set(cls, part, _rect(a, b, c - 0.19, c + 0.19, 0.17 * hm, 0.56 * hm), PERSON, BODY)
-    _set(cls, part, _segment(a, b, (c - 0.21, 0.2 * hm), (c - 0.25 - legs_apart * 0.5, 0.52 * hm), 0.05),
-         PERSON, BODY)
-    _set(cls, part, _segment(a, b, (c + 0.21, 0.2 * hm), (c + 0.25 + legs_apart * 0.5, 0.52 * hm), 0.05),
-         PERSON, BODY)
+    _set(cls, part, _segment(a, b, (c - 0.21, 0.2 * hm), (c - 0.25 - legs_apart * 0.5, 0.52 * hm), 0.05), PERSON, BODY)
+    _set(cls, part, _segment(a, b, (c + 0.21, 0.2 * hm), (c + 0.25 + legs_apart * 0.5, 0.52 * hm), 0.05), PERSON, BODY)
     _set(cls, part, _ellipse(a, b, c, head_r + 0.01, head_r * 0.85, head_r), PERSON, SKIN)
     if p["bag"]:
         _set(cls, part, _rect(a, b, c + 0.17, c + 0.3, 0.38 * hm, 0.55 * hm), PERSON, DARK)
@@ -225,8 +243,13 @@ def _shape_two_wheeler(a, b, wm, hm, p):
         _set(cls, part, _segment(a, b, hip, shoulder, 0.15), RIDER, BODY)
         _set(cls, part, _segment(a, b, shoulder, handle, 0.05), RIDER, BODY)
         hr = 0.13 if motor else 0.11
-        _set(cls, part, _ellipse(a, b, shoulder[0] + 0.05, shoulder[1] - 0.17, hr, hr * 1.1), RIDER,
-             DARK if motor else SKIN)
+        _set(
+            cls,
+            part,
+            _ellipse(a, b, shoulder[0] + 0.05, shoulder[1] - 0.17, hr, hr * 1.1),
+            RIDER,
+            DARK if motor else SKIN,
+        )
     return cls, part
 
 
@@ -237,8 +260,11 @@ def _shape_car_rear(a, b, wm, hm, p):
     slope = (a - wm / 2) / (wm / 2)  # -1..1
     cab = (b >= cab_top) & (b < cab_bot) & (np.abs(slope) < 0.78 + 0.16 * (b - cab_top) / (cab_bot - cab_top))
     _set(cls, part, cab, c, BODY)
-    glass = (b >= cab_top + 0.05 * hm) & (b < cab_bot - 0.03 * hm) & (
-        np.abs(slope) < 0.68 + 0.16 * (b - cab_top) / (cab_bot - cab_top))
+    glass = (
+        (b >= cab_top + 0.05 * hm)
+        & (b < cab_bot - 0.03 * hm)
+        & (np.abs(slope) < 0.68 + 0.16 * (b - cab_top) / (cab_bot - cab_top))
+    )
     _set(cls, part, glass, c, GLASS)
     _set(cls, part, _rect(a, b, 0, wm, cab_bot - 0.01, 0.86 * hm), c, BODY)
     _set(cls, part, _rect(a, b, 0.02 * wm, 0.98 * wm, 0.76 * hm, 0.84 * hm), c, DARK)
@@ -275,8 +301,13 @@ def _shape_box_rear(a, b, wm, hm, p):
     cls, part = _new(a, b)
     c = p["cls"]
     if c == BUS:
-        _set(cls, part, _rect(a, b, 0, wm, 0.02 * hm, 0.9 * hm) & _ellipse(a, b, wm / 2, 0.5 * hm, 0.62 * wm,
-                                                                             0.62 * hm), c, BODY)
+        _set(
+            cls,
+            part,
+            _rect(a, b, 0, wm, 0.02 * hm, 0.9 * hm) & _ellipse(a, b, wm / 2, 0.5 * hm, 0.62 * wm, 0.62 * hm),
+            c,
+            BODY,
+        )
         if p["front"]:
             _set(cls, part, _rect(a, b, 0.06 * wm, 0.94 * wm, 0.2 * hm, 0.6 * hm), c, GLASS)
             _set(cls, part, _rect(a, b, 0.2 * wm, 0.8 * wm, 0.06 * hm, 0.15 * hm), c, FACE2)
@@ -316,8 +347,13 @@ def _shape_truck_side(a, b, wm, hm, p):
 
 def _shape_bus_side(a, b, wm, hm, p):
     cls, part = _new(a, b)
-    _set(cls, part, _rect(a, b, 0, wm, 0.03 * hm, hm - 0.25) & _ellipse(a, b, wm / 2, 0.5 * hm, 0.54 * wm,
-                                                                         0.75 * hm), BUS, BODY)
+    _set(
+        cls,
+        part,
+        _rect(a, b, 0, wm, 0.03 * hm, hm - 0.25) & _ellipse(a, b, wm / 2, 0.5 * hm, 0.54 * wm, 0.75 * hm),
+        BUS,
+        BODY,
+    )
     band = _rect(a, b, 0.3, wm - 0.3, 0.18 * hm, 0.55 * hm)
     panes = np.mod(a, 1.6) > 0.12
     _set(cls, part, band & panes, BUS, GLASS)
@@ -334,12 +370,24 @@ def _shape_bus_side(a, b, wm, hm, p):
 def _shape_train_side(a, b, wm, hm, p):
     cls, part = _new(a, b)
     car_len = p["car_len"]
-    _set(cls, part, _rect(a, b, 0, wm, 0.12 * hm, hm - 0.3) & _ellipse(a, b, wm / 2, 0.55 * hm, 0.52 * wm,
-                                                                        0.9 * hm), TRAIN, BODY)
-    _set(cls, part, _rect(a, b, 0.15 * wm, 0.85 * wm, 0.0, 0.12 * hm) & (
-        _segment(a, b, (0.45 * wm, 0.12 * hm), (0.5 * wm, 0.0), 0.05) | _rect(a, b, 0.4 * wm, 0.6 * wm,
-                                                                              0.0, 0.02 * hm)),
-         TRAIN, DARK)
+    _set(
+        cls,
+        part,
+        _rect(a, b, 0, wm, 0.12 * hm, hm - 0.3) & _ellipse(a, b, wm / 2, 0.55 * hm, 0.52 * wm, 0.9 * hm),
+        TRAIN,
+        BODY,
+    )
+    _set(
+        cls,
+        part,
+        _rect(a, b, 0.15 * wm, 0.85 * wm, 0.0, 0.12 * hm)
+        & (
+            _segment(a, b, (0.45 * wm, 0.12 * hm), (0.5 * wm, 0.0), 0.05)
+            | _rect(a, b, 0.4 * wm, 0.6 * wm, 0.0, 0.02 * hm)
+        ),
+        TRAIN,
+        DARK,
+    )
     band = _rect(a, b, 0.5, wm - 0.5, 0.28 * hm, 0.58 * hm) & (np.mod(a, 1.9) > 0.2)
     _set(cls, part, band, TRAIN, GLASS)
     joint = np.mod(a, car_len) < 0.25
@@ -351,8 +399,13 @@ def _shape_train_side(a, b, wm, hm, p):
 
 def _shape_train_front(a, b, wm, hm, p):
     cls, part = _new(a, b)
-    _set(cls, part, _rect(a, b, 0, wm, 0.1 * hm, hm - 0.15) & _ellipse(a, b, wm / 2, 0.6 * hm, 0.6 * wm,
-                                                                        0.62 * hm), TRAIN, BODY)
+    _set(
+        cls,
+        part,
+        _rect(a, b, 0, wm, 0.1 * hm, hm - 0.15) & _ellipse(a, b, wm / 2, 0.6 * hm, 0.6 * wm, 0.62 * hm),
+        TRAIN,
+        BODY,
+    )
     _set(cls, part, _segment(a, b, (0.35 * wm, 0.1 * hm), (0.5 * wm, 0.0), 0.04), TRAIN, DARK)
     _set(cls, part, _rect(a, b, 0.1 * wm, 0.9 * wm, 0.22 * hm, 0.55 * hm), TRAIN, GLASS)
     _set(cls, part, _rect(a, b, 0.25 * wm, 0.75 * wm, 0.14 * hm, 0.2 * hm), TRAIN, FACE2)
@@ -371,7 +424,7 @@ def _shape_tree(a, b, wm, hm, p):
     _set(cls, part, _segment(a, b, (c, 0.55 * hm), (c - 0.25 * wm, 0.35 * hm), trunk_w * 0.6), VEGETATION, DARK)
     _set(cls, part, _segment(a, b, (c, 0.5 * hm), (c + 0.22 * wm, 0.3 * hm), trunk_w * 0.6), VEGETATION, DARK)
     crown = np.zeros(cls.shape, bool)
-    for (ca, cb, ra, rb) in p["blobs"]:
+    for ca, cb, ra, rb in p["blobs"]:
         crown |= _ellipse(a, b, ca * wm, cb * hm, ra * wm, rb * hm)
     _set(cls, part, crown, VEGETATION, BODY)
     return cls, part
@@ -380,7 +433,7 @@ def _shape_tree(a, b, wm, hm, p):
 def _shape_bush(a, b, wm, hm, p):
     cls, part = _new(a, b)
     m = np.zeros(cls.shape, bool)
-    for (ca, cb, ra, rb) in p["blobs"]:
+    for ca, cb, ra, rb in p["blobs"]:
         m |= _ellipse(a, b, ca * wm, cb * hm, ra * wm, rb * hm)
     _set(cls, part, m & (b <= hm), VEGETATION, BODY)
     return cls, part
@@ -399,7 +452,7 @@ def _shape_pole(a, b, wm, hm, p):
         la = p["lamp_a"]
         _set(cls, part, _ellipse(a, b, la, p["pole_top"] + 0.12, 0.35, 0.12), POLE, DARK)
         _set(cls, part, _ellipse(a, b, la, p["pole_top"] + 0.17, 0.25, 0.06), POLE, STREETLAMP)
-    for (ka, kb, size, shape) in p.get("signs", ()):
+    for ka, kb, size, shape in p.get("signs", ()):
         if shape == "circle":
             outer = _ellipse(a, b, ka, kb, size / 2, size / 2)
             inner = _ellipse(a, b, ka, kb, size * 0.36, size * 0.36)
@@ -413,7 +466,7 @@ def _shape_pole(a, b, wm, hm, p):
             inner = _rect(a, b, ka - size * 0.38, ka + size * 0.38, kb - size * 0.28, kb + size * 0.28)
         _set(cls, part, outer, TRAFFIC_SIGN, FACE)
         _set(cls, part, inner, TRAFFIC_SIGN, FACE2)
-    for (la, lb, state) in p.get("lights", ()):
+    for la, lb, state in p.get("lights", ()):
         bw, bh = 0.34, 0.95
         _set(cls, part, _rect(a, b, la - bw / 2, la + bw / 2, lb, lb + bh), TRAFFIC_LIGHT, BODY)
         for k, lamp in enumerate((LAMP_RED, LAMP_AMBER, LAMP_GREEN)):
@@ -423,22 +476,29 @@ def _shape_pole(a, b, wm, hm, p):
 
 
 _SHAPES = {
-    "person": _shape_person, "two_wheeler": _shape_two_wheeler, "car_rear": _shape_car_rear,
-    "car_side": _shape_car_side, "box_rear": _shape_box_rear, "truck_side": _shape_truck_side,
-    "bus_side": _shape_bus_side, "train_side": _shape_train_side, "train_front": _shape_train_front,
-    "tree": _shape_tree, "bush": _shape_bush, "pole": _shape_pole,
+    "person": _shape_person,
+    "two_wheeler": _shape_two_wheeler,
+    "car_rear": _shape_car_rear,
+    "car_side": _shape_car_side,
+    "box_rear": _shape_box_rear,
+    "truck_side": _shape_truck_side,
+    "bus_side": _shape_bus_side,
+    "train_side": _shape_train_side,
+    "train_front": _shape_train_front,
+    "tree": _shape_tree,
+    "bush": _shape_bush,
+    "pole": _shape_pole,
 }
-_VEHICLES = ("car_rear", "car_side", "box_rear", "truck_side", "bus_side", "train_side", "train_front",
-             "two_wheeler")
+_VEHICLES = ("car_rear", "car_side", "box_rear", "truck_side", "bus_side", "train_side", "train_front", "two_wheeler")
 
 
 @dataclasses.dataclass
 class _Sprite:
     kind: str
-    x: float        # lateral position (metres) of the sprite's anchor
-    z: float        # depth (metres)
-    wm: float       # width (metres)
-    hm: float       # height (metres)
+    x: float  # lateral position (metres) of the sprite's anchor
+    z: float  # depth (metres)
+    wm: float  # width (metres)
+    hm: float  # height (metres)
     params: dict
     anchor: float = 0.5  # which fraction of the width sits at x
     mirror: bool = False
@@ -476,16 +536,17 @@ def _draw_sprite(cv, cam, sp, var):
 # Planes parallel to the road
 # ----------------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class _Plane:
-    side: int            # -1 left of the road, +1 right
-    x: float             # |lateral position| (metres)
-    bounds: np.ndarray   # [n+1] segment depth boundaries
-    cls: np.ndarray      # [n] class per segment (NONE = gap)
-    top: np.ndarray      # [n] top height (metres)
-    bottom: np.ndarray   # [n] bottom height
-    var: np.ndarray      # [n]
-    kind: str            # "facade", "wall", "fence", "hedge", "mixed"
+    side: int  # -1 left of the road, +1 right
+    x: float  # |lateral position| (metres)
+    bounds: np.ndarray  # [n+1] segment depth boundaries
+    cls: np.ndarray  # [n] class per segment (NONE = gap)
+    top: np.ndarray  # [n] top height (metres)
+    bottom: np.ndarray  # [n] bottom height
+    var: np.ndarray  # [n]
+    kind: str  # "facade", "wall", "fence", "hedge", "mixed"
     win: np.ndarray = None  # [n, 4] window params: period_u, period_v, width frac, height frac
 
 
@@ -538,8 +599,13 @@ def _draw_plane(cv, cam, pl):
         fl = np.floor(g)
         fv = g - fl
         wincol = colb & (np.abs(fu - 0.5) < fw / 2)
-        win = ((np.abs(fv - 0.55) < (fh / 2)[None, :]) & wincol[None, :] & (v > 1.0)
-               & (v < (top_h - 0.8)[None, :]) & inside)
+        win = (
+            (np.abs(fv - 0.55) < (fh / 2)[None, :])
+            & wincol[None, :]
+            & (v > 1.0)
+            & (v < (top_h - 0.8)[None, :])
+            & inside
+        )
         shopcol = colb & (np.abs(fu - 0.5) < 0.42) & (pl.var[ii] > 0.5)
         win |= shopcol[None, :] & (v > 0.3) & (v < 2.6) & inside
         wi = np.nonzero(win)
@@ -588,6 +654,7 @@ def _segments(rng, z0, z1, len_lo, len_hi, choose, gaps=()):
 # The layout
 # ----------------------------------------------------------------------------------------------------
 
+
 def render_scene(rng, height, width):
     """Sample a random street layout and rasterise it.  Returns a `Scene`."""
     cam = _Camera(rng, height, width)
@@ -595,9 +662,21 @@ def render_scene(rng, height, width):
     f, y_h, x_v, h_c = cam.f, cam.y_h, cam.x_v, cam.h_c
 
     # Rare classes get an explicit per-image presence draw so that each occurs in many images.
-    want = {k: rng.random() < p for k, p in (
-        ("train", 0.45), ("truck", 0.6), ("bus", 0.55), ("motorcycle", 0.6), ("bicycle", 0.6),
-        ("wall", 0.7), ("fence", 0.7), ("terrain", 0.8), ("cross", 0.55), ("light", 0.85))}
+    want = {
+        k: rng.random() < p
+        for k, p in (
+            ("train", 0.45),
+            ("truck", 0.6),
+            ("bus", 0.55),
+            ("motorcycle", 0.6),
+            ("bicycle", 0.6),
+            ("wall", 0.7),
+            ("fence", 0.7),
+            ("terrain", 0.8),
+            ("cross", 0.55),
+            ("light", 0.85),
+        )
+    }
 
     # --- road geometry -------------------------------------------------------------------------------
     n_lanes = int(rng.integers(2, 5))
@@ -623,7 +702,7 @@ def render_scene(rng, height, width):
     g0 = int(np.floor(y_h)) + 1
     if g0 < height:
         dy = cam.yc[g0:, None] - y_h
-        zg = (f * h_c / dy).astype(np.float32)                       # [rows, 1]
+        zg = (f * h_c / dy).astype(np.float32)  # [rows, 1]
         xg = ((cam.xc[None, :] - x_v) * (h_c / dy)).astype(np.float32)  # [rows, W]
         lab = np.full(xg.shape, SIDEWALK, np.uint8)
         beyond_l = xg < side_x[0]
@@ -683,27 +762,61 @@ def render_scene(rng, height, width):
             cls = np.where(yc >= y_top[None, :], seg_cls[seg_id][None, :], NONE).astype(np.uint8)
             u = cam.xc[None, :] * z_back / f
             v = (h_c - (yc - y_h) * z_back / f).astype(np.float32)
-            cv.paint(r0, 0, cls, np.zeros_like(cls), np.float32(z_back), u, v,
-                     rng.random(n).astype(np.float32)[seg_id][None, :], FACES_CAMERA)
+            cv.paint(
+                r0,
+                0,
+                cls,
+                np.zeros_like(cls),
+                np.float32(z_back),
+                u,
+                v,
+                rng.random(n).astype(np.float32)[seg_id][None, :],
+                FACES_CAMERA,
+            )
 
     # --- planes: back layer, facades, walls/fences -------------------------------------------------------
     gaps = [cross] if cross is not None else []
     for si, side in enumerate((-1, 1)):
         fx = abs(fac_x[si])
         # back layer: buildings or tree lines far behind the facades
-        bounds, cls = _segments(rng, 1.0, z_back, 15.0, 45.0,
-                                lambda r: BUILDING if r.random() < 0.6 else VEGETATION)
+        bounds, cls = _segments(rng, 1.0, z_back, 15.0, 45.0, lambda r: BUILDING if r.random() < 0.6 else VEGETATION)
         n = len(cls)
         top = np.where(cls == BUILDING, rng.uniform(10, 35, n), rng.uniform(7, 14, n))
-        _draw_plane(cv, cam, _Plane(side, fx + rng.uniform(8, 18), bounds, cls, top, np.zeros(n),
-                                    rng.random(n).astype(np.float32), "mixed",
-                                    _window_params(rng, n)))
+        _draw_plane(
+            cv,
+            cam,
+            _Plane(
+                side,
+                fx + rng.uniform(8, 18),
+                bounds,
+                cls,
+                top,
+                np.zeros(n),
+                rng.random(n).astype(np.float32),
+                "mixed",
+                _window_params(rng, n),
+            ),
+        )
         # front facades with occasional gaps and the cross street
-        bounds, cls = _segments(rng, rng.uniform(-5.0, 5.0), z_back, 8.0, 30.0,
-                                lambda r: BUILDING if r.random() < 0.8 else NONE, gaps)
+        bounds, cls = _segments(
+            rng, rng.uniform(-5.0, 5.0), z_back, 8.0, 30.0, lambda r: BUILDING if r.random() < 0.8 else NONE, gaps
+        )
         n = len(cls)
-        _draw_plane(cv, cam, _Plane(side, fx, bounds, cls, rng.uniform(7, 28, n), np.zeros(n),
-                                    rng.random(n).astype(np.float32), "facade", _window_params(rng, n)))
+        _draw_plane(
+            cv,
+            cam,
+            _Plane(
+                side,
+                fx,
+                bounds,
+                cls,
+                rng.uniform(7, 28, n),
+                np.zeros(n),
+                rng.random(n).astype(np.float32),
+                "facade",
+                _window_params(rng, n),
+            ),
+        )
         # walls and fences at the outer sidewalk edge (or in front of the facades)
         p_wall = 0.35 if want["wall"] else 0.0
         p_fence = 0.35 if want["fence"] else 0.0
@@ -717,8 +830,20 @@ def render_scene(rng, height, width):
         if n and (cls != NONE).any():
             wx = abs(side_x[si]) + (0.1 if terr[si] > 0 else min(0.5, fx - abs(side_x[si]) - 0.2))
             top = np.where(cls == WALL, rng.uniform(0.8, 2.6, n), rng.uniform(1.0, 2.2, n))
-            _draw_plane(cv, cam, _Plane(side, max(wx, abs(side_x[si])), bounds, cls, top, np.zeros(n),
-                                        rng.random(n).astype(np.float32), "mixed"))
+            _draw_plane(
+                cv,
+                cam,
+                _Plane(
+                    side,
+                    max(wx, abs(side_x[si])),
+                    bounds,
+                    cls,
+                    top,
+                    np.zeros(n),
+                    rng.random(n).astype(np.float32),
+                    "mixed",
+                ),
+            )
 
     # --- sprites ------------------------------------------------------------------------------------------
     sprites = []
@@ -729,8 +854,9 @@ def render_scene(rng, height, width):
         if kind_cls == CAR:
             return _Sprite("car_rear", x, z, rng.uniform(1.7, 1.95), rng.uniform(1.4, 1.65), {"front": front})
         if kind_cls == TRUCK:
-            return _Sprite("box_rear", x, z, rng.uniform(2.3, 2.55), rng.uniform(3.0, 3.9),
-                           {"cls": TRUCK, "front": front})
+            return _Sprite(
+                "box_rear", x, z, rng.uniform(2.3, 2.55), rng.uniform(3.0, 3.9), {"cls": TRUCK, "front": front}
+            )
         if kind_cls == BUS:
             return _Sprite("box_rear", x, z, 2.55, rng.uniform(3.0, 3.4), {"cls": BUS, "front": front})
         return _Sprite("train_front", x, z, 2.65, rng.uniform(3.4, 3.8), {"front": front})
@@ -738,8 +864,7 @@ def render_scene(rng, height, width):
     def two_wheeler(x, z, motor, rider):
         wm = 2.1 if motor else 1.75
         hm = (1.75 if rider else 1.15) if motor else (1.8 if rider else 1.05)
-        return _Sprite("two_wheeler", x, z, wm, hm, {"motor": motor, "rider": rider},
-                       mirror=rng.random() < 0.5)
+        return _Sprite("two_wheeler", x, z, wm, hm, {"motor": motor, "rider": rider}, mirror=rng.random() < 0.5)
 
     # moving traffic in the lanes
     rare_lane = []
@@ -759,8 +884,11 @@ def render_scene(rng, height, width):
     rng.shuffle(slots)
     for i, (k, z) in enumerate(slots):
         x = lane_x[k] + rng.uniform(-0.35, 0.35)
-        kind = rare_lane[i] if i < len(rare_lane) else (
-            CAR if rng.random() < 0.85 else (TRUCK if rng.random() < 0.5 else BUS))
+        kind = (
+            rare_lane[i]
+            if i < len(rare_lane)
+            else (CAR if rng.random() < 0.85 else (TRUCK if rng.random() < 0.5 else BUS))
+        )
         if kind == TRAIN:
             x = lane_x[k]
         sprites.append(vehicle_rear(kind, x, z, oncoming[k]))
@@ -791,26 +919,36 @@ def render_scene(rng, height, width):
         for j in range(n_cross):
             kind = choices[j] if j < len(choices) else CAR
             zl = lanes[j % 2]
-            right = (j % 2 == 0)
+            right = j % 2 == 0
             x = rng.uniform(-18.0, 18.0)
             if kind == CAR:
-                sprites.append(_Sprite("car_side", x, zl, rng.uniform(3.9, 4.7), rng.uniform(1.4, 1.55),
-                                       {"right": right}))
+                sprites.append(
+                    _Sprite("car_side", x, zl, rng.uniform(3.9, 4.7), rng.uniform(1.4, 1.55), {"right": right})
+                )
             elif kind == TRUCK:
-                sprites.append(_Sprite("truck_side", x, zl, rng.uniform(7.0, 10.0), rng.uniform(3.2, 3.9),
-                                       {"right": right}))
+                sprites.append(
+                    _Sprite("truck_side", x, zl, rng.uniform(7.0, 10.0), rng.uniform(3.2, 3.9), {"right": right})
+                )
             elif kind == BUS:
-                sprites.append(_Sprite("bus_side", x, zl, rng.uniform(10.0, 13.0), rng.uniform(3.0, 3.4),
-                                       {"right": right}))
+                sprites.append(
+                    _Sprite("bus_side", x, zl, rng.uniform(10.0, 13.0), rng.uniform(3.0, 3.4), {"right": right})
+                )
             else:
                 car_len = rng.uniform(8.0, 12.0)
-                sprites.append(_Sprite("train_side", x, zl, car_len * int(rng.integers(2, 4)),
-                                       rng.uniform(3.4, 3.8), {"car_len": car_len}))
+                sprites.append(
+                    _Sprite(
+                        "train_side",
+                        x,
+                        zl,
+                        car_len * int(rng.integers(2, 4)),
+                        rng.uniform(3.4, 3.8),
+                        {"car_len": car_len},
+                    )
+                )
         # riders and pedestrians crossing
         for _ in range(int(rng.integers(0, 3))):
             motor = rng.random() < 0.4
-            sprites.append(two_wheeler(rng.uniform(x_l - 2, x_r + 2), rng.uniform(zc0 + 1, zc1 - 1),
-                                       motor, True))
+            sprites.append(two_wheeler(rng.uniform(x_l - 2, x_r + 2), rng.uniform(zc0 + 1, zc1 - 1), motor, True))
         for _ in range(int(rng.integers(0, 4))):
             sprites.append(_person(rng, rng.uniform(x_l, x_r), rng.uniform(zc0 - 4.0, zc0 - 1.0)))
 
@@ -868,8 +1006,9 @@ def render_scene(rng, height, width):
         for si, side in enumerate((-1, 1)):
             kerb = (x_l - 0.4) if si == 0 else (x_r + 0.4)
             if rng.random() < 0.75:
-                sprites.append(_light_pole(rng, kerb, zl + rng.uniform(-0.5, 0.5), side,
-                                           arm=rng.random() < 0.5, lanes=(x_l, x_r)))
+                sprites.append(
+                    _light_pole(rng, kerb, zl + rng.uniform(-0.5, 0.5), side, arm=rng.random() < 0.5, lanes=(x_l, x_r))
+                )
 
     # far to near (the z-buffer makes the order irrelevant for labels; this is just tidy)
     sprites.sort(key=lambda s: -s.z)
@@ -881,27 +1020,33 @@ def render_scene(rng, height, width):
 
 
 def _window_params(rng, n):
-    return np.stack([rng.uniform(2.2, 4.0, n), rng.uniform(2.8, 3.6, n), rng.uniform(0.35, 0.65, n),
-                     rng.uniform(0.35, 0.6, n)], axis=1).astype(np.float32)
+    return np.stack(
+        [rng.uniform(2.2, 4.0, n), rng.uniform(2.8, 3.6, n), rng.uniform(0.35, 0.65, n), rng.uniform(0.35, 0.6, n)],
+        axis=1,
+    ).astype(np.float32)
 
 
 def _person(rng, x, z):
-    return _Sprite("person", x, z, 0.7, rng.uniform(1.55, 1.95),
-                   {"stride": rng.uniform(0.0, 0.18), "bag": rng.random() < 0.3})
+    return _Sprite(
+        "person", x, z, 0.7, rng.uniform(1.55, 1.95), {"stride": rng.uniform(0.0, 0.18), "bag": rng.random() < 0.3}
+    )
 
 
 def _tree(rng, x, z):
     wm, hm = rng.uniform(2.8, 6.0), rng.uniform(5.0, 10.0)
     blobs = [(0.5, 0.3, 0.45, 0.28)] + [
         (rng.uniform(0.25, 0.75), rng.uniform(0.15, 0.45), rng.uniform(0.2, 0.3), rng.uniform(0.12, 0.22))
-        for _ in range(int(rng.integers(2, 5)))]
+        for _ in range(int(rng.integers(2, 5)))
+    ]
     return _Sprite("tree", x, z, wm, hm, {"trunk": rng.uniform(0.1, 0.2), "blobs": blobs})
 
 
 def _bush(rng, x, z):
     wm, hm = rng.uniform(1.0, 3.0), rng.uniform(0.6, 1.4)
-    blobs = [(rng.uniform(0.3, 0.7), rng.uniform(0.55, 0.75), rng.uniform(0.25, 0.5), rng.uniform(0.3, 0.5))
-             for _ in range(3)]
+    blobs = [
+        (rng.uniform(0.3, 0.7), rng.uniform(0.55, 0.75), rng.uniform(0.25, 0.5), rng.uniform(0.3, 0.5))
+        for _ in range(3)
+    ]
     return _Sprite("bush", x, z, wm, hm, {"blobs": blobs})
 
 
@@ -912,9 +1057,23 @@ def _streetlamp(rng, x, z, side):
     # the arm reaches over the road: towards +x on the left side
     pole_a = 0.4 if side < 0 else wm - 0.4
     end = pole_a - side * arm
-    return _Sprite("pole", x, z, wm, hm, {
-        "pole_a": pole_a, "pole_w": 0.09, "pole_top": 0.0, "arm": True, "arm_end": end,
-        "streetlamp": True, "lamp_a": end + side * 0.1}, anchor=pole_a / wm)
+    return _Sprite(
+        "pole",
+        x,
+        z,
+        wm,
+        hm,
+        {
+            "pole_a": pole_a,
+            "pole_w": 0.09,
+            "pole_top": 0.0,
+            "arm": True,
+            "arm_end": end,
+            "streetlamp": True,
+            "lamp_a": end + side * 0.1,
+        },
+        anchor=pole_a / wm,
+    )
 
 
 def _sign_pole(rng, x, z):
@@ -938,11 +1097,19 @@ def _light_pole(rng, x, z, side, arm, lanes):
         pa = 0.4 if side < 0 else wm - 0.4
         end = pa - side * reach
         lights = [(end + side * 0.25, 0.2, state), (pa - side * 0.0, 2.0, state)]
-        return _Sprite("pole", x, z, wm, hm, {"pole_a": pa, "pole_w": 0.1, "pole_top": 0.0, "arm": True,
-                                              "arm_end": end, "lights": lights}, anchor=pa / wm)
+        return _Sprite(
+            "pole",
+            x,
+            z,
+            wm,
+            hm,
+            {"pole_a": pa, "pole_w": 0.1, "pole_top": 0.0, "arm": True, "arm_end": end, "lights": lights},
+            anchor=pa / wm,
+        )
     hm = rng.uniform(3.2, 4.2)
     wm = 0.8
     lights = [(0.4, 0.05, state)]
     signs = [(0.4, 1.5, 0.5, "rect")] if rng.random() < 0.3 else []
-    return _Sprite("pole", x, z, wm, hm, {"pole_a": 0.4, "pole_w": 0.07, "pole_top": 0.5, "lights": lights,
-                                          "signs": signs})
+    return _Sprite(
+        "pole", x, z, wm, hm, {"pole_a": 0.4, "pole_w": 0.07, "pole_top": 0.5, "lights": lights, "signs": signs}
+    )

@@ -4,6 +4,7 @@ A style fixes per-class palettes, per-part colours, textures, lighting, weather,
 Only the appearance changes between styles; the layout distribution and the meaning of every class are
 the same, so a model trained on some styles must generalise to the others.
 """
+
 import dataclasses
 import functools
 
@@ -21,50 +22,50 @@ TEX_NONE, TEX_NOISE, TEX_BRICKS, TEX_TILES, TEX_SIDING, TEX_LEAVES = range(6)
 @dataclasses.dataclass(frozen=True)
 class Style:
     """Appearance of one domain.  Colours are RGB 0..255; factors are multipliers on [0, 1] colours."""
+
     name: str
     description: str
-    palette: dict                       # class name -> list of RGB colours (instances pick one)
-    sky: tuple                          # (colour at the top, colour at the horizon)
-    glass: tuple = (40, 45, 55)         # vehicle windows and unlit building windows
-    marks: tuple = (230, 230, 220)      # lane marks
+    palette: dict  # class name -> list of RGB colours (instances pick one)
+    sky: tuple  # (colour at the top, colour at the horizon)
+    glass: tuple = (40, 45, 55)  # vehicle windows and unlit building windows
+    marks: tuple = (230, 230, 220)  # lane marks
     trousers: tuple = ((40, 40, 60), (30, 30, 30), (80, 70, 60), (20, 40, 90))
     skin: tuple = ((230, 190, 160), (180, 130, 100), (120, 80, 60))
     sign_inner: tuple = (240, 240, 240)
     textures: dict = dataclasses.field(default_factory=dict)  # class name -> (kind, amplitude, scale)
-    noise_texture: float = 0.08         # default per-pixel texture noise amplitude (all classes)
-    instance_jitter: float = 0.15       # per-instance brightness variation
-    brightness: tuple = (0.95, 1.05)    # per-image global gain range
-    gains: tuple = (1.0, 1.0, 1.0)      # colour temperature
+    noise_texture: float = 0.08  # default per-pixel texture noise amplitude (all classes)
+    instance_jitter: float = 0.15  # per-instance brightness variation
+    brightness: tuple = (0.95, 1.05)  # per-image global gain range
+    gains: tuple = (1.0, 1.0, 1.0)  # colour temperature
     saturation: float = 1.0
     contrast: float = 1.0
     facing_light: tuple = (1.0, 0.85, 1.05, 0.95)  # ground, right-facing, left-facing, camera-facing
-    shadow: float = 0.0                 # strength of building shadows on the ground
-    sun_left: bool = True               # which buildings cast the shadow
+    shadow: float = 0.0  # strength of building shadows on the ground
+    sun_left: bool = True  # which buildings cast the shadow
     contact_shadow: float = 0.4
-    haze: float = 400.0                 # aerial perspective distance (metres); fog below
-    fog: tuple = None                   # (visibility lo, hi) in metres, or None
+    haze: float = 400.0  # aerial perspective distance (metres); fog below
+    fog: tuple = None  # (visibility lo, hi) in metres, or None
     fog_color: tuple = (200, 200, 205)
     night: bool = False
     lit_windows: float = 0.0
     glow: float = 0.0
     wet: float = 0.0
-    rain: float = 0.0                   # rain streak density
-    blur: int = 0                       # [1, 2, 1] passes
-    noise: float = 0.0                  # sensor noise std (of [0, 1] colours)
-    posterize: int = 0                  # colour levels (toon)
-    outline: float = 0.0                # darkening of label / depth edges (toon)
+    rain: float = 0.0  # rain streak density
+    blur: int = 0  # [1, 2, 1] passes
+    noise: float = 0.0  # sensor noise std (of [0, 1] colours)
+    posterize: int = 0  # colour levels (toon)
+    outline: float = 0.0  # darkening of label / depth edges (toon)
     vignette: float = 0.0
 
     def __post_init__(self):
         unknown = set(self.palette) - set(CLASS_NAMES)
         missing = set(CLASS_NAMES) - set(self.palette)
         if unknown or missing:
-            raise ValueError(f"style {self.name}: palette classes unknown {sorted(unknown)}, "
-                             f"missing {sorted(missing)}")
+            raise ValueError(f"style {self.name}: palette classes unknown {sorted(unknown)}, missing {sorted(missing)}")
 
     def class_colors(self):
         """Mean palette colour per class [19, 3] in 0..255 (before lighting and weather)."""
-        table = _tables_for(self)["table"][:, :NUM_CLASSES * _K]
+        table = _tables_for(self)["table"][:, : NUM_CLASSES * _K]
         return table.T.reshape(NUM_CLASSES, _K, 3).mean(axis=1) * 255.0
 
 
@@ -94,8 +95,12 @@ REALISTIC = {
     "bicycle": [(40, 40, 40), (30, 60, 130), (150, 20, 20), (180, 180, 180)],
 }
 _REALISTIC_TEX = {
-    "road": (TEX_NOISE, 0.22, 6.0), "sidewalk": (TEX_TILES, 0.25, 1.0), "building": (TEX_BRICKS, 0.2, 1.0),
-    "wall": (TEX_BRICKS, 0.25, 1.0), "vegetation": (TEX_LEAVES, 0.6, 4.0), "terrain": (TEX_NOISE, 0.4, 5.0),
+    "road": (TEX_NOISE, 0.22, 6.0),
+    "sidewalk": (TEX_TILES, 0.25, 1.0),
+    "building": (TEX_BRICKS, 0.2, 1.0),
+    "wall": (TEX_BRICKS, 0.25, 1.0),
+    "vegetation": (TEX_LEAVES, 0.6, 4.0),
+    "terrain": (TEX_NOISE, 0.4, 5.0),
     "fence": (TEX_NOISE, 0.15, 4.0),
 }
 
@@ -124,11 +129,20 @@ SUNNY_GAME = Style(
         "bicycle": [(255, 120, 0), (100, 255, 0)],
     },
     sky=((40, 120, 255), (160, 215, 255)),
-    glass=(120, 200, 255), marks=(255, 255, 255),
+    glass=(120, 200, 255),
+    marks=(255, 255, 255),
     trousers=((20, 20, 120), (200, 0, 0), (0, 120, 0)),
     textures={"road": (TEX_NOISE, 0.03, 6.0), "building": (TEX_SIDING, 0.1, 1.0)},
-    noise_texture=0.02, instance_jitter=0.05, brightness=(1.0, 1.1), saturation=1.35, contrast=1.1,
-    facing_light=(1.0, 0.7, 1.1, 1.0), shadow=0.45, sun_left=True, contact_shadow=0.6, haze=2000.0,
+    noise_texture=0.02,
+    instance_jitter=0.05,
+    brightness=(1.0, 1.1),
+    saturation=1.35,
+    contrast=1.1,
+    facing_light=(1.0, 0.7, 1.1, 1.0),
+    shadow=0.45,
+    sun_left=True,
+    contact_shadow=0.6,
+    haze=2000.0,
 )
 
 OVERCAST_SIM = Style(
@@ -156,13 +170,28 @@ OVERCAST_SIM = Style(
         "bicycle": [(100, 100, 112), (120, 110, 100)],
     },
     sky=((198, 203, 210), (228, 228, 230)),
-    glass=(62, 70, 82), marks=(205, 205, 205),
-    trousers=((60, 62, 70), (80, 80, 80)), sign_inner=(210, 210, 210),
-    textures={"road": (TEX_NOISE, 0.12, 4.0), "sidewalk": (TEX_TILES, 0.12, 0.7),
-              "building": (TEX_BRICKS, 0.1, 1.4), "vegetation": (TEX_LEAVES, 0.3, 3.0)},
-    noise_texture=0.06, instance_jitter=0.1, brightness=(0.9, 1.0), saturation=0.6, contrast=0.9,
-    facing_light=(1.0, 0.93, 0.97, 0.95), shadow=0.0, contact_shadow=0.35, haze=300.0,
-    fog_color=(215, 217, 220), noise=0.015, blur=1,
+    glass=(62, 70, 82),
+    marks=(205, 205, 205),
+    trousers=((60, 62, 70), (80, 80, 80)),
+    sign_inner=(210, 210, 210),
+    textures={
+        "road": (TEX_NOISE, 0.12, 4.0),
+        "sidewalk": (TEX_TILES, 0.12, 0.7),
+        "building": (TEX_BRICKS, 0.1, 1.4),
+        "vegetation": (TEX_LEAVES, 0.3, 3.0),
+    },
+    noise_texture=0.06,
+    instance_jitter=0.1,
+    brightness=(0.9, 1.0),
+    saturation=0.6,
+    contrast=0.9,
+    facing_light=(1.0, 0.93, 0.97, 0.95),
+    shadow=0.0,
+    contact_shadow=0.35,
+    haze=300.0,
+    fog_color=(215, 217, 220),
+    noise=0.015,
+    blur=1,
 )
 
 DESERT_TOON = Style(
@@ -190,39 +219,92 @@ DESERT_TOON = Style(
         "bicycle": [(200, 40, 120), (20, 100, 200)],
     },
     sky=((250, 150, 70), (255, 225, 155)),
-    glass=(40, 60, 92), marks=(255, 240, 110),
-    trousers=((60, 30, 90), (20, 80, 80)), sign_inner=(255, 250, 200),
+    glass=(40, 60, 92),
+    marks=(255, 240, 110),
+    trousers=((60, 30, 90), (20, 80, 80)),
+    sign_inner=(255, 250, 200),
     textures={"terrain": (TEX_NOISE, 0.15, 2.0)},
-    noise_texture=0.03, instance_jitter=0.08, brightness=(1.0, 1.08), gains=(1.05, 1.0, 0.9),
-    saturation=1.2, contrast=1.05, facing_light=(1.0, 0.75, 1.05, 1.0), shadow=0.3, sun_left=False,
-    contact_shadow=0.5, haze=800.0, posterize=6, outline=0.6,
+    noise_texture=0.03,
+    instance_jitter=0.08,
+    brightness=(1.0, 1.08),
+    gains=(1.05, 1.0, 0.9),
+    saturation=1.2,
+    contrast=1.05,
+    facing_light=(1.0, 0.75, 1.05, 1.0),
+    shadow=0.3,
+    sun_left=False,
+    contact_shadow=0.5,
+    haze=800.0,
+    posterize=6,
+    outline=0.6,
 )
 
 FOGGY = Style(
     name="foggy",
     description="realistic colours and textures in dense fog that thickens with depth; soft and flat",
-    palette=REALISTIC, sky=((200, 203, 206), (208, 210, 212)), textures=_REALISTIC_TEX,
-    noise_texture=0.08, instance_jitter=0.15, brightness=(0.9, 1.05), gains=(0.98, 1.0, 1.03),
-    saturation=0.75, contrast=0.95, facing_light=(1.0, 0.92, 0.98, 0.95), shadow=0.0, contact_shadow=0.3,
-    fog=(18.0, 45.0), fog_color=(204, 206, 210), noise=0.012, blur=1,
+    palette=REALISTIC,
+    sky=((200, 203, 206), (208, 210, 212)),
+    textures=_REALISTIC_TEX,
+    noise_texture=0.08,
+    instance_jitter=0.15,
+    brightness=(0.9, 1.05),
+    gains=(0.98, 1.0, 1.03),
+    saturation=0.75,
+    contrast=0.95,
+    facing_light=(1.0, 0.92, 0.98, 0.95),
+    shadow=0.0,
+    contact_shadow=0.3,
+    fog=(18.0, 45.0),
+    fog_color=(204, 206, 210),
+    noise=0.012,
+    blur=1,
 )
 
 NIGHT = Style(
     name="night",
     description="realistic colours at night: dark sky, low light, lit windows, lamps, head/tail lights, glow",
-    palette=REALISTIC, sky=((4, 6, 18), (26, 28, 48)), textures=_REALISTIC_TEX,
-    noise_texture=0.08, instance_jitter=0.15, brightness=(0.18, 0.3), gains=(0.85, 0.92, 1.15),
-    saturation=0.8, contrast=1.0, facing_light=(1.0, 0.9, 0.9, 1.0), shadow=0.0, contact_shadow=0.5,
-    haze=600.0, night=True, lit_windows=0.35, glow=1.0, noise=0.03, vignette=0.35,
+    palette=REALISTIC,
+    sky=((4, 6, 18), (26, 28, 48)),
+    textures=_REALISTIC_TEX,
+    noise_texture=0.08,
+    instance_jitter=0.15,
+    brightness=(0.18, 0.3),
+    gains=(0.85, 0.92, 1.15),
+    saturation=0.8,
+    contrast=1.0,
+    facing_light=(1.0, 0.9, 0.9, 1.0),
+    shadow=0.0,
+    contact_shadow=0.5,
+    haze=600.0,
+    night=True,
+    lit_windows=0.35,
+    glow=1.0,
+    noise=0.03,
+    vignette=0.35,
 )
 
 RAINY_REALISTIC = Style(
     name="rainy_realistic",
     description="realistic colours under rain: grey sky, wet dark road with glare, rain streaks, blur, noise",
-    palette=REALISTIC, sky=((118, 124, 134), (172, 176, 182)), textures=_REALISTIC_TEX,
-    noise_texture=0.1, instance_jitter=0.15, brightness=(0.75, 0.9), gains=(0.93, 0.98, 1.08),
-    saturation=0.7, contrast=0.95, facing_light=(1.0, 0.9, 0.95, 0.95), shadow=0.0, contact_shadow=0.45,
-    haze=150.0, fog_color=(160, 165, 172), wet=1.0, rain=0.012, blur=1, noise=0.025, vignette=0.15,
+    palette=REALISTIC,
+    sky=((118, 124, 134), (172, 176, 182)),
+    textures=_REALISTIC_TEX,
+    noise_texture=0.1,
+    instance_jitter=0.15,
+    brightness=(0.75, 0.9),
+    gains=(0.93, 0.98, 1.08),
+    saturation=0.7,
+    contrast=0.95,
+    facing_light=(1.0, 0.9, 0.95, 0.95),
+    shadow=0.0,
+    contact_shadow=0.45,
+    haze=150.0,
+    fog_color=(160, 165, 172),
+    wet=1.0,
+    rain=0.012,
+    blur=1,
+    noise=0.025,
+    vignette=0.15,
 )
 
 SOURCE_STYLES = ("sunny_game", "overcast_sim", "desert_toon")
@@ -233,6 +315,7 @@ STYLES = {s.name: s for s in (SUNNY_GAME, OVERCAST_SIM, DESERT_TOON, FOGGY, NIGH
 # ----------------------------------------------------------------------------------------------------
 # Rendering
 # ----------------------------------------------------------------------------------------------------
+
 
 @functools.cache
 def _noise_tile():
@@ -246,7 +329,7 @@ def _noise_tile():
         t = t * t * (3 - 2 * t)
         i0 = np.arange(256) // rep
         i1 = (i0 + 1) % cells
-        rows = grid[i0] * (1 - t)[:, None] + grid[i1] * t[:, None]          # [256, cells]
+        rows = grid[i0] * (1 - t)[:, None] + grid[i1] * t[:, None]  # [256, cells]
         out += weight * (rows[:, i0] * (1 - t)[None, :] + rows[:, i1] * t[None, :])
     out -= out.min()
     out /= out.max()
@@ -289,9 +372,15 @@ def _wide_blur(img, factor, passes):
     return big[:, :h, :w]
 
 
-_LAMP_COLORS = {S.LAMP_OFF: (0.12, 0.12, 0.12), S.LAMP_RED: (1.0, 0.15, 0.1), S.LAMP_AMBER: (1.0, 0.65, 0.0),
-                S.LAMP_GREEN: (0.15, 1.0, 0.5), S.HEADLIGHT: (1.0, 0.98, 0.88), S.TAILLIGHT: (0.8, 0.08, 0.08),
-                S.STREETLAMP: (1.0, 0.9, 0.7)}
+_LAMP_COLORS = {
+    S.LAMP_OFF: (0.12, 0.12, 0.12),
+    S.LAMP_RED: (1.0, 0.15, 0.1),
+    S.LAMP_AMBER: (1.0, 0.65, 0.0),
+    S.LAMP_GREEN: (0.15, 1.0, 0.5),
+    S.HEADLIGHT: (1.0, 0.98, 0.88),
+    S.TAILLIGHT: (0.8, 0.08, 0.08),
+    S.STREETLAMP: (1.0, 0.9, 0.7),
+}
 
 
 def _build_tables(style):
@@ -338,11 +427,20 @@ def _build_tables(style):
     m = (sat * np.eye(3) + (1 - sat) / 3.0 * np.ones((3, 3))) @ m
     m = style.contrast * m
     offset = np.full((3, 1), 0.5 * (1 - style.contrast), np.float32)
-    return dict(table=np.ascontiguousarray(np.asarray(rows, np.float32).T), part_base=part_base,
-                part_n=part_n, part_mul=part_mul, part_jit=part_jit, emissive=emissive,
-                tex_kind=kind, tex_amp=amp, tex_scale=(8.0 * scale).astype(np.float32),
-                grade=m.astype(np.float32), grade_offset=offset,
-                identity_grade=(style.gains == (1.0, 1.0, 1.0) and sat == 1.0 and style.contrast == 1.0))
+    return dict(
+        table=np.ascontiguousarray(np.asarray(rows, np.float32).T),
+        part_base=part_base,
+        part_n=part_n,
+        part_mul=part_mul,
+        part_jit=part_jit,
+        emissive=emissive,
+        tex_kind=kind,
+        tex_amp=amp,
+        tex_scale=(8.0 * scale).astype(np.float32),
+        grade=m.astype(np.float32),
+        grade_offset=offset,
+        identity_grade=(style.gains == (1.0, 1.0, 1.0) and sat == 1.0 and style.contrast == 1.0),
+    )
 
 
 _TABLES = {}
@@ -475,7 +573,8 @@ def stylize(scene, style, rng):
         edge = np.zeros((h, w), bool)
         edge[1:] = (lab[1:] != lab[:-1]) | (np.abs(d[1:] - d[:-1]) > 0.15 * np.minimum(d[1:], d[:-1]))
         edge[:, 1:] |= (lab[:, 1:] != lab[:, :-1]) | (
-            np.abs(d[:, 1:] - d[:, :-1]) > 0.15 * np.minimum(d[:, 1:], d[:, :-1]))
+            np.abs(d[:, 1:] - d[:, :-1]) > 0.15 * np.minimum(d[:, 1:], d[:, :-1])
+        )
         img[:, edge] *= np.float32(1.0 - style.outline)
 
     # 9. optics and sensor

@@ -6,12 +6,32 @@ hilly ground and with analytic primitives (boxes, ellipsoids, vertical cylinders
 hit wins, so the label is exactly the class of the nearest surface.  All primitives of a kind are intersected
 in one batch: a primitive is only tested against the 8x8 pixel tiles whose ray cone meets its bounding sphere.
 """
+
 import collections
 
 import numpy as np
 
-(ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY, PERSON, RIDER, CAR,
- TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE) = range(19)
+(
+    ROAD,
+    SIDEWALK,
+    BUILDING,
+    WALL,
+    FENCE,
+    POLE,
+    LIGHT,
+    SIGN,
+    VEGETATION,
+    TERRAIN,
+    SKY,
+    PERSON,
+    RIDER,
+    CAR,
+    TRUCK,
+    BUS,
+    TRAIN,
+    MOTORCYCLE,
+    BICYCLE,
+) = range(19)
 
 # Surface parts: the label is the primitive's class; the part only changes the colour.
 (BODY, GLASS, TYRE, MARK, RAIL, KERB, LAMP_RED, LAMP_WARM, LAMP_GREEN, SKIN, CLOTH, ROOF, PLATE) = range(13)
@@ -20,8 +40,9 @@ EMISSIVE_PARTS = (LAMP_RED, LAMP_WARM, LAMP_GREEN)
 _TILE = 8
 _FAR = 420.0  # the ground ends here; beyond it only the background primitives and the sky
 
-Town = collections.namedtuple("Town", [
-    "label", "depth", "normal", "uv", "part", "inst", "dirs", "sun", "height", "width"])
+Town = collections.namedtuple(
+    "Town", ["label", "depth", "normal", "uv", "part", "inst", "dirs", "sun", "height", "width"]
+)
 
 
 # ----------------------------------------------------------------------------------------------- camera
@@ -94,8 +115,7 @@ class _Prims:
         """Vertical panel (local x across, y up) standing on `pos`; shape 0 rect, 1 disc, 2 triangle,
         3 diamond, 4 diamond mesh, 5 bars (mesh and bars see-through, `pitch` their spacing)."""
         x, y, z = pos
-        self.rows["pan"].append((x, y + height / 2, z, width / 2, height / 2, 0.0, yaw, shape, pitch,
-                                 cls, part, inst))
+        self.rows["pan"].append((x, y + height / 2, z, width / 2, height / 2, 0.0, yaw, shape, pitch, cls, part, inst))
 
     def arrays(self, kind):
         rows = self.rows[kind]
@@ -172,7 +192,9 @@ def _hit_pan(o, d, p):
     bars = ((x / pitch) % 1 < 0.3) | (yb > 0.9) | (yb < 0.08)
     ok = inside & np.select(
         [shape == 1, shape == 2, shape == 3, shape == 4, shape == 5],
-        [ax ** 2 + ay ** 2 <= 1, ax <= 1 - yb, ax + ay <= 1, mesh | frame, bars], True)
+        [ax**2 + ay**2 <= 1, ax <= 1 - yb, ax + ay <= 1, mesh | frame, bars],
+        True,
+    )
     n = np.zeros_like(o)
     n[:, 2] = -np.sign(dz)
     return np.where(ok & (t > 0), t, np.inf), n, np.stack([x + hw, y + hh], -1)
@@ -192,7 +214,7 @@ def _bound(kind, p):
     long_axis = half.argmax(1)
     rows = np.arange(len(p))
     length = half[rows, long_axis]
-    rest = np.sqrt((half ** 2).sum(1) - length ** 2)
+    rest = np.sqrt((half**2).sum(1) - length**2)
     count = np.clip(np.ceil(length / np.maximum(rest, 0.15)), 1, 16).astype(int)
     owner = np.repeat(rows, count)
     k = np.arange(len(owner)) - np.repeat(np.cumsum(count) - count, count)
@@ -200,7 +222,7 @@ def _bound(kind, p):
     offset = np.zeros((len(owner), 3))
     offset[np.arange(len(owner)), long_axis[owner]] = -length[owner] + (2 * k + 1) * seg
     centre = p[owner, :3] + _to_world(offset, p[owner, 6])
-    return owner, centre, np.sqrt(rest[owner] ** 2 + seg ** 2) + 1e-3
+    return owner, centre, np.sqrt(rest[owner] ** 2 + seg**2) + 1e-3
 
 
 def _cast(prims, origin, flat_dirs, tiles, zbuf):
@@ -392,11 +414,13 @@ def _buildings(rng, st, pr):
             pr.box(pos, (depth, h, w), yaw, BUILDING, inst)
             kind = rng.random()
             if kind < 0.3:  # stepped: a narrower storey set back on the roof
-                pr.box((pos[0], pos[1] + h, pos[2]), (depth * 0.6, rng.uniform(2, 6), w * 0.7), yaw, BUILDING,
-                       inst, ROOF)
+                pr.box(
+                    (pos[0], pos[1] + h, pos[2]), (depth * 0.6, rng.uniform(2, 6), w * 0.7), yaw, BUILDING, inst, ROOF
+                )
             elif kind < 0.5:  # rounded roof
-                pr.ell((pos[0], pos[1] + h, pos[2]), (depth * 0.5, rng.uniform(1.5, 4), w * 0.5), yaw, BUILDING,
-                       inst, ROOF)
+                pr.ell(
+                    (pos[0], pos[1] + h, pos[2]), (depth * 0.5, rng.uniform(1.5, 4), w * 0.5), yaw, BUILDING, inst, ROOF
+                )
             elif kind < 0.6 and h > 5:  # awning over the shop front
                 pa, _ = st.place(e - sign * (depth / 2 + 0.7), s + w / 2)
                 pr.box((pa[0], pa[1] + 2.6, pa[2]), (1.4, 0.25, w * 0.9), yaw, BUILDING, inst, ROOF)
@@ -410,13 +434,23 @@ def _buildings(rng, st, pr):
         pos, _ = st.place(e, s)
         r = rng.random()
         if r < 0.5:
-            pr.box(pos, (rng.uniform(20, 60), rng.uniform(10, 60), rng.uniform(20, 50)), rng.uniform(0, 1),
-                   BUILDING, pr.inst())
+            pr.box(
+                pos,
+                (rng.uniform(20, 60), rng.uniform(10, 60), rng.uniform(20, 50)),
+                rng.uniform(0, 1),
+                BUILDING,
+                pr.inst(),
+            )
         elif r < 0.75:
             pr.ell(pos, (rng.uniform(20, 60), rng.uniform(8, 18), 15), 0.0, VEGETATION, pr.inst())
         else:
-            pr.ell((pos[0], pos[1] - 10, pos[2] + 100), (rng.uniform(60, 150), rng.uniform(20, 45), 60), 0.0,
-                   TERRAIN, pr.inst())
+            pr.ell(
+                (pos[0], pos[1] - 10, pos[2] + 100),
+                (rng.uniform(60, 150), rng.uniform(20, 45), 60),
+                0.0,
+                TERRAIN,
+                pr.inst(),
+            )
 
 
 def _tree(rng, st, pr, e, s):
@@ -433,8 +467,13 @@ def _tree(rng, st, pr, e, s):
         pr.box((pos[0], pos[1] + trunk, pos[2]), (2 * r, 1.8 * r, 2 * r), rng.uniform(0, 1.5), VEGETATION, inst)
     else:  # conifer: stacked ellipsoids
         for j in range(3):
-            pr.ell((pos[0], pos[1] + trunk + j * r * 0.8, pos[2]), (r * (1 - 0.25 * j), r * 0.6,
-                                                                     r * (1 - 0.25 * j)), 0.0, VEGETATION, inst)
+            pr.ell(
+                (pos[0], pos[1] + trunk + j * r * 0.8, pos[2]),
+                (r * (1 - 0.25 * j), r * 0.6, r * (1 - 0.25 * j)),
+                0.0,
+                VEGETATION,
+                inst,
+            )
 
 
 def _street_furniture(rng, st, pr):
@@ -484,8 +523,14 @@ def _street_furniture(rng, st, pr):
                 li = pr.inst()
                 pr.box((pe[0], y, pe[2]), (0.4, 1.05, 0.35), yaw, LIGHT, li)
                 for j, col in enumerate((LAMP_RED, LAMP_WARM, LAMP_GREEN)):
-                    pr.ell((pe[0], y + 0.85 - 0.32 * j, pe[2] - 0.2), (0.12, 0.12, 0.04), yaw, LIGHT, li,
-                           col if col == lit else PLATE)
+                    pr.ell(
+                        (pe[0], y + 0.85 - 0.32 * j, pe[2] - 0.2),
+                        (0.12, 0.12, 0.04),
+                        yaw,
+                        LIGHT,
+                        li,
+                        col if col == lit else PLATE,
+                    )
     # Signs on posts: disc, triangle, diamond or rectangle.
     for _ in range(rng.integers(1, 5) if rng.random() < 0.95 else 0):
         side, sign, edge = sides[rng.integers(2)]
@@ -497,8 +542,7 @@ def _street_furniture(rng, st, pr):
         pr.cyl(pos, 0.05 if not big else 0.1, h, POLE, inst)
         shape = 0 if big else int(rng.choice([0, 1, 2, 3]))
         w = rng.uniform(0.6, 0.95) if not big else rng.uniform(1.6, 2.6)
-        pr.panel((pos[0], pos[1] + h - 0.1, pos[2] - 0.08), w, w if not big else w * 0.55, yaw, shape, SIGN,
-                 pr.inst())
+        pr.panel((pos[0], pos[1] + h - 0.1, pos[2] - 0.08), w, w if not big else w * 0.55, yaw, shape, SIGN, pr.inst())
     # Walls and fences along the outer edge of the sidewalk (or verge).
     for cls, p_draw in ((WALL, 0.65), (FENCE, 0.65)):
         if rng.random() > p_draw:
@@ -514,8 +558,16 @@ def _street_furniture(rng, st, pr):
                 pr.box(pos, (rng.uniform(0.25, 0.5), rng.uniform(0.7, 2.4), ln), yaw, WALL, pr.inst())
             else:
                 mesh = rng.random() < 0.5
-                pr.panel(pos, ln, rng.uniform(1.0, 2.0), yaw - np.pi / 2, 4 if mesh else 5, FENCE, pr.inst(),
-                         pitch=rng.uniform(0.15, 0.3) if mesh else rng.uniform(0.12, 0.25))
+                pr.panel(
+                    pos,
+                    ln,
+                    rng.uniform(1.0, 2.0),
+                    yaw - np.pi / 2,
+                    4 if mesh else 5,
+                    FENCE,
+                    pr.inst(),
+                    pitch=rng.uniform(0.15, 0.3) if mesh else rng.uniform(0.12, 0.25),
+                )
     # Trees and hedges on the verges; the roundabout island gets a tree or a bush.
     for side, sign, edge in sides:
         if rng.random() < 0.6:
@@ -556,8 +608,7 @@ def _two_wheeler(rng, pr, pos, yaw, motor, ridden):
     wr = 0.32 if motor else 0.34
     half = 0.7 if motor else 0.55
     for j in (-1, 1):
-        pr.ell((x + j * half * s, y + wr, z + j * half * c), (0.09 if motor else 0.04, wr, wr), yaw, cls, inst,
-               TYRE)
+        pr.ell((x + j * half * s, y + wr, z + j * half * c), (0.09 if motor else 0.04, wr, wr), yaw, cls, inst, TYRE)
     if motor:
         pr.ell((x, y + 0.68, z), (0.22, 0.28, 0.75), yaw, cls, inst)
         pr.ell((x + 0.85 * s, y + 0.85, z + 0.85 * c), (0.1, 0.1, 0.05), yaw, cls, inst, LAMP_WARM)
@@ -588,8 +639,7 @@ def _vehicle(rng, pr, pos, yaw, cls):
         if rng.random() < 0.5:  # boxy, low-poly
             pr.box(at(0, 0.25), (w, rng.uniform(0.65, 0.9), ln), yaw, CAR, inst)
             hc = rng.uniform(0.5, 0.8) if rng.random() < 0.8 else 1.1  # van-like
-            pr.box(at(-0.2, 0.9 if hc < 1 else 0.85), (w * 0.9, hc, ln * rng.uniform(0.45, 0.7)), yaw, CAR, inst,
-                   GLASS)
+            pr.box(at(-0.2, 0.9 if hc < 1 else 0.85), (w * 0.9, hc, ln * rng.uniform(0.45, 0.7)), yaw, CAR, inst, GLASS)
         else:  # rounded
             pr.ell(at(0, 0.65), (w / 2, 0.42, ln / 2), yaw, CAR, inst)
             pr.ell(at(-0.2, 1.05), (w * 0.42, 0.38, ln * 0.3), yaw, CAR, inst, GLASS)
@@ -622,8 +672,14 @@ def _vehicle(rng, pr, pos, yaw, cls):
     # Lamps: red at the back, warm at the front (both ends are drawn; the camera sees one).
     for end, part in ((-1, LAMP_RED), (1, LAMP_WARM)):
         for side in (-1, 1):
-            pr.box(at(end * (lamps[0] + 0.01) - end * 0.02, lamps[1], side * lamps[2]), (0.28, 0.15, 0.06), yaw, cls,
-                   inst, part)
+            pr.box(
+                at(end * (lamps[0] + 0.01) - end * 0.02, lamps[1], side * lamps[2]),
+                (0.28, 0.15, 0.06),
+                yaw,
+                cls,
+                inst,
+                part,
+            )
 
 
 def _traffic(rng, st, pr):
@@ -748,5 +804,6 @@ def render_town(rng, height, width):
     el = np.radians(rng.uniform(8, 55))
     az = rng.uniform(-np.pi, np.pi)
     sun = np.array([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)])
-    return Town(crop(label), crop(depth), crop(normal), crop(uvs), crop(parts), crop(insts), crop(flat), sun,
-                height, width)
+    return Town(
+        crop(label), crop(depth), crop(normal), crop(uvs), crop(parts), crop(insts), crop(flat), sun, height, width
+    )

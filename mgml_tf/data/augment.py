@@ -11,6 +11,7 @@ order, torchvision's definitions); Gaussian blur with probability `blur_prob` (r
 convolution with symmetric padding). The strong variant (single-source meta-test) uses jitter
 (.8, .8, .8, .3) and blur, both always.
 """
+
 import dataclasses
 import math
 
@@ -22,6 +23,7 @@ from mgml_tf.data.labels import IGNORE_ID
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
     """Parameters of `augment`. `jitter` = (brightness, contrast, saturation, hue) strengths."""
+
     scale_range: tuple = (0.5, 2.0)
     flip: bool = True
     jitter: tuple = (0.4, 0.4, 0.4, 0.1)
@@ -79,8 +81,14 @@ def scale_crop(image, label, seed, crop_size, scale_range=(0.5, 2.0), flip=True,
     shrink = 1.0 - 1e-5
     fy = shrink / tf.cast(tf.maximum(hs - 1, 1), tf.float32)
     fx = shrink / tf.cast(tf.maximum(ws - 1, 1), tf.float32)
-    box = tf.stack([tf.cast(y0, tf.float32) * fy, tf.cast(x0, tf.float32) * fx,
-                    tf.cast(y0 + out_h - 1, tf.float32) * fy, tf.cast(x0 + out_w - 1, tf.float32) * fx])[None]
+    box = tf.stack(
+        [
+            tf.cast(y0, tf.float32) * fy,
+            tf.cast(x0, tf.float32) * fx,
+            tf.cast(y0 + out_h - 1, tf.float32) * fy,
+            tf.cast(x0 + out_w - 1, tf.float32) * fx,
+        ]
+    )[None]
     size = tf.stack([out_h, out_w])
     img = tf.image.crop_and_resize(image[None], box, [0], size, method="bilinear")[0]
     if label_map is None:
@@ -160,8 +168,7 @@ def photometric(image255, seed, config=DEFAULT, strong=False, strong_config=STRO
     s_hi = pick(config.blur_sigma[1], strong_config.blur_sigma[1])
     radius = max(1, int(math.ceil(3.0 * max(config.blur_sigma[1], strong_config.blur_sigma[1]))))
     img = image255 / 255.0
-    img = tf.cond(_uniform(seeds[0]) < p_jitter,
-                  lambda: color_jitter(img, seeds[1], b, c, s, h), lambda: img)
+    img = tf.cond(_uniform(seeds[0]) < p_jitter, lambda: color_jitter(img, seeds[1], b, c, s, h), lambda: img)
     sigma = s_lo + (s_hi - s_lo) * _uniform(seeds[2])
     img = tf.cond(_uniform(seeds[3]) < p_blur, lambda: gaussian_blur(img, sigma, radius), lambda: img)
     return img * 255.0

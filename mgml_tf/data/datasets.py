@@ -9,6 +9,7 @@ say what to do. A corrupt or truncated file met while the `tf.data` pipeline run
 `check_files=True` decodes every file up front instead, and `skip_bad=True` drops bad pairs and records
 them in `Domain.skipped`.
 """
+
 import concurrent.futures
 import dataclasses
 import glob
@@ -84,6 +85,7 @@ class LabelFormat:
     a colour label may hold. Values outside them are unknown: mapped to ignore while streaming, refused
     by `check_files=True` (`UnknownLabelValueError`).
     """
+
     kind: str
     id_map: dict
     color_map: dict = None
@@ -94,14 +96,23 @@ class LabelFormat:
 _CITYSCAPES_FMT = LabelFormat("ids", L.CITYSCAPES_LABEL_ID_TO_TRAIN_ID, num_ids=L.CITYSCAPES_NUM_LABEL_IDS)
 _TRAIN_ID_FMT = LabelFormat("ids", L.TRAIN_ID_IDENTITY, num_ids=L.NUM_CLASSES)
 LABEL_FORMATS = {
-    "gtav": LabelFormat("ids_or_colors", L.CITYSCAPES_LABEL_ID_TO_TRAIN_ID, L.GTAV_COLOR_TO_TRAIN_ID,
-                        num_ids=L.CITYSCAPES_NUM_LABEL_IDS, known_colors=L.CITYSCAPES_ALL_COLORS),
+    "gtav": LabelFormat(
+        "ids_or_colors",
+        L.CITYSCAPES_LABEL_ID_TO_TRAIN_ID,
+        L.GTAV_COLOR_TO_TRAIN_ID,
+        num_ids=L.CITYSCAPES_NUM_LABEL_IDS,
+        known_colors=L.CITYSCAPES_ALL_COLORS,
+    ),
     "synthia": LabelFormat("ids16", L.SYNTHIA_ID_TO_TRAIN_ID, num_ids=len(L.SYNTHIA_CLASS_NAMES)),
     "cityscapes": _CITYSCAPES_FMT,
     "bdd100k": _TRAIN_ID_FMT,
-    "mapillary": LabelFormat("ids_or_colors", L.MAPILLARY_ID_TO_TRAIN_ID, L.MAPILLARY_COLOR_TO_TRAIN_ID,
-                             num_ids=len(L.MAPILLARY_CLASSES),
-                             known_colors=tuple(c for _, c in L.MAPILLARY_CLASSES)),
+    "mapillary": LabelFormat(
+        "ids_or_colors",
+        L.MAPILLARY_ID_TO_TRAIN_ID,
+        L.MAPILLARY_COLOR_TO_TRAIN_ID,
+        num_ids=len(L.MAPILLARY_CLASSES),
+        known_colors=tuple(c for _, c in L.MAPILLARY_CLASSES),
+    ),
     "idd": _TRAIN_ID_FMT,
 }
 
@@ -143,9 +154,15 @@ def _read_checked(path, allow_jpeg):
     data = tf.io.read_file(path)
     ok = _structure_ok(data, allow_jpeg)
     what = "PNG/JPEG" if allow_jpeg else "PNG"
-    check = tf.debugging.Assert(ok, [
-        f"mgml_tf.data: corrupt, truncated, empty or non-{what} file (re-extract it, or load the domain "
-        "with check_files=True / skip_bad=True):", path], summarize=1)
+    check = tf.debugging.Assert(
+        ok,
+        [
+            f"mgml_tf.data: corrupt, truncated, empty or non-{what} file (re-extract it, or load the domain "
+            "with check_files=True / skip_bad=True):",
+            path,
+        ],
+        summarize=1,
+    )
     with tf.control_dependencies([check]):
         return tf.identity(data)
 
@@ -167,12 +184,14 @@ def decode_label_raw(data, fmt):
     sampling), and maps far fewer pixels: the training pipeline does that.
     """
     if fmt.kind == "ids":
+
         def sixteen_ids():  # ids are read exactly, not scaled to 8 bits; ids above 255 become ignore
             return tf.cast(tf.minimum(tf.io.decode_png(data, channels=1, dtype=tf.uint16), 255), tf.uint8)
 
         raw = tf.cond(_png_bit_depth(data) == 16, sixteen_ids, lambda: tf.io.decode_png(data, channels=1))
         raw.set_shape([None, None, 1])
     elif fmt.kind == "ids16":
+
         def sixteen():
             return tf.cast(tf.io.decode_png(data, channels=0, dtype=tf.uint16)[..., :1], tf.int32)
 
@@ -182,10 +201,14 @@ def decode_label_raw(data, fmt):
         raw = tf.cond(_png_bit_depth(data) == 16, sixteen, eight)
         raw.set_shape([None, None, 1])
     elif fmt.kind == "ids_or_colors":
+
         def sixteen():  # grey: ids read exactly (above 255: ignore); colours: scaled to 8 bits
             v = tf.io.decode_png(data, channels=0, dtype=tf.uint16)
-            return tf.cond(tf.shape(v)[-1] <= 2, lambda: tf.cast(tf.minimum(v, 255), tf.uint8),
-                           lambda: tf.io.decode_png(data, channels=0))
+            return tf.cond(
+                tf.shape(v)[-1] <= 2,
+                lambda: tf.cast(tf.minimum(v, 255), tf.uint8),
+                lambda: tf.io.decode_png(data, channels=0),
+            )
 
         # palettes come out as RGB(A); grey as 1-2 channels
         raw = tf.cond(_png_bit_depth(data) == 16, sixteen, lambda: tf.io.decode_png(data, channels=0))
@@ -200,9 +223,11 @@ def raw_to_train_ids(raw, fmt):
     if fmt.kind in ("ids", "ids16"):
         out = L.map_ids(raw[..., 0], fmt.id_map)
     else:
-        out = tf.cond(tf.shape(raw)[-1] <= 2,
-                      lambda: L.map_ids(raw[..., 0], fmt.id_map),
-                      lambda: L.map_colours(raw, fmt.color_map))
+        out = tf.cond(
+            tf.shape(raw)[-1] <= 2,
+            lambda: L.map_ids(raw[..., 0], fmt.id_map),
+            lambda: L.map_colours(raw, fmt.color_map),
+        )
     out.set_shape([None, None])
     return out
 
@@ -215,9 +240,18 @@ def decode_label(data, fmt):
 def _same_size(image, label, image_path, label_path):
     ishape, lshape = tf.shape(image)[:2], tf.shape(label)[:2]
     same = tf.reduce_all(tf.equal(ishape, lshape))
-    return tf.debugging.Assert(same, [
-        "mgml_tf.data: image and label sizes differ (fix or remove the pair, or load the domain with "
-        "skip_bad=True):", image_path, ishape, label_path, lshape], summarize=4)
+    return tf.debugging.Assert(
+        same,
+        [
+            "mgml_tf.data: image and label sizes differ (fix or remove the pair, or load the domain with "
+            "skip_bad=True):",
+            image_path,
+            ishape,
+            label_path,
+            lshape,
+        ],
+        summarize=4,
+    )
 
 
 def read_pair(image_path, label_path, fmt):
@@ -263,8 +297,7 @@ def _header_size(path):
         return h, w
     if head.startswith(_JPEG_SIG):
         if b"\xff\xd9" not in tail:
-            raise CorruptFileError(f"truncated JPEG {path!r} (no end marker); re-extract or re-encode it, "
-                                   "or remove it")
+            raise CorruptFileError(f"truncated JPEG {path!r} (no end marker); re-extract or re-encode it, or remove it")
         i = 2
         while i + 9 < len(head):
             if head[i] != 0xFF:
@@ -274,9 +307,9 @@ def _header_size(path):
             if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
                 i += 1 if marker == 0xFF else 2
                 continue
-            seg = struct.unpack(">H", head[i + 2:i + 4])[0]
+            seg = struct.unpack(">H", head[i + 2 : i + 4])[0]
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                h, w = struct.unpack(">HH", head[i + 5:i + 9])
+                h, w = struct.unpack(">HH", head[i + 5 : i + 9])
                 if not (w and h):
                     raise CorruptFileError(f"{path!r} has no pixels ({w}x{h} JPEG); re-encode it or remove it")
                 return h, w
@@ -349,17 +382,30 @@ class Domain:
 _LAYOUTS = {
     "gtav": "ROOT/images/*.png with ROOT/labels/*.png (same file names; GTAV as distributed)",
     "synthia": "ROOT/RGB/*.png with ROOT/GT/LABELS/*.png (SYNTHIA RAND_CITYSCAPES as distributed)",
-    "cityscapes": ("ROOT/leftImg8bit/{split}/CITY/*_leftImg8bit.png with "
-                   "ROOT/gtFine/{split}/CITY/*_gtFine_labelIds.png"),
-    "bdd100k": ("ROOT/images/10k/{split}/*.jpg with ROOT/labels/sem_seg/masks/{split}/*.png "
-                "(or the older ROOT/seg/images/{split}/*.jpg with ROOT/seg/labels/{split}/*_train_id.png)"),
-    "mapillary": ("ROOT/{msplit}/images/*.jpg with ROOT/{msplit}/labels/*.png "
-                  "(or ROOT/{msplit}/v1.2/labels/*.png of the v2.0 package)"),
-    "idd": ("ROOT/leftImg8bit/{split}/SEQ/*_leftImg8bit.png with "
-            "ROOT/gtFine/{split}/SEQ/*_gtFine_labelcsTrainIds.png (run IDD's createLabels first)"),
+    "cityscapes": (
+        "ROOT/leftImg8bit/{split}/CITY/*_leftImg8bit.png with ROOT/gtFine/{split}/CITY/*_gtFine_labelIds.png"
+    ),
+    "bdd100k": (
+        "ROOT/images/10k/{split}/*.jpg with ROOT/labels/sem_seg/masks/{split}/*.png "
+        "(or the older ROOT/seg/images/{split}/*.jpg with ROOT/seg/labels/{split}/*_train_id.png)"
+    ),
+    "mapillary": (
+        "ROOT/{msplit}/images/*.jpg with ROOT/{msplit}/labels/*.png "
+        "(or ROOT/{msplit}/v1.2/labels/*.png of the v2.0 package)"
+    ),
+    "idd": (
+        "ROOT/leftImg8bit/{split}/SEQ/*_leftImg8bit.png with "
+        "ROOT/gtFine/{split}/SEQ/*_gtFine_labelcsTrainIds.png (run IDD's createLabels first)"
+    ),
 }
-_MAPILLARY_SPLITS = {"train": "training", "training": "training", "val": "validation",
-                     "validation": "validation", "test": "testing", "testing": "testing"}
+_MAPILLARY_SPLITS = {
+    "train": "training",
+    "training": "training",
+    "val": "validation",
+    "validation": "validation",
+    "test": "testing",
+    "testing": "testing",
+}
 
 
 def _layout(name, root, split):
@@ -369,8 +415,7 @@ def _layout(name, root, split):
 
 def _need_dir(name, root, split, path):
     if not os.path.isdir(path):
-        raise DatasetNotFoundError(
-            f"{name}: folder {path!r} not found; expected {_layout(name, root, split)}")
+        raise DatasetNotFoundError(f"{name}: folder {path!r} not found; expected {_layout(name, root, split)}")
 
 
 def _glob(pattern):
@@ -391,33 +436,33 @@ def _by_key(paths, base, suffix):
 def _pair(name, root, split, images, labels, image_hint, label_hint):
     """Pair two key->path dicts; raise NoFilesFoundError / UnpairedFilesError with the first few names."""
     if not images and not labels:
-        raise NoFilesFoundError(
-            f"{name}: no files found for split {split!r}; expected {_layout(name, root, split)}")
+        raise NoFilesFoundError(f"{name}: no files found for split {split!r}; expected {_layout(name, root, split)}")
     if not images:
-        raise NoFilesFoundError(f"{name}: found {len(labels)} labels but no images ({image_hint}); "
-                                f"expected {_layout(name, root, split)}")
+        raise NoFilesFoundError(
+            f"{name}: found {len(labels)} labels but no images ({image_hint}); expected {_layout(name, root, split)}"
+        )
     if not labels:
-        raise NoFilesFoundError(f"{name}: found {len(images)} images but no labels ({label_hint}); "
-                                f"expected {_layout(name, root, split)}")
+        raise NoFilesFoundError(
+            f"{name}: found {len(images)} images but no labels ({label_hint}); expected {_layout(name, root, split)}"
+        )
     no_label = sorted(set(images) - set(labels))
     no_image = sorted(set(labels) - set(images))
     if no_label or no_image:
         parts = []
         if no_label:
-            parts.append(f"{len(no_label)} image(s) without a label: "
-                         f"{_names([images[k] for k in no_label])}")
+            parts.append(f"{len(no_label)} image(s) without a label: {_names([images[k] for k in no_label])}")
         if no_image:
-            parts.append(f"{len(no_image)} label(s) without an image: "
-                         f"{_names([labels[k] for k in no_image])}")
-        raise UnpairedFilesError(f"{name}: " + "; ".join(parts)
-                                 + "; complete the extraction or remove the strays")
+            parts.append(f"{len(no_image)} label(s) without an image: {_names([labels[k] for k in no_image])}")
+        raise UnpairedFilesError(f"{name}: " + "; ".join(parts) + "; complete the extraction or remove the strays")
     return [(images[k], labels[k]) for k in sorted(images)]
 
 
 def _read_split_list(name, path):
     if not os.path.isfile(path):
-        raise SplitListError(f"{name}: split list {path!r} not found; give a text file of file stems, "
-                             "one per line, or split_list=None to use every file")
+        raise SplitListError(
+            f"{name}: split list {path!r} not found; give a text file of file stems, "
+            "one per line, or split_list=None to use every file"
+        )
     with open(path) as f:
         stems = [line.strip() for line in f if line.strip() and not line.startswith("#")]
     return [os.path.splitext(s)[0] for s in stems]
@@ -427,8 +472,10 @@ def _apply_split_list(name, pairs_by_key, split_list):
     stems = _read_split_list(name, split_list)
     missing = [s for s in stems if s not in pairs_by_key]
     if missing:
-        raise SplitListError(f"{name}: split list {split_list!r} names {len(missing)} file(s) not in the "
-                             f"dataset: {_names(missing)}; fix the list or the dataset root")
+        raise SplitListError(
+            f"{name}: split list {split_list!r} names {len(missing)} file(s) not in the "
+            f"dataset: {_names(missing)}; fix the list or the dataset root"
+        )
     if not stems:
         raise SplitListError(f"{name}: split list {split_list!r} is empty")
     return [pairs_by_key[s] for s in dict.fromkeys(stems)]
@@ -442,29 +489,45 @@ def _flat_pairs(name, root, split, split_list, image_dir, label_dir, image_exts,
         image_dir, label_dir = os.path.join(image_dir, split), os.path.join(label_dir, split)
     images = {}
     for ext in image_exts:
-        images.update({os.path.splitext(os.path.basename(p))[0]: p
-                       for p in _glob(os.path.join(image_dir, "*" + ext))})
-    labels = {os.path.splitext(os.path.basename(p))[0]: p
-              for p in _glob(os.path.join(label_dir, "*" + label_ext))}
+        images.update({os.path.splitext(os.path.basename(p))[0]: p for p in _glob(os.path.join(image_dir, "*" + ext))})
+    labels = {os.path.splitext(os.path.basename(p))[0]: p for p in _glob(os.path.join(label_dir, "*" + label_ext))}
     if split_list is not None:
         keep = set(_read_split_list(name, split_list))
         images = {k: v for k, v in images.items() if k in keep}
         labels = {k: v for k, v in labels.items() if k in keep}
         missing = sorted(keep - set(images))
         if missing:
-            raise SplitListError(f"{name}: split list {split_list!r} names {len(missing)} file(s) with no "
-                                 f"image in {image_dir!r}: {_names(missing)}; fix the list or the root")
+            raise SplitListError(
+                f"{name}: split list {split_list!r} names {len(missing)} file(s) with no "
+                f"image in {image_dir!r}: {_names(missing)}; fix the list or the root"
+            )
     return _pair(name, root, split, images, labels, image_dir, label_dir)
 
 
 def _list_gtav(root, split, split_list):
-    return _flat_pairs("gtav", root, split, split_list, os.path.join(root, "images"),
-                       os.path.join(root, "labels"), (".png", ".jpg"), ".png")
+    return _flat_pairs(
+        "gtav",
+        root,
+        split,
+        split_list,
+        os.path.join(root, "images"),
+        os.path.join(root, "labels"),
+        (".png", ".jpg"),
+        ".png",
+    )
 
 
 def _list_synthia(root, split, split_list):
-    return _flat_pairs("synthia", root, split, split_list, os.path.join(root, "RGB"),
-                       os.path.join(root, "GT", "LABELS"), (".png",), ".png")
+    return _flat_pairs(
+        "synthia",
+        root,
+        split,
+        split_list,
+        os.path.join(root, "RGB"),
+        os.path.join(root, "GT", "LABELS"),
+        (".png",),
+        ".png",
+    )
 
 
 def _city_style(name, root, split, split_list, label_suffix, image_suffixes=("_leftImg8bit.png",)):
@@ -488,8 +551,9 @@ def _list_cityscapes(root, split, split_list):
 
 
 def _list_idd(root, split, split_list):
-    return _city_style("idd", root, split, split_list, "_gtFine_labelcsTrainIds.png",
-                       ("_leftImg8bit.png", "_leftImg8bit.jpg"))
+    return _city_style(
+        "idd", root, split, split_list, "_gtFine_labelcsTrainIds.png", ("_leftImg8bit.png", "_leftImg8bit.jpg")
+    )
 
 
 def _list_bdd100k(root, split, split_list):
@@ -530,8 +594,12 @@ def _list_mapillary(root, split, split_list):
 
 
 _LISTERS = {
-    "gtav": _list_gtav, "synthia": _list_synthia, "cityscapes": _list_cityscapes,
-    "bdd100k": _list_bdd100k, "mapillary": _list_mapillary, "idd": _list_idd,
+    "gtav": _list_gtav,
+    "synthia": _list_synthia,
+    "cityscapes": _list_cityscapes,
+    "bdd100k": _list_bdd100k,
+    "mapillary": _list_mapillary,
+    "idd": _list_idd,
 }
 
 
@@ -544,8 +612,7 @@ def _check_header(pair):
     except CorruptFileError as e:
         return str(e)
     if isz is not None and lsz is not None and isz != lsz:
-        return (f"image {image_path!r} is {isz[0]}x{isz[1]} but label {label_path!r} is "
-                f"{lsz[0]}x{lsz[1]}")
+        return f"image {image_path!r} is {isz[0]}x{isz[1]} but label {label_path!r} is {lsz[0]}x{lsz[1]}"
     return None
 
 
@@ -561,8 +628,9 @@ def unknown_label_values(data, fmt):
     raw = tf.io.decode_png(data, channels=0, dtype=tf.uint16 if depth == 16 else tf.uint8).numpy()
     colour = fmt.kind == "ids_or_colors" and raw.shape[-1] >= 3
     if not colour:
-        channel = raw[..., 0] if fmt.kind != "ids" or raw.shape[-1] <= 2 else \
-            decode_label_raw(data, fmt).numpy()[..., 0]
+        channel = (
+            raw[..., 0] if fmt.kind != "ids" or raw.shape[-1] <= 2 else decode_label_raw(data, fmt).numpy()[..., 0]
+        )
         values = np.unique(channel).astype(np.int64)
         known = np.arange(fmt.num_ids).tolist() + [L.IGNORE_ID]
         return values[~np.isin(values, known)].tolist()
@@ -576,13 +644,16 @@ def unknown_label_values(data, fmt):
 
 def _unknown_values_reason(name, path, fmt, values):
     shown = ", ".join(str(v) for v in values[:_SHOWN_VALUES]) + (
-        f" and {len(values) - _SHOWN_VALUES} more" if len(values) > _SHOWN_VALUES else "")
+        f" and {len(values) - _SHOWN_VALUES} more" if len(values) > _SHOWN_VALUES else ""
+    )
     if isinstance(values[0], tuple):
         expected = f"the {len(fmt.known_colors or fmt.color_map)} colours of its label map"
     else:
         expected = f"ids 0..{fmt.num_ids - 1} or 255"
-    return (f"label {path!r} holds value(s) {shown} that are neither class ids nor ignore for {name} "
-            f"(expected {expected}); is it the right label file for this dataset?")
+    return (
+        f"label {path!r} holds value(s) {shown} that are neither class ids nor ignore for {name} "
+        f"(expected {expected}); is it the right label file for this dataset?"
+    )
 
 
 def _check_decode(pair, fmt, name="this dataset"):
@@ -600,8 +671,10 @@ def _check_decode(pair, fmt, name="this dataset"):
             return f"corrupt {kind} {path!r}: " + e.message.strip().splitlines()[0]
     image, label = decoded
     if tuple(image.shape[:2]) != tuple(label.shape[:2]):
-        return (f"image {image_path!r} is {image.shape[0]}x{image.shape[1]} but label {label_path!r} is "
-                f"{label.shape[0]}x{label.shape[1]}")
+        return (
+            f"image {image_path!r} is {image.shape[0]}x{image.shape[1]} but label {label_path!r} is "
+            f"{label.shape[0]}x{label.shape[1]}"
+        )
     if unknown:
         return UnknownLabelValueError, _unknown_values_reason(name, label_path, fmt, unknown)
     return None
@@ -618,7 +691,8 @@ def _check_all(name, pairs, fn, skip_bad):
         first = bad[0][2]
         more = f" ({len(bad) - 1} more bad pair(s))" if len(bad) > 1 else ""
         cls = next(c for c, r in zip(classes, reasons) if r is not None) or (
-            SizeMismatchError if " but label " in first else CorruptFileError)
+            SizeMismatchError if " but label " in first else CorruptFileError
+        )
         raise cls(f"{name}: {first}{more}; fix or remove the file(s), or load with skip_bad=True")
     good = [p for p, r in zip(pairs, reasons) if r is None]
     return good, bad
@@ -656,11 +730,17 @@ def load_domain(name, root, split="train", split_list=None, check_files=False, s
     elif skip_bad:
         pairs, skipped = _check_all(key, pairs, _check_header, skip_bad)
     if skipped:
-        _log.warning("%s: skipped %d of %d pair(s) with bad files; first: %s", key, len(skipped),
-                     len(skipped) + len(pairs), skipped[0][2])
+        _log.warning(
+            "%s: skipped %d of %d pair(s) with bad files; first: %s",
+            key,
+            len(skipped),
+            len(skipped) + len(pairs),
+            skipped[0][2],
+        )
     if not pairs:
-        raise NoFilesFoundError(f"{key}: every pair under {root!r} was bad ({len(skipped)} skipped); "
-                                "check the extraction")
+        raise NoFilesFoundError(
+            f"{key}: every pair under {root!r} was bad ({len(skipped)} skipped); check the extraction"
+        )
     return Domain(key, root, split, pairs, fmt, skipped=skipped, skip_bad=skip_bad)
 
 
@@ -682,8 +762,10 @@ def parse_domains(spec, split="train", **kwargs):
             if not item:
                 continue
             if ":" not in item:
-                raise UnknownDatasetError(f"domain {item!r} is not of the form name:root; e.g. gtav:/data/GTAV "
-                                          f"(known names: {', '.join(KNOWN_DATASETS)})")
+                raise UnknownDatasetError(
+                    f"domain {item!r} is not of the form name:root; e.g. gtav:/data/GTAV "
+                    f"(known names: {', '.join(KNOWN_DATASETS)})"
+                )
             name, root = item.split(":", 1)
         out.append(load_domain(name, root, split=split, **kwargs))
     return out

@@ -10,6 +10,7 @@ Replica layout: a half with `n` domains of `B` images is ordered [replica, domai
 `experimental_distribute_dataset` (which splits a batch contiguously into `num_replicas` parts) gives each
 replica `B / num_replicas` images of every domain in that half.
 """
+
 import tensorflow as tf
 
 from mgml_tf.data import augment as A
@@ -51,7 +52,8 @@ def _check(batch_per_domain, crop_size, num_replicas):
     if batch_per_domain % num_replicas:
         raise EpisodeError(
             f"batch_per_domain={batch_per_domain} is not divisible by num_replicas={num_replicas}; every "
-            "replica needs the same number of images of each domain: use a multiple of the replica count")
+            "replica needs the same number of images of each domain: use a multiple of the replica count"
+        )
     h, w = A._pair(crop_size)
     if h < 1 or w < 1:
         raise EpisodeError(f"crop_size must be positive, got {crop_size}")
@@ -75,8 +77,7 @@ def _sample_indices(seed, slot, step, batch, size):
     epoch, pos = n // size, n % size
     slot_seed = _fold(_root_seed(seed, _TAG_ORDER), slot)
     seeds = tf.stack([tf.fill([batch], slot_seed[0]), tf.fill([batch], slot_seed[1]), epoch], axis=1)
-    return tf.raw_ops.RandomIndexShuffle(index=pos, seed=seeds, max_index=tf.constant(size - 1, tf.int64),
-                                         rounds=4)
+    return tf.raw_ops.RandomIndexShuffle(index=pos, seed=seeds, max_index=tf.constant(size - 1, tf.int64), rounds=4)
 
 
 def split_domains(seed, step, num_domains):
@@ -120,17 +121,32 @@ def _slot_batch(domain, slot, step, seed, batch, crop, strong, config, strong_co
     def one(args):
         ip, lp, s = args
         image, raw = domain.read_raw(ip, lp)  # map labels after cropping: fewer pixels
-        return A.augment(image, raw, s, crop, strong=strong, config=config, strong_config=strong_config,
-                         label_map=domain.label_map)
+        return A.augment(
+            image, raw, s, crop, strong=strong, config=config, strong_config=strong_config, label_map=domain.label_map
+        )
 
-    return tf.map_fn(one, (image_paths, label_paths, aug_seeds), parallel_iterations=batch,
-                     fn_output_signature=(tf.TensorSpec([h, w, 3], tf.float32),
-                                          tf.TensorSpec([h, w], tf.int32)))
+    return tf.map_fn(
+        one,
+        (image_paths, label_paths, aug_seeds),
+        parallel_iterations=batch,
+        fn_output_signature=(tf.TensorSpec([h, w, 3], tf.float32), tf.TensorSpec([h, w], tf.int32)),
+    )
 
 
-def episodes(domains, batch_per_domain, crop_size, seed=0, deterministic=False, num_replicas=1,
-             strong_meta_test=None, augment_config=None, strong_config=None,
-             num_parallel_calls=AUTOTUNE, prefetch=2, start_step=0):
+def episodes(
+    domains,
+    batch_per_domain,
+    crop_size,
+    seed=0,
+    deterministic=False,
+    num_replicas=1,
+    strong_meta_test=None,
+    augment_config=None,
+    strong_config=None,
+    num_parallel_calls=AUTOTUNE,
+    prefetch=2,
+    start_step=0,
+):
     """Endless meta-learning episodes: ((images_tr, labels_tr), (images_te, labels_te)) per step.
 
     Args:
@@ -175,10 +191,14 @@ def episodes(domains, batch_per_domain, crop_size, seed=0, deterministic=False, 
             labels.append(lb)
         images = tf.gather(tf.stack(images), order)
         labels = tf.gather(tf.stack(labels), order)
-        tr = (_any_batch(_replica_layout(images[:k], num_replicas)),
-              _any_batch(_replica_layout(labels[:k], num_replicas)))
-        te = (_any_batch(_replica_layout(images[k:], num_replicas)),
-              _any_batch(_replica_layout(labels[k:], num_replicas)))
+        tr = (
+            _any_batch(_replica_layout(images[:k], num_replicas)),
+            _any_batch(_replica_layout(labels[:k], num_replicas)),
+        )
+        te = (
+            _any_batch(_replica_layout(images[k:], num_replicas)),
+            _any_batch(_replica_layout(labels[k:], num_replicas)),
+        )
         return tr, te
 
     ds = tf.data.Dataset.counter(start=int(start_step), dtype=tf.int64)
@@ -186,8 +206,18 @@ def episodes(domains, batch_per_domain, crop_size, seed=0, deterministic=False, 
     return ds.prefetch(prefetch) if prefetch else ds
 
 
-def aggregated_batches(domains, batch_per_domain, crop_size, seed=0, deterministic=False, num_replicas=1,
-                       augment_config=None, num_parallel_calls=AUTOTUNE, prefetch=2, start_step=0):
+def aggregated_batches(
+    domains,
+    batch_per_domain,
+    crop_size,
+    seed=0,
+    deterministic=False,
+    num_replicas=1,
+    augment_config=None,
+    num_parallel_calls=AUTOTUNE,
+    prefetch=2,
+    start_step=0,
+):
     """Endless (images, labels) batches with B images of every domain (the `baseline` method).
 
     Same streams, augmentation, replica layout ([replica, domain, image] order) and `start_step` as
@@ -204,8 +234,7 @@ def aggregated_batches(domains, batch_per_domain, crop_size, seed=0, determinist
             im, lb = _slot_batch(dom, s, step, seed, batch, crop, False, augment_config, None)
             images.append(im)
             labels.append(lb)
-        return (_replica_layout(tf.stack(images), num_replicas),
-                _replica_layout(tf.stack(labels), num_replicas))
+        return (_replica_layout(tf.stack(images), num_replicas), _replica_layout(tf.stack(labels), num_replicas))
 
     ds = tf.data.Dataset.counter(start=int(start_step), dtype=tf.int64)
     ds = ds.map(step_fn, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
@@ -230,8 +259,7 @@ def _center_crop(image, label, size):
     return image, label
 
 
-def evaluation_dataset(domain, batch_size=1, num_parallel_calls=AUTOTUNE, resize_height=None,
-                       center_crop=None):
+def evaluation_dataset(domain, batch_size=1, num_parallel_calls=AUTOTUNE, resize_height=None, center_crop=None):
     """Unaugmented (float32 image [b,H,W,3] 0..255, int32 label [b,H,W]) in file order.
 
     Full resolution by default. `resize_height` rescales each image to that height (image bilinear,

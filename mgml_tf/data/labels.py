@@ -14,6 +14,7 @@ Sources of the facts:
 - IDD: `*_gtFine_labelcsTrainIds.png` produced by IDD's own `createLabels` already hold Cityscapes
   train ids; BDD100K `sem_seg/masks` likewise.
 """
+
 import collections
 import functools
 
@@ -66,20 +67,65 @@ GTAV_COLOR_TO_TRAIN_ID = {c.color: c.train_id for c in CITYSCAPES_CLASSES}
 #: `cityscapesscripts.helpers.labels`: the colours a GTAV colour label may hold. Colours of classes that are
 #: not evaluated map to ignore; any colour outside this set is an unknown value (`check_files=True`).
 CITYSCAPES_ALL_COLORS = (
-    (0, 0, 0), (111, 74, 0), (81, 0, 81), (250, 170, 160), (230, 150, 140), (180, 165, 180),
-    (150, 100, 100), (150, 120, 90), (0, 0, 90), (0, 0, 110),
+    (0, 0, 0),
+    (111, 74, 0),
+    (81, 0, 81),
+    (250, 170, 160),
+    (230, 150, 140),
+    (180, 165, 180),
+    (150, 100, 100),
+    (150, 120, 90),
+    (0, 0, 90),
+    (0, 0, 110),
 ) + tuple(c.color for c in CITYSCAPES_CLASSES)
 
 #: SYNTHIA (RAND_CITYSCAPES) class names, indexed by the id stored in channel 0 of `GT/LABELS/*.png`.
 SYNTHIA_CLASS_NAMES = (
-    "void", "sky", "building", "road", "sidewalk", "fence", "vegetation", "pole", "car",
-    "traffic sign", "pedestrian", "bicycle", "motorcycle", "parking-slot", "road-work",
-    "traffic light", "terrain", "rider", "truck", "bus", "train", "wall", "lanemarking",
+    "void",
+    "sky",
+    "building",
+    "road",
+    "sidewalk",
+    "fence",
+    "vegetation",
+    "pole",
+    "car",
+    "traffic sign",
+    "pedestrian",
+    "bicycle",
+    "motorcycle",
+    "parking-slot",
+    "road-work",
+    "traffic light",
+    "terrain",
+    "rider",
+    "truck",
+    "bus",
+    "train",
+    "wall",
+    "lanemarking",
 )
 #: SYNTHIA id -> train id (void, parking-slot, road-work and lanemarking are ignored).
 SYNTHIA_ID_TO_TRAIN_ID = {
-    1: 10, 2: 2, 3: 0, 4: 1, 5: 4, 6: 8, 7: 5, 8: 13, 9: 7, 10: 11, 11: 18, 12: 17,
-    15: 6, 16: 9, 17: 12, 18: 14, 19: 15, 20: 16, 21: 3,
+    1: 10,
+    2: 2,
+    3: 0,
+    4: 1,
+    5: 4,
+    6: 8,
+    7: 5,
+    8: 13,
+    9: 7,
+    10: 11,
+    11: 18,
+    12: 17,
+    15: 6,
+    16: 9,
+    17: 12,
+    18: 14,
+    19: 15,
+    20: 16,
+    21: 3,
 }
 #: The 16 classes shared by SYNTHIA and Cityscapes (train ids), for the 16-class mIoU of Table 4.
 SYNTHIA_16_TRAIN_IDS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
@@ -155,25 +201,31 @@ MAPILLARY_CLASSES = (
 )
 #: Mapillary v1.2 label id -> train id (every id not listed is ignored).
 MAPILLARY_ID_TO_TRAIN_ID = {
-    13: 0, 24: 0, 41: 0,          # road, lane marking (general), manhole -> road
-    2: 1, 15: 1,                  # curb, sidewalk -> sidewalk
-    17: 2,                        # building
-    6: 3,                         # wall
-    3: 4,                         # fence
-    45: 5, 47: 5,                 # pole, utility pole -> pole
-    48: 6,                        # traffic light
-    50: 7,                        # traffic sign (front)
-    30: 8,                        # vegetation
-    29: 9,                        # terrain
-    27: 10,                       # sky
-    19: 11,                       # person
-    20: 12, 21: 12, 22: 12,       # bicyclist, motorcyclist, other rider -> rider
-    55: 13,                       # car
-    61: 14,                       # truck
-    54: 15,                       # bus
-    58: 16,                       # on rails -> train
-    57: 17,                       # motorcycle
-    52: 18,                       # bicycle
+    13: 0,
+    24: 0,
+    41: 0,  # road, lane marking (general), manhole -> road
+    2: 1,
+    15: 1,  # curb, sidewalk -> sidewalk
+    17: 2,  # building
+    6: 3,  # wall
+    3: 4,  # fence
+    45: 5,
+    47: 5,  # pole, utility pole -> pole
+    48: 6,  # traffic light
+    50: 7,  # traffic sign (front)
+    30: 8,  # vegetation
+    29: 9,  # terrain
+    27: 10,  # sky
+    19: 11,  # person
+    20: 12,
+    21: 12,
+    22: 12,  # bicyclist, motorcyclist, other rider -> rider
+    55: 13,  # car
+    61: 14,  # truck
+    54: 15,  # bus
+    58: 16,  # on rails -> train
+    57: 17,  # motorcycle
+    52: 18,  # bicycle
 }
 #: Mapillary colour -> train id (for the palette/colour label PNGs as distributed).
 MAPILLARY_COLOR_TO_TRAIN_ID = {
@@ -238,8 +290,9 @@ def map_colours(rgb, color_to_train_id):
     Colours not in the table become 255. Implemented as a collision-free hash (key mod m, m found once
     per table) plus a key comparison: two gathers per pixel, no hash-table resource in the graph.
     """
-    items = tuple(sorted((int(k), int(v)) for k, v in zip(color_keys(list(color_to_train_id.keys())),
-                                                           color_to_train_id.values())))
+    items = tuple(
+        sorted((int(k), int(v)) for k, v in zip(color_keys(list(color_to_train_id.keys())), color_to_train_id.values()))
+    )
     m, slot_keys, slot_values = _perfect_hash(items)
     rgb = tf.cast(rgb[..., :3], tf.int32)
     key = rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]

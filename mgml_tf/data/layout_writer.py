@@ -4,6 +4,7 @@ Knows the file paths of GTAV, Synthia, Cityscapes, BDD100K, Mapillary and IDD, t
 (see docs/SYNTHETIC.md, "The written layouts"), and writes every file atomically (temporary file, then
 rename).  It knows nothing about scenes: a family passes a function that makes image `i`.
 """
+
 import collections
 import json
 import os
@@ -23,8 +24,14 @@ from mgml_tf.data._synthetic_labels import (
 LAYOUTS = ("gtav", "synthia", "cityscapes", "bdd100k", "mapillary", "idd")
 MIN_SIZE = 32
 
-_MAPILLARY_SPLITS = {"train": "training", "training": "training", "val": "validation",
-                     "validation": "validation", "test": "testing", "testing": "testing"}
+_MAPILLARY_SPLITS = {
+    "train": "training",
+    "training": "training",
+    "val": "validation",
+    "validation": "validation",
+    "test": "testing",
+    "testing": "testing",
+}
 # SYNTHETIC.json keys that must match for a second split to be added to an existing root's record.
 _SAME_ROOT_KEYS = ("generator", "style", "layout", "seed", "height", "width")
 
@@ -61,21 +68,29 @@ def paths(layout, root, split, style_name, index):
     if layout == "cityscapes":
         city = style_name.replace("_", "")
         stem = f"{city}_000000_{index:06d}"
-        return (os.path.join(root, "leftImg8bit", split, city, stem + "_leftImg8bit.png"),
-                os.path.join(root, "gtFine", split, city, stem + "_gtFine_labelIds.png"))
+        return (
+            os.path.join(root, "leftImg8bit", split, city, stem + "_leftImg8bit.png"),
+            os.path.join(root, "gtFine", split, city, stem + "_gtFine_labelIds.png"),
+        )
     if layout == "bdd100k":
         name = f"{style_name.replace('_', '')}-{index:07d}"
-        return (os.path.join(root, "images", "10k", split, name + ".jpg"),
-                os.path.join(root, "labels", "sem_seg", "masks", split, name + ".png"))
+        return (
+            os.path.join(root, "images", "10k", split, name + ".jpg"),
+            os.path.join(root, "labels", "sem_seg", "masks", split, name + ".png"),
+        )
     if layout == "mapillary":
         msplit = _MAPILLARY_SPLITS.get(split, split)
         name = f"{style_name.replace('_', '')}{index:07d}"
-        return (os.path.join(root, msplit, "images", name + ".jpg"),
-                os.path.join(root, msplit, "labels", name + ".png"))
+        return (
+            os.path.join(root, msplit, "images", name + ".jpg"),
+            os.path.join(root, msplit, "labels", name + ".png"),
+        )
     if layout == "idd":
         seq, frame = f"{index // 100}", f"{index:06d}"
-        return (os.path.join(root, "leftImg8bit", split, seq, frame + "_leftImg8bit.png"),
-                os.path.join(root, "gtFine", split, seq, frame + "_gtFine_labelcsTrainIds.png"))
+        return (
+            os.path.join(root, "leftImg8bit", split, seq, frame + "_leftImg8bit.png"),
+            os.path.join(root, "gtFine", split, seq, frame + "_gtFine_labelcsTrainIds.png"),
+        )
     raise AssertionError(layout)
 
 
@@ -94,8 +109,12 @@ def encode_label(layout, label):
         out = np.zeros(label.shape + (3,), np.uint16)
         out[..., 0] = TRAIN_TO_SYNTHIA[label]
         return out
-    table = {"cityscapes": TRAIN_TO_LABEL_ID, "bdd100k": TRAIN_TO_TRAIN, "idd": TRAIN_TO_TRAIN,
-             "mapillary": TRAIN_TO_MAPILLARY}[layout]
+    table = {
+        "cityscapes": TRAIN_TO_LABEL_ID,
+        "bdd100k": TRAIN_TO_TRAIN,
+        "idd": TRAIN_TO_TRAIN,
+        "mapillary": TRAIN_TO_MAPILLARY,
+    }[layout]
     return table[label][..., None]
 
 
@@ -108,18 +127,45 @@ def write_file(path, data):
     os.replace(tmp, path)
 
 
-def write_style(generator, generate_scene, image_rng, style, layout, num_images, output_dir, seed, height,
-                width, split, held_out=False, verbose=False):
+def write_style(
+    generator,
+    generate_scene,
+    image_rng,
+    style,
+    layout,
+    num_images,
+    output_dir,
+    seed,
+    height,
+    width,
+    split,
+    held_out=False,
+    verbose=False,
+):
     """One family's ``write_dataset``: checks the arguments, then writes image ``i`` as
     ``generate_scene(style, height, width, image_rng(style, seed, i, held_out))`` with the SYNTHETIC.json record
     of ``generator`` (the family's module name)."""
     check_write_args(layout, num_images, height, width, split)
-    meta = {"generator": generator, "style": style.name, "layout": layout, "seed": int(seed),
-            "height": int(height), "width": int(width)}
+    meta = {
+        "generator": generator,
+        "style": style.name,
+        "layout": layout,
+        "seed": int(seed),
+        "height": int(height),
+        "width": int(width),
+    }
     if held_out:
         meta["held_out"] = True
-    return write_images(lambda i: generate_scene(style, height, width, image_rng(style, seed, i, held_out)),
-                        style.name, layout, num_images, output_dir, split, meta, verbose)
+    return write_images(
+        lambda i: generate_scene(style, height, width, image_rng(style, seed, i, held_out)),
+        style.name,
+        layout,
+        num_images,
+        output_dir,
+        split,
+        meta,
+        verbose,
+    )
 
 
 def write_images(make_image, style_name, layout, num_images, output_dir, split, meta, verbose=False):
@@ -163,15 +209,31 @@ def write_images(make_image, style_name, layout, num_images, output_dir, split, 
         except (OSError, ValueError):
             pass
     write_file(meta_path, (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
-    return {"spec": f"{layout}:{root}", "pairs": pairs, "seconds_generate": t_gen,
-            "cpu_seconds_generate": cpu_gen, "seconds_total": total}
+    return {
+        "spec": f"{layout}:{root}",
+        "pairs": pairs,
+        "seconds_generate": t_gen,
+        "cpu_seconds_generate": cpu_gen,
+        "seconds_total": total,
+    }
 
 
 SuiteSpecs = collections.namedtuple("SuiteSpecs", ["sources", "targets"])
 
 
-def write_suite(write_dataset, suite, source_styles, output_dir, num_train, num_val, seed, height, width,
-                verbose=False, num_source_val=0):
+def write_suite(
+    write_dataset,
+    suite,
+    source_styles,
+    output_dir,
+    num_train,
+    num_val,
+    seed,
+    height,
+    width,
+    verbose=False,
+    num_source_val=0,
+):
     """Every style of a family's ``suite`` (``{style: layout}``) in ``output_dir/<style>``: source styles
     (``source_styles``) get ``num_train`` images in the train split, the others ``num_val`` in the val split;
     with ``num_source_val`` > 0 each source style also gets that many held-out images (val split, same layout,
@@ -181,11 +243,29 @@ def write_suite(write_dataset, suite, source_styles, output_dir, num_train, num_
     sources, targets = [], []
     for name, layout in suite.items():
         is_source = name in source_styles
-        res = write_dataset(name, layout, num_train if is_source else num_val, os.path.join(output_dir, name),
-                            seed=seed, height=height, width=width, split="train" if is_source else "val",
-                            verbose=verbose)
+        res = write_dataset(
+            name,
+            layout,
+            num_train if is_source else num_val,
+            os.path.join(output_dir, name),
+            seed=seed,
+            height=height,
+            width=width,
+            split="train" if is_source else "val",
+            verbose=verbose,
+        )
         (sources if is_source else targets).append(res["spec"])
         if is_source and num_source_val:
-            write_dataset(name, layout, num_source_val, os.path.join(output_dir, name + "_val"), seed=seed,
-                          height=height, width=width, split="val", verbose=verbose, held_out=True)
+            write_dataset(
+                name,
+                layout,
+                num_source_val,
+                os.path.join(output_dir, name + "_val"),
+                seed=seed,
+                height=height,
+                width=width,
+                split="val",
+                verbose=verbose,
+                held_out=True,
+            )
     return SuiteSpecs(sources, targets)

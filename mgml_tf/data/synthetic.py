@@ -21,6 +21,7 @@ Command line::
 
 See docs/SYNTHETIC.md.
 """
+
 import collections
 import sys
 import time
@@ -79,14 +80,16 @@ __all__ = [
 
 #: The embedded default suite: style -> layout it is written in.  Sources mirror the paper's G + S + I
 #: (GTAV, Synthia, IDD layouts, train split); targets its C, B, M (Cityscapes, BDD100K, Mapillary, val split).
-DEFAULT_SUITE = collections.OrderedDict([
-    ("sunny_game", "gtav"),
-    ("overcast_sim", "synthia"),
-    ("desert_toon", "idd"),
-    ("foggy", "cityscapes"),
-    ("night", "bdd100k"),
-    ("rainy_realistic", "mapillary"),
-])
+DEFAULT_SUITE = collections.OrderedDict(
+    [
+        ("sunny_game", "gtav"),
+        ("overcast_sim", "synthia"),
+        ("desert_toon", "idd"),
+        ("foggy", "cityscapes"),
+        ("night", "bdd100k"),
+        ("rainy_realistic", "mapillary"),
+    ]
+)
 
 SuiteSpecs = layout_writer.SuiteSpecs
 
@@ -145,8 +148,9 @@ encode_label = layout_writer.encode_label
 _write = layout_writer.write_file
 
 
-def write_dataset(style, layout, num_images, output_dir, seed=0, height=256, width=512, split="train",
-                  verbose=False, held_out=False):
+def write_dataset(
+    style, layout, num_images, output_dir, seed=0, height=256, width=512, split="train", verbose=False, held_out=False
+):
     """Write `num_images` scenes of `style` under `output_dir` in the published `layout`.
 
     Image i is generated from `image_rng(style, seed, i)`: the same arguments give byte-identical files, and
@@ -160,12 +164,26 @@ def write_dataset(style, layout, num_images, output_dir, seed=0, height=256, wid
       dict with `spec` ("layout:root"), `pairs` (list of (image path, label path)), `seconds_generate`
       (wall clock spent generating), `cpu_seconds_generate` (CPU time of the same) and `seconds_total`.
     """
-    return layout_writer.write_style("mgml_tf.data.synthetic", generate_scene, image_rng, get_style(style), layout, num_images,
-                                     output_dir, seed, height, width, split, held_out, verbose)
+    return layout_writer.write_style(
+        "mgml_tf.data.synthetic",
+        generate_scene,
+        image_rng,
+        get_style(style),
+        layout,
+        num_images,
+        output_dir,
+        seed,
+        height,
+        width,
+        split,
+        held_out,
+        verbose,
+    )
 
 
-def write_default_suite(output_dir, num_train=200, num_val=50, seed=0, height=256, width=512, verbose=False,
-                        num_source_val=0):
+def write_default_suite(
+    output_dir, num_train=200, num_val=50, seed=0, height=256, width=512, verbose=False, num_source_val=0
+):
     """Write the embedded default suite: every source style (train split) and target style (val split).
 
     Layout per style is `DEFAULT_SUITE`: sunny_game -> gtav, overcast_sim -> synthia, desert_toon -> idd
@@ -178,8 +196,19 @@ def write_default_suite(output_dir, num_train=200, num_val=50, seed=0, height=25
       SuiteSpecs(sources=[...], targets=[...]) of "layout:root" strings, ready for
       `--sources=",".join(sources)` and `--targets=",".join(targets)`.
     """
-    return layout_writer.write_suite(write_dataset, DEFAULT_SUITE, SOURCE_STYLES, output_dir, num_train, num_val,
-                                     seed, height, width, verbose, num_source_val)
+    return layout_writer.write_suite(
+        write_dataset,
+        DEFAULT_SUITE,
+        SOURCE_STYLES,
+        output_dir,
+        num_train,
+        num_val,
+        seed,
+        height,
+        width,
+        verbose,
+        num_source_val,
+    )
 
 
 def class_frequencies(num_images=50, height=256, width=512, seed=0):
@@ -197,13 +226,17 @@ def class_frequencies(num_images=50, height=256, width=512, seed=0):
 # ------------------------------------------------------------------------------------------------- CLI
 def _define_flags():
     from absl import flags
-    flags.DEFINE_string("style", None, "Style name, or 'all_defaults' for the default suite. Known: "
-                        + ", ".join(STYLES))
-    flags.DEFINE_string("layout", "cityscapes", "Dataset layout to write: " + ", ".join(LAYOUTS)
-                        + " (ignored with --style=all_defaults).")
+
+    flags.DEFINE_string(
+        "style", None, "Style name, or 'all_defaults' for the default suite. Known: " + ", ".join(STYLES)
+    )
+    flags.DEFINE_string(
+        "layout",
+        "cityscapes",
+        "Dataset layout to write: " + ", ".join(LAYOUTS) + " (ignored with --style=all_defaults).",
+    )
     flags.DEFINE_integer("num_images", None, "Images to write (per source style with all_defaults).")
-    flags.DEFINE_integer("num_val_images", None, "With all_defaults: images per target style "
-                         "(default: --num_images).")
+    flags.DEFINE_integer("num_val_images", None, "With all_defaults: images per target style (default: --num_images).")
     flags.DEFINE_string("output_dir", None, "Root directory (all_defaults: one sub-directory per style).")
     flags.DEFINE_integer("seed", 0, "Seed; the same seed gives byte-identical files.")
     flags.DEFINE_integer("height", 256, "Image height.")
@@ -226,23 +259,37 @@ def _main(argv):
             if num_val <= 0:
                 raise ValueError(f"num_val_images must be a positive integer, got {num_val}")
             t0 = time.perf_counter()
-            specs = write_default_suite(FLAGS.output_dir, FLAGS.num_images, num_val, FLAGS.seed,
-                                        FLAGS.height, FLAGS.width, verbose=True)
+            specs = write_default_suite(
+                FLAGS.output_dir, FLAGS.num_images, num_val, FLAGS.seed, FLAGS.height, FLAGS.width, verbose=True
+            )
             dt = time.perf_counter() - t0
             n = FLAGS.num_images * len(SOURCE_STYLES) + num_val * len(TARGET_STYLES)
-            print(f"wrote {n} images ({FLAGS.height}x{FLAGS.width}) in {dt:.1f} s: {n / dt:.1f} images/s "
-                  "including PNG/JPEG encoding")
+            print(
+                f"wrote {n} images ({FLAGS.height}x{FLAGS.width}) in {dt:.1f} s: {n / dt:.1f} images/s "
+                "including PNG/JPEG encoding"
+            )
             print("--sources=" + ",".join(specs.sources))
             print("--targets=" + ",".join(specs.targets))
         else:
-            res = write_dataset(FLAGS.style, FLAGS.layout, FLAGS.num_images, FLAGS.output_dir, FLAGS.seed,
-                                FLAGS.height, FLAGS.width, FLAGS.split, verbose=True)
+            res = write_dataset(
+                FLAGS.style,
+                FLAGS.layout,
+                FLAGS.num_images,
+                FLAGS.output_dir,
+                FLAGS.seed,
+                FLAGS.height,
+                FLAGS.width,
+                FLAGS.split,
+                verbose=True,
+            )
             n = FLAGS.num_images
-            print(f"wrote {n} images ({FLAGS.height}x{FLAGS.width}, style {FLAGS.style}, layout "
-                  f"{FLAGS.layout}, split {FLAGS.split}) in {res['seconds_total']:.1f} s: "
-                  f"{n / res['seconds_total']:.1f} images/s including encoding, "
-                  f"{n / max(res['seconds_generate'], 1e-9):.1f} images/s generation alone "
-                  f"({n / max(res['cpu_seconds_generate'], 1e-9):.1f} per CPU-second of the generating thread)")
+            print(
+                f"wrote {n} images ({FLAGS.height}x{FLAGS.width}, style {FLAGS.style}, layout "
+                f"{FLAGS.layout}, split {FLAGS.split}) in {res['seconds_total']:.1f} s: "
+                f"{n / res['seconds_total']:.1f} images/s including encoding, "
+                f"{n / max(res['seconds_generate'], 1e-9):.1f} images/s generation alone "
+                f"({n / max(res['cpu_seconds_generate'], 1e-9):.1f} per CPU-second of the generating thread)"
+            )
             print(res["spec"])
     except ValueError as e:
         return _fail(str(e))
@@ -261,6 +308,7 @@ def _fail(msg):
 
 def main():
     from absl import app
+
     sys.modules[__name__]._FLAGS = _define_flags()
     app.run(_main)
 

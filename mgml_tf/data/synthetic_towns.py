@@ -19,6 +19,7 @@ Command line::
 
 See docs/SYNTHETIC.md, "The towns family".
 """
+
 import collections
 import sys
 import time
@@ -60,14 +61,16 @@ __all__ = [
 
 #: style -> layout: sources in the GTAV, Synthia and IDD layouts (train split), targets in the Cityscapes,
 #: BDD100K and Mapillary layouts (val split), like the streets family's suite.
-DEFAULT_SUITE = collections.OrderedDict([
-    ("clay_lowpoly", "gtav"),
-    ("snow_sim", "synthia"),
-    ("neon_comic", "idd"),
-    ("dusk_dashcam", "cityscapes"),
-    ("hazy_sepia", "bdd100k"),
-    ("teal_drizzle", "mapillary"),
-])
+DEFAULT_SUITE = collections.OrderedDict(
+    [
+        ("clay_lowpoly", "gtav"),
+        ("snow_sim", "synthia"),
+        ("neon_comic", "idd"),
+        ("dusk_dashcam", "cityscapes"),
+        ("hazy_sepia", "bdd100k"),
+        ("teal_drizzle", "mapillary"),
+    ]
+)
 
 SuiteSpecs = layout_writer.SuiteSpecs
 GENERATOR = "mgml_tf.data.synthetic_towns"
@@ -105,25 +108,51 @@ def image_rng(style, seed, index, held_out=False):
     return np.random.default_rng(key + [HELD_OUT_STREAM] if held_out else key)
 
 
-def write_dataset(style, layout, num_images, output_dir, seed=0, height=256, width=512, split="train",
-                  verbose=False, held_out=False):
+def write_dataset(
+    style, layout, num_images, output_dir, seed=0, height=256, width=512, split="train", verbose=False, held_out=False
+):
     """Write `num_images` towns of `style` under `output_dir` in the published `layout`.
 
     Image i comes from `image_rng(style, seed, i, held_out)`: the same arguments give byte-identical files.
     Paths, label encodings and the result dict are those of `synthetic.write_dataset`."""
-    return layout_writer.write_style(GENERATOR, generate_scene, image_rng, get_style(style), layout, num_images,
-                                     output_dir, seed, height, width, split, held_out, verbose)
+    return layout_writer.write_style(
+        GENERATOR,
+        generate_scene,
+        image_rng,
+        get_style(style),
+        layout,
+        num_images,
+        output_dir,
+        seed,
+        height,
+        width,
+        split,
+        held_out,
+        verbose,
+    )
 
 
-def write_default_suite(output_dir, num_train=200, num_val=50, seed=0, height=256, width=512, verbose=False,
-                        num_source_val=0):
+def write_default_suite(
+    output_dir, num_train=200, num_val=50, seed=0, height=256, width=512, verbose=False, num_source_val=0
+):
     """Write every source style (train split) and target style (val split) in `output_dir/<style>`.
 
     With `num_source_val` > 0 each source style also gets that many held-out images (val split, same layout,
     a seed stream disjoint from the training images) in `output_dir/<style>_val`.
     Returns SuiteSpecs(sources, targets) of "layout:root" strings (held-out roots are not in them)."""
-    return layout_writer.write_suite(write_dataset, DEFAULT_SUITE, SOURCE_STYLES, output_dir, num_train, num_val,
-                                     seed, height, width, verbose, num_source_val)
+    return layout_writer.write_suite(
+        write_dataset,
+        DEFAULT_SUITE,
+        SOURCE_STYLES,
+        output_dir,
+        num_train,
+        num_val,
+        seed,
+        height,
+        width,
+        verbose,
+        num_source_val,
+    )
 
 
 def class_frequencies(num_images=50, height=256, width=512, seed=0):
@@ -140,6 +169,7 @@ def class_frequencies(num_images=50, height=256, width=512, seed=0):
 # ------------------------------------------------------------------------------------------------- CLI
 def _main(argv):
     from absl import flags
+
     fv = flags.FLAGS
     if len(argv) > 1:
         return _fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -152,17 +182,28 @@ def _main(argv):
             num_val = fv.num_val_images if fv.num_val_images is not None else fv.num_images
             if num_val <= 0 or fv.num_source_val_images < 0:
                 raise ValueError("--num_val_images must be positive and --num_source_val_images >= 0")
-            specs = write_default_suite(fv.output_dir, fv.num_images, num_val, fv.seed, fv.height, fv.width,
-                                        verbose=True, num_source_val=fv.num_source_val_images)
+            specs = write_default_suite(
+                fv.output_dir,
+                fv.num_images,
+                num_val,
+                fv.seed,
+                fv.height,
+                fv.width,
+                verbose=True,
+                num_source_val=fv.num_source_val_images,
+            )
             n = (fv.num_images + fv.num_source_val_images) * len(SOURCE_STYLES) + num_val * len(TARGET_STYLES)
             print(f"wrote {n} images ({fv.height}x{fv.width}) in {time.perf_counter() - t0:.1f} s")
             print("--sources=" + ",".join(specs.sources))
             print("--targets=" + ",".join(specs.targets))
         else:
-            res = write_dataset(fv.style, fv.layout, fv.num_images, fv.output_dir, fv.seed, fv.height, fv.width,
-                                fv.split, verbose=True)
-            print(f"wrote {fv.num_images} images in {res['seconds_total']:.1f} s "
-                  f"({res['cpu_seconds_generate'] / fv.num_images * 1000:.0f} ms CPU per image to generate)")
+            res = write_dataset(
+                fv.style, fv.layout, fv.num_images, fv.output_dir, fv.seed, fv.height, fv.width, fv.split, verbose=True
+            )
+            print(
+                f"wrote {fv.num_images} images in {res['seconds_total']:.1f} s "
+                f"({res['cpu_seconds_generate'] / fv.num_images * 1000:.0f} ms CPU per image to generate)"
+            )
             print(res["spec"])
     except ValueError as e:
         return _fail(str(e))
@@ -181,8 +222,10 @@ def _fail(msg):
 
 def main():
     from absl import app, flags
-    flags.DEFINE_string("style", "all_defaults", "Style name, or 'all_defaults' for the default suite. Known: "
-                        + ", ".join(STYLES))
+
+    flags.DEFINE_string(
+        "style", "all_defaults", "Style name, or 'all_defaults' for the default suite. Known: " + ", ".join(STYLES)
+    )
     flags.DEFINE_string("layout", "cityscapes", "Layout to write: " + ", ".join(LAYOUTS) + " (one style only).")
     flags.DEFINE_integer("num_images", None, "Images to write (per source style with all_defaults).")
     flags.DEFINE_integer("num_val_images", None, "all_defaults: images per target style (default: --num_images).")

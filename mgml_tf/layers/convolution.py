@@ -26,6 +26,7 @@ smaller half first); they differ only in float rounding, at any order of differe
 paths, ``.keras`` weight paths and configs are those of ``keras.layers.Conv2D``: checkpoints and ``.keras``
 files move between the two.
 """
+
 import keras
 import tensorflow as tf
 
@@ -84,9 +85,11 @@ def dilated_convolution_path(dtype):
     if _probed[key]:
         return "native"
     if mode == "native":
-        raise ValueError(f"dilated convolutions were forced native ({_MODE.env} or set_dilated_convolution_mode), "
-                         f"but a device here ({', '.join(devices)}) has no dilated {dtype.name} Conv2D gradient; "
-                         "use mode auto or space_to_batch")
+        raise ValueError(
+            f"dilated convolutions were forced native ({_MODE.env} or set_dilated_convolution_mode), "
+            f"but a device here ({', '.join(devices)}) has no dilated {dtype.name} Conv2D gradient; "
+            "use mode auto or space_to_batch"
+        )
     return "space_to_batch"
 
 
@@ -101,8 +104,11 @@ class Conv2D(keras.layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         dilated = any(r != 1 for r in self.dilation_rate)
         strided = any(s != 1 for s in self.strides)
-        if (not dilated or strided or self.data_format != "channels_last"
-                or dilated_convolution_path(inputs.dtype) != "native"):
+        if (
+            not dilated
+            or strided
+            or self.data_format != "channels_last"
+            or dilated_convolution_path(inputs.dtype) != "native"
+        ):
             return super().convolution_op(inputs, kernel)
-        return tf.nn.conv2d(inputs, kernel, strides=1, padding=self.padding.upper(),
-                            dilations=list(self.dilation_rate))
+        return tf.nn.conv2d(inputs, kernel, strides=1, padding=self.padding.upper(), dilations=list(self.dilation_rate))

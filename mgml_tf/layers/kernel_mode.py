@@ -1,4 +1,5 @@
 """A kernel choice set from Python or from an environment variable (the fast-kernel layers' modes)."""
+
 import os
 
 

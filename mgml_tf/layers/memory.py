@@ -13,6 +13,7 @@ fast weights and candidate memories. The maths lives in ``mgml_tf.memory``.
 Their BatchNorm epsilon (``bn_epsilon``) is PyTorch's 1e-5 by default, as in the reference code; a config saved
 before the option existed has no ``bn_epsilon`` key and keeps meaning Keras's 1e-3 (docs/REFERENCE.md).
 """
+
 import math
 
 import keras
@@ -41,8 +42,13 @@ class CategoricalMemory(keras.layers.Layer):
         self.num_classes = int(num_classes)
         self.channels = int(channels)
         self.memory = self.add_weight(
-            name="memory", shape=(self.num_classes, self.channels), initializer="zeros",
-            trainable=False, dtype=_memory_dtype(self.dtype_policy), autocast=False)
+            name="memory",
+            shape=(self.num_classes, self.channels),
+            initializer="zeros",
+            trainable=False,
+            dtype=_memory_dtype(self.dtype_policy),
+            autocast=False,
+        )
         self.built = True
 
     def call(self, features):
@@ -63,10 +69,14 @@ class _Conv1x1BatchNorm(LegacyBNEpsilon, keras.layers.Layer):
         self.bn_momentum = bn_momentum
         self.synchronized_bn = synchronized_bn
         self.bn_epsilon = float(bn_epsilon)
-        self.conv = keras.layers.Conv2D(self.channels, 1, use_bias=False, dtype=self.dtype_policy,
-                                        name="conv")
-        self.norm = MetaBatchNormalization(momentum=bn_momentum, epsilon=self.bn_epsilon,
-                                           synchronized=synchronized_bn, dtype=self.dtype_policy, name="bn")
+        self.conv = keras.layers.Conv2D(self.channels, 1, use_bias=False, dtype=self.dtype_policy, name="conv")
+        self.norm = MetaBatchNormalization(
+            momentum=bn_momentum,
+            epsilon=self.bn_epsilon,
+            synchronized=synchronized_bn,
+            dtype=self.dtype_policy,
+            name="bn",
+        )
 
     def _build_parts(self, input_shape, in_channels):
         self.conv.build(tuple(input_shape[:-1]) + (in_channels,))
@@ -74,8 +84,13 @@ class _Conv1x1BatchNorm(LegacyBNEpsilon, keras.layers.Layer):
         self.built = True
 
     def get_config(self):
-        return {**super().get_config(), "channels": self.channels, "bn_momentum": self.bn_momentum,
-                "synchronized_bn": self.synchronized_bn, "bn_epsilon": self.bn_epsilon}
+        return {
+            **super().get_config(),
+            "channels": self.channels,
+            "bn_momentum": self.bn_momentum,
+            "synchronized_bn": self.synchronized_bn,
+            "bn_epsilon": self.bn_epsilon,
+        }
 
 
 @keras.saving.register_keras_serializable(package="mgml_tf")
@@ -127,10 +142,21 @@ class MemoryReadFuse(_Conv1x1BatchNorm):
     A config saved before these arguments existed has no keys for them and means ``fixed`` and ``none``.
     """
 
-    def __init__(self, channels, temperature=1.0, bn_momentum=0.9, synchronized_bn=False, bn_epsilon=BN_EPSILON,
-                 score_scale="fixed", initial_scale=1.0, centering="none", **kwargs):
-        super().__init__(channels, bn_momentum=bn_momentum, synchronized_bn=synchronized_bn, bn_epsilon=bn_epsilon,
-                         **kwargs)
+    def __init__(
+        self,
+        channels,
+        temperature=1.0,
+        bn_momentum=0.9,
+        synchronized_bn=False,
+        bn_epsilon=BN_EPSILON,
+        score_scale="fixed",
+        initial_scale=1.0,
+        centering="none",
+        **kwargs,
+    ):
+        super().__init__(
+            channels, bn_momentum=bn_momentum, synchronized_bn=synchronized_bn, bn_epsilon=bn_epsilon, **kwargs
+        )
         if score_scale not in SCORE_SCALES:
             raise ValueError(f"unknown score_scale {score_scale!r}; choose one of {list(SCORE_SCALES)}")
         if centering not in memory_ops.MEMORY_CENTERINGS:
@@ -148,10 +174,14 @@ class MemoryReadFuse(_Conv1x1BatchNorm):
     def build(self, input_shape):
         if self.score_scale == "learned" and self.log_scale is None:
             self.log_scale = self.add_weight(
-                name="log_scale", shape=(),
-                initializer=keras.initializers.Constant(math.log(self.initial_scale)), trainable=True,
-                dtype=_memory_dtype(self.dtype_policy), autocast=False,
-                constraint=_AtMost(memory_ops.MAX_LOG_SCORE_SCALE))
+                name="log_scale",
+                shape=(),
+                initializer=keras.initializers.Constant(math.log(self.initial_scale)),
+                trainable=True,
+                dtype=_memory_dtype(self.dtype_policy),
+                autocast=False,
+                constraint=_AtMost(memory_ops.MAX_LOG_SCORE_SCALE),
+            )
         self._build_parts(input_shape, 2 * self.channels)
 
     def scale(self, dtype=tf.float32):
@@ -168,7 +198,8 @@ class MemoryReadFuse(_Conv1x1BatchNorm):
             memory = tf.cast(memory, tf.float32)
         scale = self.scale(memory.dtype) if self.score_scale == "learned" else None
         readout, weights, scores = memory_ops.read_memory_with_scores(
-            memory, features, gumbel_noise, self.temperature, scale=scale, centering=self.centering)
+            memory, features, gumbel_noise, self.temperature, scale=scale, centering=self.centering
+        )
         query = memory_ops.l2_normalize(tf.cast(features, memory.dtype))
         fused = tf.concat([query, readout], axis=-1)
         fused = tf.cast(fused, self.compute_dtype)
@@ -176,5 +207,10 @@ class MemoryReadFuse(_Conv1x1BatchNorm):
         return r, weights, scores
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature, "score_scale": self.score_scale,
-                "initial_scale": self.initial_scale, "centering": self.centering}
+        return {
+            **super().get_config(),
+            "temperature": self.temperature,
+            "score_scale": self.score_scale,
+            "initial_scale": self.initial_scale,
+            "centering": self.centering,
+        }

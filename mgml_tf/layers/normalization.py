@@ -23,6 +23,7 @@ finite-difference tests), synchronised replicas and masks take the two-pass mome
 ``two_pass`` (:func:`set_batch_norm_mode` or ``MGML_TF_BATCH_NORM=two_pass``) forces those everywhere, for
 comparisons; ``auto`` is the default.
 """
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -91,16 +92,30 @@ class MetaBatchNormalization(keras.layers.BatchNormalization):
         moving_mean = ops.cast(self.moving_mean, "float32")
         moving_variance = ops.cast(self.moving_variance, "float32")
         if training and self.trainable:
-            out = tf.raw_ops.FusedBatchNormV3(x=x, scale=gamma, offset=beta, mean=tf.zeros([0]),
-                                              variance=tf.zeros([0]), epsilon=self.epsilon, is_training=True)
+            out = tf.raw_ops.FusedBatchNormV3(
+                x=x,
+                scale=gamma,
+                offset=beta,
+                mean=tf.zeros([0]),
+                variance=tf.zeros([0]),
+                epsilon=self.epsilon,
+                is_training=True,
+            )
             # The kernel returns the unbiased batch variance; Keras averages the biased one.
             count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), "float32")
             variance = out.batch_variance * (count - 1.0) / tf.maximum(count, 1.0)
             self.moving_mean.assign(moving_mean * self.momentum + out.batch_mean * (1.0 - self.momentum))
             self.moving_variance.assign(moving_variance * self.momentum + variance * (1.0 - self.momentum))
         else:
-            out = tf.raw_ops.FusedBatchNormV3(x=x, scale=gamma, offset=beta, mean=moving_mean,
-                                              variance=moving_variance, epsilon=self.epsilon, is_training=False)
+            out = tf.raw_ops.FusedBatchNormV3(
+                x=x,
+                scale=gamma,
+                offset=beta,
+                mean=moving_mean,
+                variance=moving_variance,
+                epsilon=self.epsilon,
+                is_training=False,
+            )
         return ops.cast(out.y, self.compute_dtype)
 
     def _moments(self, inputs, mask):
@@ -108,16 +123,14 @@ class MetaBatchNormalization(keras.layers.BatchNormalization):
             return super()._moments(inputs, mask)
         axes = self._reduction_axes
         replica = tf.distribute.get_replica_context()
-        if (self.synchronized and replica is not None
-                and replica.num_replicas_in_sync > 1):
+        if self.synchronized and replica is not None and replica.num_replicas_in_sync > 1:
             # Two passes over the global batch, as on one device: E[x^2] - E[x]^2 in float32 loses
             # everything to cancellation when the variance is small against the mean (e.g. ASPP's pooled
             # branch), and replicas would then drift away from the single-device result.
             shape = tf.shape(inputs)
             count = tf.cast(tf.reduce_prod(tf.gather(shape, axes)), inputs.dtype)
             count = replica.all_reduce(tf.distribute.ReduceOp.SUM, count)
-            mean = replica.all_reduce(tf.distribute.ReduceOp.SUM,
-                                      ops.sum(inputs, axis=axes, keepdims=True)) / count
+            mean = replica.all_reduce(tf.distribute.ReduceOp.SUM, ops.sum(inputs, axis=axes, keepdims=True)) / count
             squares = ops.sum(ops.square(inputs - mean), axis=axes)
             variance = replica.all_reduce(tf.distribute.ReduceOp.SUM, squares) / count
             return ops.squeeze(mean, axis=axes), variance

@@ -1,4 +1,5 @@
 """Backbones, heads and the segmentation model of mgml_tf."""
+
 from mgml_tf.models.backbones import (
     BACKBONES,
     OUTPUT_STRIDES,

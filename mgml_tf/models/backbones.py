@@ -16,6 +16,7 @@ Output stride: 32 (no dilation), 16 (conv5_x: stride 1, dilation 2), 8 (conv4_x 
 4). In a dilated stage the stride-2 convs get stride 1 and every 3x3 conv of the stage gets the dilation.
 Dilation changes no weight shape, so ImageNet weights load at any output stride.
 """
+
 import os
 import warnings
 
@@ -47,8 +48,10 @@ def _check_name(name):
 
 def _check_output_stride(output_stride):
     if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"Unsupported output_stride {output_stride!r}; valid output strides: "
-                         f"{', '.join(str(s) for s in OUTPUT_STRIDES)}.")
+        raise ValueError(
+            f"Unsupported output_stride {output_stride!r}; valid output strides: "
+            f"{', '.join(str(s) for s in OUTPUT_STRIDES)}."
+        )
 
 
 def stage_dilations(output_stride):
@@ -103,12 +106,26 @@ class _Builder:
         self.dtype = dtype
 
     def conv(self, x, filters, kernel_size, name, strides=1, dilation=1, padding="valid", use_bias=True):
-        return Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation, padding=padding,
-                      use_bias=use_bias, name=name, dtype=self.dtype)(x)
+        return Conv2D(
+            filters,
+            kernel_size,
+            strides=strides,
+            dilation_rate=dilation,
+            padding=padding,
+            use_bias=use_bias,
+            name=name,
+            dtype=self.dtype,
+        )(x)
 
     def bn(self, x, name):
-        return MetaBatchNormalization(axis=-1, momentum=self.bn_momentum, epsilon=_BN_EPSILON,
-                                      synchronized=self.synchronized_bn, name=name, dtype=self.dtype)(x)
+        return MetaBatchNormalization(
+            axis=-1,
+            momentum=self.bn_momentum,
+            epsilon=_BN_EPSILON,
+            synchronized=self.synchronized_bn,
+            name=name,
+            dtype=self.dtype,
+        )(x)
 
     def relu(self, x, name):
         return keras.layers.Activation("relu", name=name, dtype=self.dtype)(x)
@@ -156,12 +173,12 @@ class _Builder:
             shortcut = self.bn(shortcut, f"{name}_0_bn")
         else:
             shortcut = x
-        x = self.conv(x, filters, 3, strides=stride, dilation=dilation, padding="same", use_bias=False,
-                      name=f"{name}_1_conv")
+        x = self.conv(
+            x, filters, 3, strides=stride, dilation=dilation, padding="same", use_bias=False, name=f"{name}_1_conv"
+        )
         x = self.bn(x, f"{name}_1_bn")
         x = self.relu(x, f"{name}_1_relu")
-        x = self.conv(x, filters, 3, dilation=dilation, padding="same", use_bias=False,
-                      name=f"{name}_2_conv")
+        x = self.conv(x, filters, 3, dilation=dilation, padding="same", use_bias=False, name=f"{name}_2_conv")
         x = self.bn(x, f"{name}_2_bn")
         x = self.add([shortcut, x], f"{name}_add")
         return self.relu(x, f"{name}_out")
@@ -190,8 +207,16 @@ class ResNetBackbone(keras.Model):
     conv2_x..conv5_x).
     """
 
-    def __init__(self, backbone_name="resnet50", output_stride=16, bn_momentum=0.99, synchronized_bn=False,
-                 input_channels=3, dtype=None, **kwargs):
+    def __init__(
+        self,
+        backbone_name="resnet50",
+        output_stride=16,
+        bn_momentum=0.99,
+        synchronized_bn=False,
+        input_channels=3,
+        dtype=None,
+        **kwargs,
+    ):
         _check_name(backbone_name)
         _check_output_stride(output_stride)
         input_channels = int(input_channels)
@@ -244,15 +269,21 @@ class ResNetBackbone(keras.Model):
 
     def _check_images(self, images):
         if isinstance(images, (dict, list, tuple)):
-            raise ValueError(f"{self.name} takes one image tensor [batch, height, width, "
-                             f"{self.input_channels}], got a {type(images).__name__}.")
+            raise ValueError(
+                f"{self.name} takes one image tensor [batch, height, width, "
+                f"{self.input_channels}], got a {type(images).__name__}."
+            )
         shape = tuple(getattr(images, "shape", np.shape(images)))
         if len(shape) != 4:
-            raise ValueError(f"{self.name} takes images of rank 4 [batch, height, width, "
-                             f"{self.input_channels}], got shape {shape} (rank {len(shape)}).")
+            raise ValueError(
+                f"{self.name} takes images of rank 4 [batch, height, width, "
+                f"{self.input_channels}], got shape {shape} (rank {len(shape)})."
+            )
         if shape[-1] is not None and shape[-1] != self.input_channels:
-            raise ValueError(f"{self.name} takes images with {self.input_channels} channels "
-                             f"[batch, height, width, {self.input_channels}], got shape {shape}.")
+            raise ValueError(
+                f"{self.name} takes images with {self.input_channels} channels "
+                f"[batch, height, width, {self.input_channels}], got shape {shape}."
+            )
 
     def get_config(self):
         return {
@@ -274,8 +305,9 @@ class ResNetBackbone(keras.Model):
         return cls(**config)
 
 
-def build_backbone(name, output_stride=16, weights=None, bn_momentum=0.99, synchronized_bn=False,
-                   input_channels=3, dtype=None):
+def build_backbone(
+    name, output_stride=16, weights=None, bn_momentum=0.99, synchronized_bn=False, input_channels=3, dtype=None
+):
     """Builds a :class:`ResNetBackbone` and optionally loads pretrained weights.
 
     Args:
@@ -297,8 +329,14 @@ def build_backbone(name, output_stride=16, weights=None, bn_momentum=0.99, synch
     """
     _check_name(name)
     _check_output_stride(output_stride)
-    backbone = ResNetBackbone(name, output_stride=output_stride, bn_momentum=bn_momentum,
-                              synchronized_bn=synchronized_bn, input_channels=input_channels, dtype=dtype)
+    backbone = ResNetBackbone(
+        name,
+        output_stride=output_stride,
+        bn_momentum=bn_momentum,
+        synchronized_bn=synchronized_bn,
+        input_channels=input_channels,
+        dtype=dtype,
+    )
     if weights is not None:
         load_backbone_weights(backbone, weights)
     return backbone
@@ -321,9 +359,11 @@ def load_backbone_weights(backbone, weights):
         try:
             source = _application_class(name)(include_top=False, weights="imagenet")
         except Exception as e:  # typically no network
-            raise OSError(f"Could not get the keras.applications ImageNet weights of {name} ({e}). Without "
-                          f"network, save `keras.applications.{_application_class(name).__name__}(include_top="
-                          f"False, weights='imagenet')` on a machine that has it and pass weights=PATH.") from e
+            raise OSError(
+                f"Could not get the keras.applications ImageNet weights of {name} ({e}). Without "
+                f"network, save `keras.applications.{_application_class(name).__name__}(include_top="
+                f"False, weights='imagenet')` on a machine that has it and pass weights=PATH."
+            ) from e
         transfer_weights(source, backbone)
         return backbone
     if not os.path.exists(weights):
@@ -382,20 +422,26 @@ def transfer_weights(source, target):
     pairs = []
     for i in range(max(len(src_layers), len(dst_layers))):
         if i >= len(src_layers):
-            raise ValueError(f"Weights do not fit: layer {dst_layers[i].name!r} of {target.name} has no "
-                             f"counterpart in {source.name} ({len(src_layers)} weighted layers against "
-                             f"{len(dst_layers)}).")
+            raise ValueError(
+                f"Weights do not fit: layer {dst_layers[i].name!r} of {target.name} has no "
+                f"counterpart in {source.name} ({len(src_layers)} weighted layers against "
+                f"{len(dst_layers)})."
+            )
         if i >= len(dst_layers):
-            raise ValueError(f"Weights do not fit: layer {src_layers[i].name!r} of {source.name} has no "
-                             f"counterpart in {target.name} ({len(src_layers)} weighted layers against "
-                             f"{len(dst_layers)}).")
+            raise ValueError(
+                f"Weights do not fit: layer {src_layers[i].name!r} of {source.name} has no "
+                f"counterpart in {target.name} ({len(src_layers)} weighted layers against "
+                f"{len(dst_layers)})."
+            )
         src, dst = src_layers[i], dst_layers[i]
         src_shapes = [tuple(v.shape) for v in src.weights]
         dst_shapes = [tuple(v.shape) for v in dst.weights]
         if _kind(src) != _kind(dst) or src_shapes != dst_shapes:
-            raise ValueError(f"Weights do not fit at layer {dst.name!r} of {target.name} (weighted layer "
-                             f"{i}): it is a {_kind(dst)} with variable shapes {dst_shapes}, the source layer "
-                             f"{src.name!r} is a {_kind(src)} with {src_shapes}.")
+            raise ValueError(
+                f"Weights do not fit at layer {dst.name!r} of {target.name} (weighted layer "
+                f"{i}): it is a {_kind(dst)} with variable shapes {dst_shapes}, the source layer "
+                f"{src.name!r} is a {_kind(src)} with {src_shapes}."
+            )
         pairs.append((src, dst))
     for src, dst in pairs:
         for s, d in zip(src.weights, dst.weights):

@@ -1,10 +1,10 @@
 """``build_model(**options)``: a compiled ``MemorySegmenter`` from flag-named options."""
+
 from mgml_tf import optim
 from mgml_tf.models.meta_learning import TRAINING_DEFAULTS
 from mgml_tf.models.segmenter import MODEL_DEFAULTS, MemorySegmenter
 
-OPTIMIZER_DEFAULTS = dict(learning_rate=1e-2, lr_schedule="exponential", train_steps=30000,
-                          optimizer_momentum=0.9)
+OPTIMIZER_DEFAULTS = dict(learning_rate=1e-2, lr_schedule="exponential", train_steps=30000, optimizer_momentum=0.9)
 
 
 def build_model(compile=True, **options):
@@ -20,8 +20,9 @@ def build_model(compile=True, **options):
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}; known options: {sorted(known)}")
     opt = {**OPTIMIZER_DEFAULTS, **{k: options.pop(k) for k in list(options) if k in OPTIMIZER_DEFAULTS}}
-    optimizer = optim.build_optimizer(opt["learning_rate"], opt["lr_schedule"], opt["train_steps"],
-                                      opt["optimizer_momentum"])
+    optimizer = optim.build_optimizer(
+        opt["learning_rate"], opt["lr_schedule"], opt["train_steps"], opt["optimizer_momentum"]
+    )
     model = MemorySegmenter(**options)
     if compile:
         model.compile(optimizer=optimizer)

@@ -7,6 +7,7 @@ Dropout is the only randomness: with ``dropout=0`` (or ``training=False``) every
 Outputs are in the layer's compute dtype. Everything is twice differentiable, including the bilinear
 upsampling (``mgml_tf.ops.resize_bilinear``: ``tf.image.resize`` silently drops the second derivative).
 """
+
 import keras
 from keras import ops
 
@@ -20,8 +21,16 @@ from mgml_tf.ops import resize_bilinear
 class ConvBNReLU(LegacyBNEpsilon, keras.layers.Layer):
     """Conv2D (no bias, "same" padding, optional dilation) -> MetaBatchNormalization -> ReLU."""
 
-    def __init__(self, filters, kernel_size, dilation_rate=1, bn_momentum=0.99, synchronized_bn=False,
-                 bn_epsilon=BN_EPSILON, **kwargs):
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        dilation_rate=1,
+        bn_momentum=0.99,
+        synchronized_bn=False,
+        bn_epsilon=BN_EPSILON,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
@@ -29,10 +38,22 @@ class ConvBNReLU(LegacyBNEpsilon, keras.layers.Layer):
         self.bn_momentum = bn_momentum
         self.synchronized_bn = synchronized_bn
         self.bn_epsilon = float(bn_epsilon)
-        self.conv = Conv2D(self.filters, self.kernel_size, padding="same", dilation_rate=self.dilation_rate,
-                           use_bias=False, dtype=self.dtype_policy, name="conv")
-        self.bn = MetaBatchNormalization(momentum=bn_momentum, epsilon=self.bn_epsilon,
-                                         synchronized=synchronized_bn, dtype=self.dtype_policy, name="bn")
+        self.conv = Conv2D(
+            self.filters,
+            self.kernel_size,
+            padding="same",
+            dilation_rate=self.dilation_rate,
+            use_bias=False,
+            dtype=self.dtype_policy,
+            name="conv",
+        )
+        self.bn = MetaBatchNormalization(
+            momentum=bn_momentum,
+            epsilon=self.bn_epsilon,
+            synchronized=synchronized_bn,
+            dtype=self.dtype_policy,
+            name="bn",
+        )
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -47,21 +68,31 @@ class ConvBNReLU(LegacyBNEpsilon, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, kernel_size=self.kernel_size, dilation_rate=self.dilation_rate,
-                      bn_momentum=self.bn_momentum, synchronized_bn=self.synchronized_bn,
-                      bn_epsilon=self.bn_epsilon)
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            dilation_rate=self.dilation_rate,
+            bn_momentum=self.bn_momentum,
+            synchronized_bn=self.synchronized_bn,
+            bn_epsilon=self.bn_epsilon,
+        )
         return config
 
 
 def _block_options(self):
-    return dict(bn_momentum=self.bn_momentum, synchronized_bn=self.synchronized_bn, bn_epsilon=self.bn_epsilon,
-                dtype=self.dtype_policy)
+    return dict(
+        bn_momentum=self.bn_momentum,
+        synchronized_bn=self.synchronized_bn,
+        bn_epsilon=self.bn_epsilon,
+        dtype=self.dtype_policy,
+    )
 
 
 def _check_rank4(layer, shape, what="features"):
     if len(shape) != 4:
-        raise ValueError(f"{layer.name} takes {what} of rank 4 [batch, height, width, channels], "
-                         f"got shape {tuple(shape)}.")
+        raise ValueError(
+            f"{layer.name} takes {what} of rank 4 [batch, height, width, channels], got shape {tuple(shape)}."
+        )
 
 
 @keras.saving.register_keras_serializable(package="mgml_tf")
@@ -73,8 +104,16 @@ class ASPP(LegacyBNEpsilon, keras.layers.Layer):
     dropout. ``rates`` are used as given (6, 12, 18 is the output-stride-16 setting; double them at 8).
     """
 
-    def __init__(self, filters=256, rates=(6, 12, 18), bn_momentum=0.99, synchronized_bn=False, dropout=0.1,
-                 bn_epsilon=BN_EPSILON, **kwargs):
+    def __init__(
+        self,
+        filters=256,
+        rates=(6, 12, 18),
+        bn_momentum=0.99,
+        synchronized_bn=False,
+        dropout=0.1,
+        bn_epsilon=BN_EPSILON,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.rates = tuple(int(r) for r in rates)
@@ -83,9 +122,10 @@ class ASPP(LegacyBNEpsilon, keras.layers.Layer):
         self.bn_epsilon = float(bn_epsilon)
         self.dropout_rate = float(dropout)
         self.branch_1x1 = ConvBNReLU(self.filters, 1, name="aspp0", **_block_options(self))
-        self.branches = [ConvBNReLU(self.filters, 3, dilation_rate=r, name=f"aspp{i + 1}",
-                                    **_block_options(self))
-                         for i, r in enumerate(self.rates)]
+        self.branches = [
+            ConvBNReLU(self.filters, 3, dilation_rate=r, name=f"aspp{i + 1}", **_block_options(self))
+            for i, r in enumerate(self.rates)
+        ]
         self.pool_branch = ConvBNReLU(self.filters, 1, name="aspp_pool", **_block_options(self))
         self.projection = ConvBNReLU(self.filters, 1, name="aspp_projection", **_block_options(self))
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="aspp_dropout")
@@ -114,8 +154,14 @@ class ASPP(LegacyBNEpsilon, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, rates=list(self.rates), bn_momentum=self.bn_momentum,
-                      synchronized_bn=self.synchronized_bn, dropout=self.dropout_rate, bn_epsilon=self.bn_epsilon)
+        config.update(
+            filters=self.filters,
+            rates=list(self.rates),
+            bn_momentum=self.bn_momentum,
+            synchronized_bn=self.synchronized_bn,
+            dropout=self.dropout_rate,
+            bn_epsilon=self.bn_epsilon,
+        )
         return config
 
 
@@ -128,8 +174,16 @@ class DeepLabV3PlusDecoder(LegacyBNEpsilon, keras.layers.Layer):
     with ``filters``; 1x1 classifier with bias to ``num_classes`` logits.
     """
 
-    def __init__(self, num_classes, filters=256, low_level_filters=48, bn_momentum=0.99, synchronized_bn=False,
-                 bn_epsilon=BN_EPSILON, **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        filters=256,
+        low_level_filters=48,
+        bn_momentum=0.99,
+        synchronized_bn=False,
+        bn_epsilon=BN_EPSILON,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.filters = int(filters)
@@ -137,8 +191,7 @@ class DeepLabV3PlusDecoder(LegacyBNEpsilon, keras.layers.Layer):
         self.bn_momentum = bn_momentum
         self.synchronized_bn = synchronized_bn
         self.bn_epsilon = float(bn_epsilon)
-        self.low_level_projection = ConvBNReLU(self.low_level_filters, 1, name="low_level",
-                                               **_block_options(self))
+        self.low_level_projection = ConvBNReLU(self.low_level_filters, 1, name="low_level", **_block_options(self))
         self.fuse1 = ConvBNReLU(self.filters, 3, name="fuse1", **_block_options(self))
         self.fuse2 = ConvBNReLU(self.filters, 3, name="fuse2", **_block_options(self))
         self.classifier = keras.layers.Conv2D(self.num_classes, 1, dtype=self.dtype_policy, name="classifier")
@@ -167,9 +220,14 @@ class DeepLabV3PlusDecoder(LegacyBNEpsilon, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, filters=self.filters,
-                      low_level_filters=self.low_level_filters, bn_momentum=self.bn_momentum,
-                      synchronized_bn=self.synchronized_bn, bn_epsilon=self.bn_epsilon)
+        config.update(
+            num_classes=self.num_classes,
+            filters=self.filters,
+            low_level_filters=self.low_level_filters,
+            bn_momentum=self.bn_momentum,
+            synchronized_bn=self.synchronized_bn,
+            bn_epsilon=self.bn_epsilon,
+        )
         return config
 
 
@@ -198,8 +256,12 @@ class FeatureProjection(LegacyBNEpsilon, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, bn_momentum=self.bn_momentum, synchronized_bn=self.synchronized_bn,
-                      bn_epsilon=self.bn_epsilon)
+        config.update(
+            filters=self.filters,
+            bn_momentum=self.bn_momentum,
+            synchronized_bn=self.synchronized_bn,
+            bn_epsilon=self.bn_epsilon,
+        )
         return config
 
 
@@ -211,9 +273,17 @@ class DeepLabV2Head(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.rates = tuple(int(r) for r in rates)
-        self.convs = [Conv2D(self.num_classes, 3, padding="same", dilation_rate=r, dtype=self.dtype_policy,
-                             name=f"classifier_rate{r}")
-                      for r in self.rates]
+        self.convs = [
+            Conv2D(
+                self.num_classes,
+                3,
+                padding="same",
+                dilation_rate=r,
+                dtype=self.dtype_policy,
+                name=f"classifier_rate{r}",
+            )
+            for r in self.rates
+        ]
 
     def build(self, input_shape):
         _check_rank4(self, input_shape)
@@ -240,8 +310,16 @@ class DeepLabV2Head(keras.layers.Layer):
 class AuxiliaryHead(LegacyBNEpsilon, keras.layers.Layer):
     """FCN auxiliary head on conv4_x: 3x3 conv-BN-ReLU to ``filters``, dropout, 1x1 classifier with bias."""
 
-    def __init__(self, num_classes, filters=256, dropout=0.1, bn_momentum=0.99, synchronized_bn=False,
-                 bn_epsilon=BN_EPSILON, **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        filters=256,
+        dropout=0.1,
+        bn_momentum=0.99,
+        synchronized_bn=False,
+        bn_epsilon=BN_EPSILON,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.filters = int(filters)
@@ -268,7 +346,12 @@ class AuxiliaryHead(LegacyBNEpsilon, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, filters=self.filters, dropout=self.dropout_rate,
-                      bn_momentum=self.bn_momentum, synchronized_bn=self.synchronized_bn,
-                      bn_epsilon=self.bn_epsilon)
+        config.update(
+            num_classes=self.num_classes,
+            filters=self.filters,
+            dropout=self.dropout_rate,
+            bn_momentum=self.bn_momentum,
+            synchronized_bn=self.synchronized_bn,
+            bn_epsilon=self.bn_epsilon,
+        )
         return config

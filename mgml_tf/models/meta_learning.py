@@ -33,6 +33,7 @@ Methods (Tables 1-7 comparison rows): ``mgml`` (the above), ``baseline`` (aggreg
 no memory), ``mldg`` (steps 1, 3, 4 without memory), ``memory_agg`` (memory read, written and regularised on
 the aggregated batch; no meta-learning).
 """
+
 from collections.abc import Mapping
 
 import keras
@@ -74,8 +75,7 @@ TRAINING_DEFAULTS = dict(
     seed=0,
 )
 
-LOG_NAMES = ("loss", "inner_loss", "outer_loss", "inner_seg", "outer_seg", "aux", "cohesion", "div_cls",
-             "div_cos")
+LOG_NAMES = ("loss", "inner_loss", "outer_loss", "inner_seg", "outer_seg", "aux", "cohesion", "div_cls", "div_cos")
 
 
 def _is_loss_scaled(optimizer):
@@ -105,14 +105,27 @@ class Options(Mapping):
 
 def validate_training_options(options):
     """Raises a one-line ``ValueError`` for an unknown or out-of-range training option value."""
-    choices = {"method": METHODS, "meta_order": META_ORDERS, "outer_objective": OUTER_OBJECTIVES,
-               "memory_read": MEMORY_READS, "memory_prime_freeze": MEMORY_PRIME_FREEZES,
-               "meta_test_memory": META_TEST_MEMORIES, "bn_statistics_from": BN_STATISTICS_SOURCES}
+    choices = {
+        "method": METHODS,
+        "meta_order": META_ORDERS,
+        "outer_objective": OUTER_OBJECTIVES,
+        "memory_read": MEMORY_READS,
+        "memory_prime_freeze": MEMORY_PRIME_FREEZES,
+        "meta_test_memory": META_TEST_MEMORIES,
+        "bn_statistics_from": BN_STATISTICS_SOURCES,
+    }
     for key, allowed in choices.items():
         if options[key] not in allowed:
             raise ValueError(f"unknown {key} {options[key]!r}; choose one of {list(allowed)}")
-    for key in ("inner_lr_ratio", "seg_weight", "aux_weight", "cohesion_weight",
-                "divergence_classification_weight", "divergence_cosine_weight", "weight_decay"):
+    for key in (
+        "inner_lr_ratio",
+        "seg_weight",
+        "aux_weight",
+        "cohesion_weight",
+        "divergence_classification_weight",
+        "divergence_cosine_weight",
+        "weight_decay",
+    ):
         if not float(options[key]) >= 0.0:
             raise ValueError(f"{key} must be a non-negative number, got {options[key]}")
 
@@ -194,8 +207,7 @@ class MetaLearningTrainer:
 
         def run():
             gumbel_seed = seed if use_memory and opts["memory_read"] == "gumbel" else None
-            out = self.forward(images, memory if use_memory else None, training=True,
-                               gumbel_seed=gumbel_seed)
+            out = self.forward(images, memory if use_memory else None, training=True, gumbel_seed=gumbel_seed)
             # Pixel losses are sums over this replica's pixels divided by the labelled-pixel count of the
             # global batch, and terms every replica computes alike (the divergence of the shared M_hat) are
             # divided by the replica count: summed over replicas, each term equals its single-device value.
@@ -212,15 +224,18 @@ class MetaLearningTrainer:
                 kept["m_hat"] = m_hat
             if use_memory and with_update and opts["use_divergence"]:
                 replicas = float(getattr(sync_replica_context(), "num_replicas_in_sync", 1))
-                terms["div_cls"] = losses_lib.memory_classification_loss(
-                    self.memory_classifier(m_hat)) / replicas
+                terms["div_cls"] = losses_lib.memory_classification_loss(self.memory_classifier(m_hat)) / replicas
                 terms["div_cos"] = losses_lib.memory_cosine_loss(m_hat) / replicas
             return terms
 
         terms, state = self._stateless(theta, state, run)
-        weights = {"seg": opts["seg_weight"], "aux": opts["aux_weight"], "cohesion": opts["cohesion_weight"],
-                   "div_cls": opts["divergence_classification_weight"],
-                   "div_cos": opts["divergence_cosine_weight"]}
+        weights = {
+            "seg": opts["seg_weight"],
+            "aux": opts["aux_weight"],
+            "cohesion": opts["cohesion_weight"],
+            "div_cls": opts["divergence_classification_weight"],
+            "div_cos": opts["divergence_cosine_weight"],
+        }
         total = tf.add_n([weights[k] * v for k, v in terms.items()])
         return total, terms, state, kept.get("m_hat")
 
@@ -233,8 +248,7 @@ class MetaLearningTrainer:
             frozen |= {id(v) for v in self.encoder_variables()}
         if freeze == "encoder_and_update":
             frozen |= {id(v) for v in self.update_variables()}
-        theta_m = [tf.stop_gradient(t) if id(v) in frozen else t
-                   for v, t in zip(self.trainable_variables, theta_prime)]
+        theta_m = [tf.stop_gradient(t) if id(v) in frozen else t for v, t in zip(self.trainable_variables, theta_prime)]
 
         def run():
             features, _, _ = self.encode(images, training=True)
@@ -256,8 +270,10 @@ class MetaLearningTrainer:
         if self.training_options["bn_statistics_from"] != "meta_train":
             return state
         statistics = self._batch_norm_statistics()
-        return [kept if id(v) in statistics else value
-                for v, value, kept in zip(self.non_trainable_variables, state, meta_train_state)]
+        return [
+            kept if id(v) in statistics else value
+            for v, value, kept in zip(self.non_trainable_variables, state, meta_train_state)
+        ]
 
     # ------------------------------------------------------------------------------------ the meta step
     def check_batch(self, images, labels, role):
@@ -268,16 +284,19 @@ class MetaLearningTrainer:
         if labels.shape.rank != 3:
             raise ValueError(f"{role} labels must be [batch, height, width], got shape {labels.shape}")
         if not images.shape[:3].is_compatible_with(labels.shape):
-            raise ValueError(f"{role} images {images.shape} and labels {labels.shape} disagree in batch, "
-                             "height or width; give one label per image pixel")
+            raise ValueError(
+                f"{role} images {images.shape} and labels {labels.shape} disagree in batch, "
+                "height or width; give one label per image pixel"
+            )
         ignore = self.training_options["ignore_index"]
         labels = tf.cast(labels, tf.int32)
-        valid = tf.logical_or(tf.equal(labels, ignore),
-                              tf.logical_and(labels >= 0, labels < self.num_classes))
+        valid = tf.logical_or(tf.equal(labels, ignore), tf.logical_and(labels >= 0, labels < self.num_classes))
         tf.debugging.assert_equal(
-            tf.reduce_all(valid), True,
+            tf.reduce_all(valid),
+            True,
             message=f"{role} labels must be train ids in [0, {self.num_classes}) or {ignore} (ignore); "
-                    "map the dataset's label ids to train ids first")
+            "map the dataset's label ids to train ids first",
+        )
         return labels
 
     def current_learning_rate(self):
@@ -285,8 +304,7 @@ class MetaLearningTrainer:
             return tf.constant(1e-2)
         return tf.convert_to_tensor(self.optimizer.learning_rate)
 
-    def compute_meta_gradients(self, meta_train, meta_test=None, learning_rate=None, step_seed=None,
-                               loss_scale=None):
+    def compute_meta_gradients(self, meta_train, meta_test=None, learning_rate=None, step_seed=None, loss_scale=None):
         """One step of Algorithm 1 up to the gradients; changes no variable.
 
         Args:
@@ -316,8 +334,10 @@ class MetaLearningTrainer:
             images_te, labels_te = meta_test
             labels_te = self.check_batch(images_te, labels_te, "meta-test")
         elif method in ("mgml", "mldg"):
-            raise ValueError(f"method {method!r} needs a meta-test batch: feed episodes "
-                             "((images, labels), (images, labels)) from mgml_tf.data.episodes")
+            raise ValueError(
+                f"method {method!r} needs a meta-test batch: feed episodes "
+                "((images, labels), (images, labels)) from mgml_tf.data.episodes"
+            )
         lr_dtype = tf.float64 if self.compute_dtype == "float64" else tf.float32
         lr = self.current_learning_rate() if learning_rate is None else learning_rate
         lr = tf.cast(lr, lr_dtype) if tf.is_tensor(lr) else tf.constant(lr, lr_dtype)
@@ -332,12 +352,14 @@ class MetaLearningTrainer:
         scale = tf.constant(1.0, lr_dtype) if loss_scale is None else tf.cast(loss_scale, lr_dtype)
 
         if method in ("baseline", "memory_agg"):
-            images, labels = self._aggregate((images_tr, labels_tr),
-                                             None if meta_test is None else (images_te, labels_te))
+            images, labels = self._aggregate(
+                (images_tr, labels_tr), None if meta_test is None else (images_te, labels_te)
+            )
             with tf.GradientTape() as tape:
                 tape.watch(theta)
-                objective, terms, state, _ = self._episode(theta, state, memory, images, labels,
-                                                           with_update=True, seed=seeds[0])
+                objective, terms, state, _ = self._episode(
+                    theta, state, memory, images, labels, with_update=True, seed=seeds[0]
+                )
                 scaled_objective = objective * scale  # on the tape: scaled outside, it would be unconnected
             gradients = tape.gradient(scaled_objective, theta, unconnected_gradients=zero)
             logs = self._named_terms(objective, objective, None, terms, None)
@@ -351,15 +373,22 @@ class MetaLearningTrainer:
             outer.watch(theta)
             if order == 0:
                 inner_loss, inner_terms, state, m_hat = self._episode(
-                    theta, state, memory, images_tr, labels_tr, with_update=True, seed=seeds[0],
-                    keep_m_hat=keep_m_hat)
+                    theta, state, memory, images_tr, labels_tr, with_update=True, seed=seeds[0], keep_m_hat=keep_m_hat
+                )
                 theta_prime = theta
             else:
                 with tf.GradientTape() as inner:
                     inner.watch(theta)
                     inner_loss, inner_terms, state, m_hat = self._episode(
-                        theta, state, memory, images_tr, labels_tr, with_update=True, seed=seeds[0],
-                        keep_m_hat=keep_m_hat)
+                        theta,
+                        state,
+                        memory,
+                        images_tr,
+                        labels_tr,
+                        with_update=True,
+                        seed=seeds[0],
+                        keep_m_hat=keep_m_hat,
+                    )
                     scaled_inner_loss = inner_loss * scale
                 # This replica's inner gradient (of its share of s * L_in). Second order keeps it on the outer
                 # tape (dtheta'/dtheta = I - alpha H); first order takes it off the tape.
@@ -379,8 +408,9 @@ class MetaLearningTrainer:
                 memory_prime = m_hat  # Table 6, first row: the meta-test step reads M_hat (theta, not theta')
             elif memory is not None:
                 memory_prime, state = self._memory_prime(theta_prime, state, memory, images_tr, labels_tr)
-            outer_loss, outer_terms, state, _ = self._episode(theta_prime, state, memory_prime, images_te,
-                                                              labels_te, with_update=False, seed=seeds[1])
+            outer_loss, outer_terms, state, _ = self._episode(
+                theta_prime, state, memory_prime, images_te, labels_te, with_update=False, seed=seeds[1]
+            )
             objective = inner_loss + outer_loss if add_inner else outer_loss
             # J = L_in(theta) + L_out(theta'(theta)) (the MLDG form) or L_out alone. At first order the
             # gradient of L_in is the inner gradient already taken: the outer tape differentiates L_out only,
@@ -398,8 +428,7 @@ class MetaLearningTrainer:
     @staticmethod
     def _named_terms(objective, inner_loss, outer_loss, inner_terms, outer_terms):
         """The logged values; under a strategy, summed over replicas (each replica holds its share)."""
-        logs = MetaLearningTrainer._local_named_terms(objective, inner_loss, outer_loss, inner_terms,
-                                                      outer_terms)
+        logs = MetaLearningTrainer._local_named_terms(objective, inner_loss, outer_loss, inner_terms, outer_terms)
         if sync_replica_context() is not None:
             names = list(logs)
             logs = dict(zip(names, all_reduce_sum([logs[k] for k in names])))
@@ -428,8 +457,9 @@ class MetaLearningTrainer:
             return None
         memory = self.memory_bank.memory
         features, _, _ = self.encode(tf.cast(images, self.compute_dtype), training=False)
-        new_memory = tf.stop_gradient(self.updated_memory(tf.convert_to_tensor(memory.value), features,
-                                                          tf.cast(labels, tf.int32), training=False))
+        new_memory = tf.stop_gradient(
+            self.updated_memory(tf.convert_to_tensor(memory.value), features, tf.cast(labels, tf.int32), training=False)
+        )
         if enabled is not True:
             new_memory = tf.where(enabled, new_memory, memory.value)
         memory.assign(new_memory)
@@ -442,6 +472,7 @@ class MetaLearningTrainer:
 
         if not self.use_memory:
             return None
+
         def feature_batches():
             for i, (images, labels) in enumerate(batches):
                 if max_batches is not None and i >= max_batches:
@@ -450,13 +481,15 @@ class MetaLearningTrainer:
                 yield features, tf.cast(labels, tf.int32)
 
         try:
-            value = memory_ops.initial_memory(feature_batches(), self.num_classes,
-                                              self.training_options["ignore_index"], dtype=self.memory.dtype)
+            value = memory_ops.initial_memory(
+                feature_batches(), self.num_classes, self.training_options["ignore_index"], dtype=self.memory.dtype
+            )
         except ValueError as error:
             if "no batches" not in str(error):
                 raise
-            raise ValueError("initialize_memory got no batches: give it (images, labels) batches "
-                             "of the source domains") from None
+            raise ValueError(
+                "initialize_memory got no batches: give it (images, labels) batches of the source domains"
+            ) from None
         self.memory.assign(value)
         return value
 
@@ -467,8 +500,10 @@ class MetaLearningTrainer:
         images, labels = first[0], tf.cast(first[1], tf.int32)
         if second is None:
             return images, labels
-        return (tf.concat([images, tf.cast(second[0], images.dtype)], axis=0),
-                tf.concat([labels, tf.cast(second[1], tf.int32)], axis=0))
+        return (
+            tf.concat([images, tf.cast(second[0], images.dtype)], axis=0),
+            tf.concat([labels, tf.cast(second[1], tf.int32)], axis=0),
+        )
 
     def _split_episode(self, data):
         if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], (tuple, list)):
@@ -478,10 +513,10 @@ class MetaLearningTrainer:
                 raise ValueError(
                     f"method {self.training_options['method']!r} trains on episodes: feed "
                     "((images, labels), (images, labels)) batches from mgml_tf.data.episodes, "
-                    "not (images, labels)")
+                    "not (images, labels)"
+                )
             return tuple(data), None
-        raise ValueError("train data must be ((images, labels), (images, labels)) episodes or "
-                         "(images, labels) batches")
+        raise ValueError("train data must be ((images, labels), (images, labels)) episodes or (images, labels) batches")
 
     def _apply_if_finite(self, gradients, finite):
         """``optimizer.apply`` when ``finite``; otherwise only the step counter advances (weights and
@@ -499,8 +534,11 @@ class MetaLearningTrainer:
         def skip():
             optimizer.iterations.assign_add(1)
 
-        if (not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context()
-                or tf.__internal__.distribute.strategy_supports_no_merge_call()):
+        if (
+            not tf.distribute.has_strategy()
+            or tf.distribute.in_cross_replica_context()
+            or tf.__internal__.distribute.strategy_supports_no_merge_call()
+        ):
             tf.cond(finite, apply, skip)
             return
 
@@ -523,25 +561,28 @@ class MetaLearningTrainer:
         # 1 unless the optimiser scales losses (mixed_float16 wraps it in a LossScaleOptimizer, whose
         # apply() unscales the gradients and skips steps whose gradients are not finite).
         loss_scale = tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
-        objective, gradients, updates = self.compute_meta_gradients(meta_train, meta_test, learning_rate=lr,
-                                                                    step_seed=step_seed, loss_scale=loss_scale)
+        objective, gradients, updates = self.compute_meta_gradients(
+            meta_train, meta_test, learning_rate=lr, step_seed=step_seed, loss_scale=loss_scale
+        )
         replica = sync_replica_context()
         replicas = replica.num_replicas_in_sync if replica is not None else 1
         decay = float(self.training_options["weight_decay"]) / replicas  # the optimiser sums replicas
         if decay:
             exempt = {id(v) for v in self.weight_decay_exempt_variables()}
-            gradients = [g if id(v) in exempt else
-                         g + tf.cast(decay, g.dtype) * tf.cast(loss_scale, g.dtype) * v.value
-                         for g, v in zip(gradients, self.trainable_variables)]
+            gradients = [
+                g if id(v) in exempt else g + tf.cast(decay, g.dtype) * tf.cast(loss_scale, g.dtype) * v.value
+                for g, v in zip(gradients, self.trainable_variables)
+            ]
         # A step whose gradients are not finite (an overflowing float16 loss scale, a diverging run) must
         # not leak into the state either: the BatchNorm statistics of its passes and the memory written
         # with its weights are then discarded. (A LossScaleOptimizer skips such a step and lowers the scale.)
         objective_finite = tf.math.is_finite(tf.cast(objective, tf.float32))
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients] + [objective_finite])
         if replica is not None:
-            bad = replica.all_reduce(tf.distribute.ReduceOp.SUM,
-                                     tf.stack([1.0 - tf.cast(finite, tf.float32),
-                                               1.0 - tf.cast(objective_finite, tf.float32)]))
+            bad = replica.all_reduce(
+                tf.distribute.ReduceOp.SUM,
+                tf.stack([1.0 - tf.cast(finite, tf.float32), 1.0 - tf.cast(objective_finite, tf.float32)]),
+            )
             finite, objective_finite = bad[0] < 0.5, bad[1] < 0.5  # every replica agrees
         loss_scaled = _is_loss_scaled(self.optimizer)
         # A fault: the loss or the gradients are not finite. Under loss scaling, scaled gradients that

@@ -9,6 +9,7 @@ Every piece of the forward pass is a method that takes the memory as a tensor an
 meta-learning step (``mgml_tf.models.meta_learning``) can run it on fast weights inside a
 ``keras.StatelessScope`` and differentiate through it twice.
 """
+
 import keras
 import tensorflow as tf
 
@@ -62,8 +63,9 @@ MODEL_DEFAULTS = dict(
 # What a configuration saved before an option existed means: the behaviour of that time (docs/REFERENCE.md).
 # MemorySegmenter.from_config and model directories read a missing key as this value, not the new default.
 # (memory_score_scale and memory_centering are absent: their defaults are the behaviour from before them.)
-LEGACY_OPTIONS = dict(bn_epsilon=1e-3, memory_temperature_on="read", update_network_input="normalized",
-                      bn_statistics_from="every_pass")
+LEGACY_OPTIONS = dict(
+    bn_epsilon=1e-3, memory_temperature_on="read", update_network_input="normalized", bn_statistics_from="every_pass"
+)
 
 
 def with_legacy_options(options):
@@ -88,8 +90,7 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
     """
 
     def __init__(self, **options):
-        unknown = sorted(set(options) - set(MODEL_DEFAULTS) - set(TRAINING_DEFAULTS) - {"name", "dtype",
-                                                                                       "trainable"})
+        unknown = sorted(set(options) - set(MODEL_DEFAULTS) - set(TRAINING_DEFAULTS) - {"name", "dtype", "trainable"})
         if unknown:
             _fail(f"unknown option(s) {unknown}; known: {sorted({**MODEL_DEFAULTS, **TRAINING_DEFAULTS})}")
         base = {k: options.pop(k) for k in ("name", "dtype", "trainable") if k in options}
@@ -104,8 +105,10 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
             config["output_stride"] = DEFAULT_OUTPUT_STRIDE[config["head"]]
         config["aspp_rates"] = tuple(int(r) for r in config["aspp_rates"])
         if training["method"] in ("mgml", "memory_agg") and not config["use_memory"]:
-            _fail(f"method {training['method']!r} needs the memory; drop use_memory=False "
-                  "or choose method 'baseline' or 'mldg'")
+            _fail(
+                f"method {training['method']!r} needs the memory; drop use_memory=False "
+                "or choose method 'baseline' or 'mldg'"
+            )
         self.model_options = Options(config)
         self.training_options = Options(training)
         self.num_classes = int(config["num_classes"])
@@ -116,38 +119,69 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
         c = int(config["feature_channels"])
 
         self.backbone = backbones_lib.build_backbone(
-            config["backbone"], output_stride=config["output_stride"], weights=config["backbone_weights"],
-            dtype=policy, **bn)
+            config["backbone"],
+            output_stride=config["output_stride"],
+            weights=config["backbone_weights"],
+            dtype=policy,
+            **bn,
+        )
         rate_scale = 16 // config["output_stride"] if config["output_stride"] <= 16 else 1
         if config["head"] == "deeplabv3plus":
             self.encoder_head = heads_lib.ASPP(
-                filters=c, rates=tuple(r * rate_scale for r in config["aspp_rates"]),
-                dropout=config["dropout"], dtype=policy, name="aspp", **heads_bn)
+                filters=c,
+                rates=tuple(r * rate_scale for r in config["aspp_rates"]),
+                dropout=config["dropout"],
+                dtype=policy,
+                name="aspp",
+                **heads_bn,
+            )
             self.decoder = heads_lib.DeepLabV3PlusDecoder(
-                self.num_classes, filters=config["decoder_channels"],
-                low_level_filters=config["low_level_channels"], dtype=policy, name="decoder", **heads_bn)
+                self.num_classes,
+                filters=config["decoder_channels"],
+                low_level_filters=config["low_level_channels"],
+                dtype=policy,
+                name="decoder",
+                **heads_bn,
+            )
         else:
-            self.encoder_head = heads_lib.FeatureProjection(filters=c, dtype=policy, name="projection",
-                                                            **heads_bn)
+            self.encoder_head = heads_lib.FeatureProjection(filters=c, dtype=policy, name="projection", **heads_bn)
             self.decoder = heads_lib.DeepLabV2Head(self.num_classes, dtype=policy, name="decoder")
-        self.aux_head = (heads_lib.AuxiliaryHead(self.num_classes, filters=config["decoder_channels"],
-                                                 dropout=config["dropout"], dtype=policy, name="aux_head",
-                                                 **heads_bn)
-                         if config["aux_head"] else None)
+        self.aux_head = (
+            heads_lib.AuxiliaryHead(
+                self.num_classes,
+                filters=config["decoder_channels"],
+                dropout=config["dropout"],
+                dtype=policy,
+                name="aux_head",
+                **heads_bn,
+            )
+            if config["aux_head"]
+            else None
+        )
         if self.use_memory:
             self.memory_bank = CategoricalMemory(self.num_classes, c, dtype=policy, name="memory")
-            self.update_network = (MemoryUpdateNetwork(c, dtype=policy, name="update_network", **heads_bn)
-                                   if config["use_update_network"] else None)
+            self.update_network = (
+                MemoryUpdateNetwork(c, dtype=policy, name="update_network", **heads_bn)
+                if config["use_update_network"]
+                else None
+            )
             learned = config["memory_score_scale"] == "learned"
-            read_temperature = (float(config["memory_temperature"])
-                                if config["memory_temperature_on"] in ("read", "both") and not learned else 1.0)
-            self.memory_fuse = MemoryReadFuse(c, temperature=read_temperature,
-                                              score_scale=config["memory_score_scale"],
-                                              initial_scale=1.0 / float(config["memory_temperature"]),
-                                              centering=config["memory_centering"], dtype=policy,
-                                              name="memory_read", **heads_bn)
-            self.memory_classifier = keras.layers.Dense(self.num_classes, dtype=policy,
-                                                        name="memory_classifier")
+            read_temperature = (
+                float(config["memory_temperature"])
+                if config["memory_temperature_on"] in ("read", "both") and not learned
+                else 1.0
+            )
+            self.memory_fuse = MemoryReadFuse(
+                c,
+                temperature=read_temperature,
+                score_scale=config["memory_score_scale"],
+                initial_scale=1.0 / float(config["memory_temperature"]),
+                centering=config["memory_centering"],
+                dtype=policy,
+                name="memory_read",
+                **heads_bn,
+            )
+            self.memory_classifier = keras.layers.Dense(self.num_classes, dtype=policy, name="memory_classifier")
         self._build_layers()
         self._init_trainer()
 
@@ -171,10 +205,12 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
             _fail(f"bn_epsilon must be positive, got {config['bn_epsilon']}")
         if not float(config["memory_temperature"]) > 0.0:
             _fail(f"memory_temperature must be positive, got {config['memory_temperature']}")
-        for key, allowed in (("memory_temperature_on", MEMORY_TEMPERATURE_ON),
-                             ("update_network_input", UPDATE_NETWORK_INPUTS),
-                             ("memory_score_scale", MEMORY_SCORE_SCALES),
-                             ("memory_centering", MEMORY_CENTERINGS)):
+        for key, allowed in (
+            ("memory_temperature_on", MEMORY_TEMPERATURE_ON),
+            ("update_network_input", UPDATE_NETWORK_INPUTS),
+            ("memory_score_scale", MEMORY_SCORE_SCALES),
+            ("memory_centering", MEMORY_CENTERINGS),
+        ):
             if config[key] not in allowed:
                 _fail(f"unknown {key} {config[key]!r}; choose one of {list(allowed)}")
 
@@ -235,8 +271,11 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
         per pixel again)."""
         if self.update_network is not None and self.model_options["update_network_input"] == "raw":
             return self.update_network(features, training=training)
-        q = tf.cast(memory_ops.l2_normalize(tf.cast(features, tf.float32)), features.dtype) \
-            if features.dtype in (tf.float16, tf.bfloat16) else memory_ops.l2_normalize(features)
+        q = (
+            tf.cast(memory_ops.l2_normalize(tf.cast(features, tf.float32)), features.dtype)
+            if features.dtype in (tf.float16, tf.bfloat16)
+            else memory_ops.l2_normalize(features)
+        )
         if self.update_network is None:
             return q
         return self.update_network(q, training=training)
@@ -247,11 +286,13 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
         Under a multi-replica strategy the per-class sums and counts are all-reduced first, so every
         replica computes the update of the whole global batch (equal to the single-device update)."""
         z = self.update_features(features, training=training)
-        sums, counts = memory_ops.class_feature_sums(tf.cast(z, memory.dtype), labels, self.num_classes,
-                                                     self.training_options["ignore_index"])
+        sums, counts = memory_ops.class_feature_sums(
+            tf.cast(z, memory.dtype), labels, self.num_classes, self.training_options["ignore_index"]
+        )
         sums, counts = all_reduce_sum(sums), all_reduce_sum(counts)
-        return memory_ops.update_memory_from_sums(memory, sums, counts,
-                                                  momentum=float(self.model_options["memory_momentum"]))
+        return memory_ops.update_memory_from_sums(
+            memory, sums, counts, momentum=float(self.model_options["memory_momentum"])
+        )
 
     def decode(self, x, low_level, training=False):
         if self.model_options["head"] == "deeplabv3plus":
@@ -289,15 +330,15 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
                 shape = tf.concat([tf.shape(features)[:3], [self.num_classes]], axis=0)
                 u = tf.random.stateless_uniform(shape, seed=gumbel_seed, minval=1e-7, maxval=1.0 - 1e-7)
                 noise = -tf.math.log(-tf.math.log(u))
-            x, out["weights"], out["scores"] = self.memory_fuse(features, memory, gumbel_noise=noise,
-                                                                training=training)
+            x, out["weights"], out["scores"] = self.memory_fuse(features, memory, gumbel_noise=noise, training=training)
             out["score_scale"] = self.memory_fuse.scale(out["scores"].dtype)
             out["cohesion_logits"] = out["scores"]
             if self.model_options["memory_score_scale"] == "learned":
                 out["cohesion_logits"] = out["score_scale"] * out["scores"]
             elif self.model_options["memory_temperature_on"] in ("cohesion", "both"):
-                out["cohesion_logits"] = out["scores"] / tf.cast(self.model_options["memory_temperature"],
-                                                                 out["scores"].dtype)
+                out["cohesion_logits"] = out["scores"] / tf.cast(
+                    self.model_options["memory_temperature"], out["scores"].dtype
+                )
         logits = self.decode(x, low_level, training=training)
         # Logits leave the model in float32 (float64 when the whole model is float64), upsampled with the
         # twice-differentiable resize (mgml_tf.ops).
@@ -312,11 +353,15 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
         """Clear errors for inputs that are not ``[batch, height, width, 3]`` images."""
         shape = getattr(images, "shape", None)
         if shape is None or len(shape) != 4:
-            _fail(f"images must be a 4-D batch [batch, height, width, 3], got shape {shape}; "
-                  "add a batch dimension with images[None] for a single image")
+            _fail(
+                f"images must be a 4-D batch [batch, height, width, 3], got shape {shape}; "
+                "add a batch dimension with images[None] for a single image"
+            )
         if shape[-1] is not None and shape[-1] != 3:
-            _fail(f"images must have 3 (RGB) channels, got {shape[-1]} in shape {tuple(shape)}; "
-                  "convert grayscale or RGBA images to RGB first")
+            _fail(
+                f"images must have 3 (RGB) channels, got {shape[-1]} in shape {tuple(shape)}; "
+                "convert grayscale or RGBA images to RGB first"
+            )
 
     def call(self, images, training=False):
         self.check_images(images)

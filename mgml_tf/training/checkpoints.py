@@ -23,6 +23,7 @@ files are written and before the state file names it, truncate its data file to 
 middle of the data write leaves) and SIGKILL the process. ``nan_input:STEP`` (read by the training loop):
 the images of step ``STEP`` are multiplied by NaN, so that its loss and gradients are not finite.
 """
+
 import glob
 import os
 import re
@@ -68,8 +69,11 @@ def _optimizer_variables(optimizer):
     inner = _inner(optimizer)
     if inner is None:
         return list(optimizer.variables)
-    own = [v for v in optimizer.variables if v.path.startswith(optimizer.name + "/")
-           and v.path.split("/", 1)[1] in ("step_counter", "dynamic_scale")]
+    own = [
+        v
+        for v in optimizer.variables
+        if v.path.startswith(optimizer.name + "/") and v.path.split("/", 1)[1] in ("step_counter", "dynamic_scale")
+    ]
     return list(inner.variables) + own
 
 
@@ -81,10 +85,10 @@ def optimizer_key(optimizer, variable):
     if inner is not None:
         prefix = inner.name + "/"
         if variable.path.startswith(prefix):
-            return variable.path[len(prefix):]
+            return variable.path[len(prefix) :]
         return "loss_scale/" + variable.path.split("/", 1)[-1]
     prefix = optimizer.name + "/"
-    return variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.path
+    return variable.path[len(prefix) :] if variable.path.startswith(prefix) else variable.path
 
 
 def model_variable_paths(model):
@@ -144,8 +148,7 @@ def fault_injection(environ=None):
     for item in filter(None, (part.strip() for part in text.split(","))):
         kind, _, step = item.partition(":")
         if kind not in FAULT_KINDS or not step.strip().isdigit():
-            raise RunError(f"{FAULT_ENV}={text!r}: items must be KIND:STEP with KIND one of "
-                           f"{', '.join(FAULT_KINDS)}")
+            raise RunError(f"{FAULT_ENV}={text!r}: items must be KIND:STEP with KIND one of {', '.join(FAULT_KINDS)}")
         faults.setdefault(kind, set()).add(int(step))
     return faults
 
@@ -176,8 +179,10 @@ def save(ckpt_manager, step, variables=()):
     nothing written) when one of ``variables`` is not finite."""
     bad = nonfinite_variables(variables)
     if bad:
-        raise RunError(f"not writing the checkpoint of step {step}: {len(bad)} variable(s) hold NaN or Inf "
-                       f"(first: {bad[0]}); the newest checkpoint is still {ckpt_manager.latest_checkpoint}")
+        raise RunError(
+            f"not writing the checkpoint of step {step}: {len(bad)} variable(s) hold NaN or Inf "
+            f"(first: {bad[0]}); the newest checkpoint is still {ckpt_manager.latest_checkpoint}"
+        )
     options = None
     if step in fault_injection().get("kill_in_checkpoint_write", ()):
         options = tf.train.CheckpointOptions(experimental_write_callbacks=[_kill_in_write])
@@ -195,11 +200,15 @@ def check_shapes(model, path):
     for var_path, v in model_variable_paths(model).items():
         key = variable_key("model", var_path)
         if key not in shapes:
-            raise RunError(f"checkpoint {path} has no variable {var_path}: it was written by another "
-                           "architecture; use a new --model_dir")
+            raise RunError(
+                f"checkpoint {path} has no variable {var_path}: it was written by another "
+                "architecture; use a new --model_dir"
+            )
         if tuple(shapes[key]) != tuple(v.shape):
-            raise RunError(f"checkpoint {path} holds {var_path} of shape {tuple(shapes[key])} but the model "
-                           f"needs {tuple(v.shape)} (another num_classes or architecture); use a new --model_dir")
+            raise RunError(
+                f"checkpoint {path} holds {var_path} of shape {tuple(shapes[key])} but the model "
+                f"needs {tuple(v.shape)} (another num_classes or architecture); use a new --model_dir"
+            )
 
 
 def restore_latest(model, checkpoint, ckpt_manager, log=print):

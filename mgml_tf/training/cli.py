@@ -1,4 +1,5 @@
 """Shared command-line plumbing: one-line errors, exit codes, a quiet TensorFlow import, atomic writes."""
+
 import contextlib
 import json
 import os
@@ -8,8 +9,10 @@ import tempfile
 
 #: C++ start-up chatter of TensorFlow that ignores TF_CPP_MIN_LOG_LEVEL (written before absl logging is
 #: initialised); dropped by ``quiet_import``, every other line written during the import is replayed.
-_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|I0000 |W0000 |To enable the "
-                    r"following instructions|E0000 .*(cuInit|cuda))")
+_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog|I0000 |W0000 |To enable the "
+    r"following instructions|E0000 .*(cuInit|cuda))"
+)
 
 
 class UsageError(Exception):
@@ -62,6 +65,7 @@ def quiet_initialize():
     """Initialises the TensorFlow runtime (devices) quietly (its CUDA probe logs an error line on CPUs)."""
     with quiet_stderr():
         import tensorflow as tf
+
         tf.constant(0) + 1
 
 
@@ -120,7 +124,7 @@ def _flagfile_name(arg, rest):
     """The file of a ``--flagfile`` directive (``(name, consumed_next)``), or ``(None, False)``."""
     for prefix in ("--flagfile=", "-flagfile="):
         if arg.startswith(prefix):
-            return os.path.expanduser(arg[len(prefix):].strip()), False
+            return os.path.expanduser(arg[len(prefix) :].strip()), False
     if arg in ("--flagfile", "-flagfile"):
         return (os.path.expanduser(rest[0]) if rest else ""), True
     return None, False
@@ -135,16 +139,16 @@ def _read_flagfile(path, stack):
     if path in stack:
         return []  # absl ignores a circular include (with a warning); so do we
     if not os.path.exists(path):
-        raise UsageError(f"flagfile {path} not found{where}; check the path (relative paths are resolved "
-                         "from the current directory)")
+        raise UsageError(
+            f"flagfile {path} not found{where}; check the path (relative paths are resolved from the current directory)"
+        )
     if os.path.isdir(path):
         raise UsageError(f"flagfile {path} is a folder{where}; give a text file of --name=value lines")
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.readlines()
     except UnicodeDecodeError:
-        raise UsageError(f"flagfile {path} is not UTF-8 text{where}; give a text file of --name=value "
-                         "lines") from None
+        raise UsageError(f"flagfile {path} is not UTF-8 text{where}; give a text file of --name=value lines") from None
     except OSError as e:
         raise UsageError(f"cannot read flagfile {path}{where}: {e.strerror or e}; check its permissions") from None
     out = []
@@ -194,13 +198,15 @@ def _flag_error(flag_values, error, expanded):
         where = f" in {origin}" if origin else ""
         return f"unknown flag --{name}{where}; `--help` lists the flags (a flagfile line looks like --name=value)"
     if isinstance(error, flags.IllegalFlagValueError) and text.startswith("flag --"):
-        name = text[len("flag --"):].split("=", 1)[0].split(":", 1)[0]
+        name = text[len("flag --") :].split("=", 1)[0].split(":", 1)[0]
         origin = origin_of(name)
         where = f" (in {origin})" if origin and origin != "the command line" else ""
         value = text.split("=", 1)[1].split(":", 1)[0] if "=" in text else ""
         if value.startswith("-") and name in flag_values and not flag_values[name].boolean:
-            return (f"--{name} has no value{where} (the next argument {value!r} was taken as its value); "
-                    f"write --{name}=VALUE")
+            return (
+                f"--{name} has no value{where} (the next argument {value!r} was taken as its value); "
+                f"write --{name}=VALUE"
+            )
         return f"{text}{where}; fix the value (`--help` describes the flag)"
     return text
 
@@ -226,8 +232,10 @@ def parse_flags(flag_values, argv, prog):
         origins = {arg: origin for arg, origin in expanded}
         stray = rest[1]
         origin = origins.get(stray, "the command line")
-        raise UsageError(f"unexpected argument {stray!r} in {origin}: flags look like --name=value"
-                         + (f" ({len(rest) - 2} more)" if len(rest) > 2 else ""))
+        raise UsageError(
+            f"unexpected argument {stray!r} in {origin}: flags look like --name=value"
+            + (f" ({len(rest) - 2} more)" if len(rest) > 2 else "")
+        )
     return rest
 
 
@@ -248,8 +256,8 @@ def check_writable(flag, path, folder=True):
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise UsageError(f"--{flag}={path} cannot be created: {parent} is a file, not a folder; choose "
-                         "another path")
+        raise UsageError(f"--{flag}={path} cannot be created: {parent} is a file, not a folder; choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--{flag}={path} cannot be created: {parent} is not writable; fix its "
-                         "permissions or choose another path")
+        raise UsageError(
+            f"--{flag}={path} cannot be created: {parent} is not writable; fix its permissions or choose another path"
+        )

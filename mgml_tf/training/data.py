@@ -7,6 +7,7 @@ the held-out images of every source style (``--synthetic_num_source_val``, roots
 is generated once under ``--synthetic_root`` (into a temporary folder renamed into place, so an interrupted
 generation never leaves a half suite that looks complete) and reused while its parameters match.
 """
+
 import importlib
 import json
 import os
@@ -40,8 +41,13 @@ def _generator(fv):
 
 
 def _suite_params(fv):
-    params = {"num_train": int(fv.synthetic_num_train), "num_val": int(fv.synthetic_num_val),
-              "height": int(fv.synthetic_height), "width": int(fv.synthetic_width), "seed": 0}
+    params = {
+        "num_train": int(fv.synthetic_num_train),
+        "num_val": int(fv.synthetic_num_val),
+        "height": int(fv.synthetic_height),
+        "width": int(fv.synthetic_width),
+        "seed": 0,
+    }
     # Keys are added only when they differ from the defaults, so suites made before they existed still match.
     if _family(fv) != "streets":
         params["family"] = _family(fv)
@@ -51,8 +57,7 @@ def _suite_params(fv):
 
 
 def uses_synthetic(*specs):
-    return any(item.strip().split(":")[0] == "synthetic" for spec in specs if spec
-               for item in spec.split(","))
+    return any(item.strip().split(":")[0] == "synthetic" for spec in specs if spec for item in spec.split(","))
 
 
 def synthetic_suite(fv, generate=True, log=print):
@@ -65,8 +70,13 @@ def synthetic_suite(fv, generate=True, log=print):
     marker = os.path.join(root, _MARKER)
     specs = {style: f"{layout}:{os.path.join(root, style)}" for style, layout in synthetic.DEFAULT_SUITE.items()}
     if _num_source_val(fv):
-        specs.update({style + _HELD_OUT_SUFFIX: f"{layout}:{os.path.join(root, style + _HELD_OUT_SUFFIX)}"
-                      for style, layout in synthetic.DEFAULT_SUITE.items() if style in synthetic.SOURCE_STYLES})
+        specs.update(
+            {
+                style + _HELD_OUT_SUFFIX: f"{layout}:{os.path.join(root, style + _HELD_OUT_SUFFIX)}"
+                for style, layout in synthetic.DEFAULT_SUITE.items()
+                if style in synthetic.SOURCE_STYLES
+            }
+        )
     if os.path.exists(marker):
         try:
             with open(marker) as f:
@@ -74,12 +84,15 @@ def synthetic_suite(fv, generate=True, log=print):
         except (OSError, ValueError):
             old = None
         if old != params:
-            raise UsageError(f"--synthetic_root={root} holds a suite made with other parameters ({old}); "
-                             f"wanted {params}: delete it or choose another --synthetic_root")
+            raise UsageError(
+                f"--synthetic_root={root} holds a suite made with other parameters ({old}); "
+                f"wanted {params}: delete it or choose another --synthetic_root"
+            )
         return specs
     if os.path.exists(root) and os.listdir(root):
-        raise UsageError(f"--synthetic_root={root} exists and is not a generated suite (no {_MARKER}); "
-                         "choose an empty or new folder")
+        raise UsageError(
+            f"--synthetic_root={root} exists and is not a generated suite (no {_MARKER}); choose an empty or new folder"
+        )
     if not generate:
         raise UsageError(f"no synthetic suite under {root}; run mgml_tf.train with it first")
     parent = os.path.dirname(root)
@@ -87,15 +100,24 @@ def synthetic_suite(fv, generate=True, log=print):
     partial = f"{root}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     t0 = time.perf_counter()
-    held_out = (f", {params['num_source_val']} held-out val images per source style"
-                if params.get("num_source_val") else "")
-    log(f"generating the embedded default domains ({_family(fv)}) in {root} ({params['num_train']} train images "
+    held_out = (
+        f", {params['num_source_val']} held-out val images per source style" if params.get("num_source_val") else ""
+    )
+    log(
+        f"generating the embedded default domains ({_family(fv)}) in {root} ({params['num_train']} train images "
         f"per source style, {params['num_val']} val images per target style{held_out}, "
-        f"{params['height']}x{params['width']})")
+        f"{params['height']}x{params['width']})"
+    )
     try:
-        synthetic.write_default_suite(partial, num_train=params["num_train"], num_val=params["num_val"],
-                                      seed=params["seed"], height=params["height"], width=params["width"],
-                                      num_source_val=_num_source_val(fv))
+        synthetic.write_default_suite(
+            partial,
+            num_train=params["num_train"],
+            num_val=params["num_val"],
+            seed=params["seed"],
+            height=params["height"],
+            width=params["width"],
+            num_source_val=_num_source_val(fv),
+        )
         with open(os.path.join(partial, _MARKER), "w") as f:
             json.dump(params, f)
         if os.path.exists(root):
@@ -117,11 +139,15 @@ def expand(spec, role, fv, log=print):
     for item in items:  # checked before the suite is generated
         if item == f"synthetic:{IN_DOMAIN}":
             if role == "source":
-                raise UsageError(f"--sources: synthetic:{IN_DOMAIN} (held-out source images) is for --targets "
-                                 "only; use synthetic or synthetic:STYLE")
+                raise UsageError(
+                    f"--sources: synthetic:{IN_DOMAIN} (held-out source images) is for --targets "
+                    "only; use synthetic or synthetic:STYLE"
+                )
             if not _num_source_val(fv):
-                raise UsageError(f"--{flag}: synthetic:{IN_DOMAIN} needs held-out source images; set "
-                                 "--synthetic_num_source_val=N (N > 0)")
+                raise UsageError(
+                    f"--{flag}: synthetic:{IN_DOMAIN} needs held-out source images; set "
+                    "--synthetic_num_source_val=N (N > 0)"
+                )
     out = []
     suite = None
     synthetic = None
@@ -137,8 +163,7 @@ def expand(spec, role, fv, log=print):
             styles = synthetic.SOURCE_STYLES if role == "source" else synthetic.TARGET_STYLES
             out.extend(suite[s] for s in synthetic.DEFAULT_SUITE if s in styles)
         elif item == f"synthetic:{IN_DOMAIN}":
-            out.extend(suite[s + _HELD_OUT_SUFFIX] for s in synthetic.DEFAULT_SUITE
-                       if s in synthetic.SOURCE_STYLES)
+            out.extend(suite[s + _HELD_OUT_SUFFIX] for s in synthetic.DEFAULT_SUITE if s in synthetic.SOURCE_STYLES)
         else:
             style = item.split(":", 1)[1]
             if style not in suite:

@@ -1,4 +1,5 @@
 """Inference for evaluation and prediction: whole image or sliding window, optional flip averaging."""
+
 import math
 
 import numpy as np
@@ -61,11 +62,11 @@ class Predictor:
         count = np.zeros((1, hp, wp, 1), np.float32)
         for y in _window_starts(hp, wh, sh):
             for x in _window_starts(wp, ww, sw):
-                p = self._probs(padded[:, y:y + wh, x:x + ww]).numpy()
+                p = self._probs(padded[:, y : y + wh, x : x + ww]).numpy()
                 if total is None:
                     total = np.zeros((b, hp, wp, p.shape[-1]), np.float32)
-                total[:, y:y + wh, x:x + ww] += p
-                count[:, y:y + wh, x:x + ww] += 1.0
+                total[:, y : y + wh, x : x + ww] += p
+                count[:, y : y + wh, x : x + ww] += 1.0
         return (total / count)[:, :h, :w]
 
     def probabilities_and_weights(self, images):
@@ -87,7 +88,7 @@ def evaluate_domain(predictor, dataset, num_classes, ignore_index=255, max_image
         for i in range(images.shape[0]):
             if max_images and n >= max_images:
                 return confusion, n
-            image = images[i:i + 1]
+            image = images[i : i + 1]
             label = labels[i].numpy()
             prediction = np.argmax(predictor.probabilities(image)[0], axis=-1)
             confusion += metrics_lib.confusion_matrix(label, prediction, num_classes, ignore_index)

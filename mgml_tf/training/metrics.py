@@ -9,6 +9,7 @@ The 16-class protocol of Table 4 (SYNTHIA-compatible) keeps the 19-class predict
 averages over the 16 classes shared with SYNTHIA (terrain, truck and train dropped), as is usual in the
 multi-source adaptation literature the table compares with.
 """
+
 import math
 
 import numpy as np

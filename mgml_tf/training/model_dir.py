@@ -1,13 +1,14 @@
 """The model directory of one run (DESIGN §9).
 
-    MODEL_DIR/
-      flags.cfg            resolved flags of the last run (a flagfile: --flagfile=MODEL_DIR/flags.cfg resumes)
-      flags.json           the same as JSON, plus the resolved domains and the build_model options
-      checkpoints/         ckpt-<step>.index / .data-*, the `checkpoint` state file (newest K kept)
-      train/, eval/        TensorBoard event files
-      eval_results.json    {target: {"mIoU", "IoU", "num_images", "protocol", "step"}} of the last evaluation
-      eval_history.jsonl   one line per evaluation
+MODEL_DIR/
+  flags.cfg            resolved flags of the last run (a flagfile: --flagfile=MODEL_DIR/flags.cfg resumes)
+  flags.json           the same as JSON, plus the resolved domains and the build_model options
+  checkpoints/         ckpt-<step>.index / .data-*, the `checkpoint` state file (newest K kept)
+  train/, eval/        TensorBoard event files
+  eval_results.json    {target: {"mIoU", "IoU", "num_images", "protocol", "step"}} of the last evaluation
+  eval_history.jsonl   one line per evaluation
 """
+
 import json
 import os
 
@@ -70,8 +71,11 @@ def checkpoint_architecture(path):
     except (tf.errors.OpError, ValueError):
         return {}
     suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
-    var = {k[len("model/"):-len(suffix)].replace(".S", "/"): tuple(v) for k, v in shapes.items()
-           if k.startswith("model/") and k.endswith(suffix)}
+    var = {
+        k[len("model/") : -len(suffix)].replace(".S", "/"): tuple(v)
+        for k, v in shapes.items()
+        if k.startswith("model/") and k.endswith(suffix)
+    }
     arch = {}
     blocks = [int(m.group(1)) for m in (re.match(r"conv4_block(\d+)_", k) for k in var) if m]
     if blocks:
@@ -98,8 +102,11 @@ def checkpoint_differences(path, options):
     the checkpoint at ``path`` differs from ``options``."""
     found = checkpoint_architecture(path)
     want = resolved_architecture(options)
-    return [f"{k}={v!r} (checkpoint) vs {want[k]!r} (now)" for k, v in found.items()
-            if k in want and want[k] is not None and v != want[k]]
+    return [
+        f"{k}={v!r} (checkpoint) vs {want[k]!r} (now)"
+        for k, v in found.items()
+        if k in want and want[k] is not None and v != want[k]
+    ]
 
 
 def check_compatible(model_dir, options):
@@ -110,17 +117,20 @@ def check_compatible(model_dir, options):
         path = latest_checkpoint(model_dir)
         diffs = checkpoint_differences(path, options) if path else []
         if diffs:
-            raise RunError(f"--model_dir={model_dir} holds a checkpoint of another configuration (and no "
-                           f"{CONFIG_JSON}): {'; '.join(diffs)}; use a new --model_dir or matching flags")
+            raise RunError(
+                f"--model_dir={model_dir} holds a checkpoint of another configuration (and no "
+                f"{CONFIG_JSON}): {'; '.join(diffs)}; use a new --model_dir or matching flags"
+            )
         return None
     old = resolved_architecture(saved["options"])
     new = resolved_architecture(options)
-    diffs = [f"{k}={old[k]!r} (saved) vs {new[k]!r} (now)" for k in flags_lib.ARCHITECTURE_KEYS
-             if old[k] != new[k]]
+    diffs = [f"{k}={old[k]!r} (saved) vs {new[k]!r} (now)" for k in flags_lib.ARCHITECTURE_KEYS if old[k] != new[k]]
     if diffs:
-        raise RunError(f"--model_dir={model_dir} was made with another configuration: {'; '.join(diffs)}; "
-                       "use a new --model_dir (or the saved flags: --flagfile="
-                       f"{os.path.join(model_dir, CONFIG_CFG)})")
+        raise RunError(
+            f"--model_dir={model_dir} was made with another configuration: {'; '.join(diffs)}; "
+            "use a new --model_dir (or the saved flags: --flagfile="
+            f"{os.path.join(model_dir, CONFIG_CFG)})"
+        )
     return saved
 
 
@@ -129,8 +139,11 @@ def changed_options(saved, options):
     if saved is None:
         return {}
     old = saved.get("options", {})
-    return {k: (old.get(k), v) for k, v in options.items()
-            if k in old and _norm(old.get(k)) != _norm(v) and k not in flags_lib.ARCHITECTURE_KEYS}
+    return {
+        k: (old.get(k), v)
+        for k, v in options.items()
+        if k in old and _norm(old.get(k)) != _norm(v) and k not in flags_lib.ARCHITECTURE_KEYS
+    }
 
 
 def _norm(v):
@@ -159,14 +172,18 @@ def build_from_dir(model_dir, log=print, restore=True):
     newest = latest_checkpoint(model_dir) if restore else None
     diffs = checkpoint_differences(newest, options) if newest else []
     if diffs:
-        raise RunError(f"{os.path.join(model_dir, CONFIG_JSON)} does not match the checkpoint {newest}: "
-                       f"{'; '.join(diffs).replace('(now)', '(flags.json)')}; restore the run's own "
-                       f"{CONFIG_JSON} or use the model_dir it came from")
+        raise RunError(
+            f"{os.path.join(model_dir, CONFIG_JSON)} does not match the checkpoint {newest}: "
+            f"{'; '.join(diffs).replace('(now)', '(flags.json)')}; restore the run's own "
+            f"{CONFIG_JSON} or use the model_dir it came from"
+        )
     try:
         model = mgml_tf.build_model(**options)
     except (TypeError, ValueError) as e:
-        raise RunError(f"{os.path.join(model_dir, CONFIG_JSON)} holds options build_model refuses ({e}); "
-                       "restore the run's own flags.json") from None
+        raise RunError(
+            f"{os.path.join(model_dir, CONFIG_JSON)} holds options build_model refuses ({e}); "
+            "restore the run's own flags.json"
+        ) from None
     checkpoint = checkpoints.checkpoint_object(model)
     ckpt_manager = checkpoints.manager(checkpoint, model_dir, keep=None)
     path = checkpoints.restore_latest(model, checkpoint, ckpt_manager, log=log) if restore else None

@@ -5,6 +5,7 @@ runtime dependency (``pip install tensorboard`` to view the logs). These helpers
 ``tf.summary.write`` and the plugin metadata that TensorBoard's scalar and image dashboards read (plugin names
 ``scalars`` / ``images``, data classes SCALAR / BLOB_SEQUENCE; version-0 plugin data is empty).
 """
+
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
@@ -33,8 +34,9 @@ def image(name, images, step=None, description=""):
     h, w = images.shape[1], images.shape[2]
     encoded = [tf.io.encode_png(im) for im in images]
     tensor = tf.stack([tf.constant(str(w)), tf.constant(str(h))] + encoded)
-    return tf.summary.write(name, tensor, step=step,
-                            metadata=_metadata("images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE, description))
+    return tf.summary.write(
+        name, tensor, step=step, metadata=_metadata("images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE, description)
+    )
 
 
 def read_events(folder):

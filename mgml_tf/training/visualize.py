@@ -1,4 +1,5 @@
 """Pictures of predictions (NumPy + tf.io): colour masks, overlays, memory activation maps, PNG files."""
+
 import numpy as np
 
 from mgml_tf.data.labels import CITYSCAPES_CLASSES, TRAIN_ID_COLORS

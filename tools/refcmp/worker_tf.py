@@ -19,6 +19,7 @@ ran before its fast kernels), ``_s2b`` with the dilation fallback only, ``_twopa
 fallback only, so one run times the kernel choices side by side.
 Threads: TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS are set from --threads before TensorFlow loads.
 """
+
 import argparse
 import os
 import sys
@@ -41,6 +42,7 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import numpy as np
     import tensorflow as tf
+
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)
     tf.config.threading.set_inter_op_parallelism_threads(a.threads)
     import data
@@ -52,13 +54,21 @@ def main():
     images, labels = data.episode(a.size, a.batch_per_domain)
     episode = tuple((tf.constant(images[d]), tf.constant(labels[d])) for d in range(2))
     options = dict(backbone="resnet50", head="deeplabv3plus", num_classes=19, dropout=a.dropout)
-    kinds = {"mgml1": dict(method="mgml", meta_order=1), "mgml2": dict(method="mgml", meta_order=2),
-             "baseline": dict(method="baseline"), "mldg1": dict(method="mldg", meta_order=1),
-             "mldg2": dict(method="mldg", meta_order=2), "memory_agg": dict(method="memory_agg")}
+    kinds = {
+        "mgml1": dict(method="mgml", meta_order=1),
+        "mgml2": dict(method="mgml", meta_order=2),
+        "baseline": dict(method="baseline"),
+        "mldg1": dict(method="mldg", meta_order=1),
+        "mldg2": dict(method="mldg", meta_order=2),
+        "memory_agg": dict(method="memory_agg"),
+    }
     steps = {}
-    info = {"tf": tf.__version__, "keras": keras.__version__,
-            "intra": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter": tf.config.threading.get_inter_op_parallelism_threads()}
+    info = {
+        "tf": tf.__version__,
+        "keras": keras.__version__,
+        "intra": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter": tf.config.threading.get_inter_op_parallelism_threads(),
+    }
     rng = np.random.default_rng(0)
 
     def unit_rows(model):
@@ -69,7 +79,7 @@ def main():
 
     for full_name in a.configs.split(","):
         suffix = next((x for x in ("_fallback", "_twopass", "_s2b") if full_name.endswith(x)), "")
-        name = full_name[:len(full_name) - len(suffix)]
+        name = full_name[: len(full_name) - len(suffix)]
         convolution.set_dilated_convolution_mode("space_to_batch" if suffix in ("_fallback", "_s2b") else None)
         normalization.set_batch_norm_mode("two_pass" if suffix in ("_fallback", "_twopass") else None)
         if name in kinds:
@@ -83,12 +93,15 @@ def main():
             def run(step=step):
                 logs = step(episode)
                 float(logs["loss"])
+
             steps[full_name] = run
         elif name.startswith("infer_"):
             from mgml_tf.training.inference import Predictor
+
             keras.utils.set_random_seed(0)
-            model = mgml_tf.build_model(**options, method="mgml" if name == "infer_memory" else "baseline",
-                                        compile=False)
+            model = mgml_tf.build_model(
+                **options, method="mgml" if name == "infer_memory" else "baseline", compile=False
+            )
             if model.use_memory:
                 unit_rows(model)
             predictor = Predictor(model)
@@ -98,11 +111,13 @@ def main():
 
             def run(predictor=predictor, img=img):
                 predictor.probabilities(img)
+
             steps[full_name] = run
         elif name in ("aspp", "decoder"):
             # diagnostic: forward + backward of one head block alone (training=True)
             from mgml_tf import losses
             from mgml_tf.ops import resize_bilinear
+
             keras.utils.set_random_seed(0)
             model = mgml_tf.build_model(**options, method="baseline", compile=False)
             nb, s16, s4 = 2 * a.batch_per_domain, a.size // 16, a.size // 4
@@ -116,8 +131,10 @@ def main():
             else:
                 block = model.decoder
                 lab = tf.constant(labels.reshape(-1, a.size, a.size))
-                args_ = (tf.constant(np.maximum(r.normal(size=(nb, s16, s16, 256)), 0).astype(np.float32)),
-                         tf.constant(np.maximum(r.normal(size=(nb, s4, s4, 256)), 0).astype(np.float32)))
+                args_ = (
+                    tf.constant(np.maximum(r.normal(size=(nb, s16, s16, 256)), 0).astype(np.float32)),
+                    tf.constant(np.maximum(r.normal(size=(nb, s4, s4, 256)), 0).astype(np.float32)),
+                )
 
                 def fwd(feat, low, block=block, lab=lab):
                     logits = resize_bilinear(block(feat, low, training=True), (a.size, a.size))
@@ -134,17 +151,18 @@ def main():
 
             def run(fb=fb, args_=args_):
                 float(fb(*args_)[1])
+
             steps[full_name] = run
         elif name in ("backbone", "backbone_keras"):
             # diagnostic: forward + backward of the backbone alone (training=True), 2 x batch_per_domain images
             keras.utils.set_random_seed(0)
             if name == "backbone":  # mgml_tf's ResNet-50 (MetaBatchNormalization), OS16
                 from mgml_tf.models import backbones
+
                 net = backbones.build_backbone("resnet50", output_stride=16)
                 out_key = "high_level"
             else:  # stock keras.applications.ResNet50 (keras BatchNormalization), OS32
-                net = keras.applications.ResNet50(include_top=False, weights=None,
-                                                   input_shape=(a.size, a.size, 3))
+                net = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(a.size, a.size, 3))
                 out_key = None
             x = tf.constant(images.reshape(-1, *images.shape[2:]))
 
@@ -162,6 +180,7 @@ def main():
             def run(fb=fb, x=x):
                 loss, g = fb(x)
                 float(g)
+
             steps[full_name] = run
         else:
             raise SystemExit(f"unknown config {name}")
