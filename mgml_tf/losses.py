@@ -1,15 +1,16 @@
 """Losses of Sec. 3.3 as pure functions (eqs. 6-8) with the reference code's weights as defaults.
 
 Functional on purpose: Keras ``Loss`` objects divide by the replica count inside a replica context, which
-would silently shrink the inner learning rate of the meta step (DESIGN §5). Every function returns the
-mean over the pixels (or rows) it averages, in float32 (float64 under a float64 policy).
+would silently shrink the inner learning rate of the meta step (docs/DESIGN.md#keras-loss-objects-under-a-strategy).
+Every function returns the mean over the pixels (or rows) it averages, in float32 (float64 under a float64
+policy).
 """
 
 import tensorflow as tf
 
 from mgml_tf.ops import resize_bilinear
 
-# Defaults of the reference implementation (DESIGN §3).
+# Defaults of the reference implementation (docs/DESIGN.md#loss-weights).
 SEG_WEIGHT = 1.0
 AUX_WEIGHT = 0.4
 COHESION_WEIGHT = 0.02

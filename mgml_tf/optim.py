@@ -1,4 +1,4 @@
-"""The optimiser and learning-rate schedules of the paper's setup (DESIGN §4).
+"""The optimiser and learning-rate schedules of the paper's setup (docs/DESIGN.md#training-step-and-optimiser).
 
 SGD with momentum 0.9 and learning rate 1e-2; weight decay 5e-4 is added to the gradients as an L2 term by
 the training step (coupled, as PyTorch's ``SGD(weight_decay=...)`` that the reference uses; Keras's own

@@ -1,4 +1,4 @@
-"""Training under MirroredStrategy equals training on one device (DESIGN §5 traps)."""
+"""Training under MirroredStrategy equals training on one device (docs/DESIGN.md#distribution-traps)."""
 
 import json
 import os

@@ -1,4 +1,5 @@
-"""BatchNormalization's second-order gradient: Keras's is wrong on TF (DESIGN §5), ours is right.
+"""BatchNormalization's second-order gradient: Keras's is wrong on TF, ours is right
+(docs/DESIGN.md#second-order-gradients-through-batchnorm).
 
 The quantity checked is the one a meta step needs: ``phi(x) = <dL/dx, v>`` (a first derivative, which both
 layers get right) differentiated once more. Autodiff of ``phi`` is compared with float64 central finite

@@ -24,7 +24,8 @@ from mgml_tf.layers.normalization import BN_EPSILON, LegacyBNEpsilon, MetaBatchN
 
 
 def _memory_dtype(policy):
-    """float32 under float16/bfloat16 policies (DESIGN §2), float64 under a float64 policy."""
+    """float32 under float16/bfloat16 policies, float64 under a float64 policy
+    (docs/DESIGN.md#the-memory-and-its-precision)."""
     return "float64" if policy.variable_dtype == "float64" else "float32"
 
 

@@ -3,7 +3,8 @@
 Keras 3 on TensorFlow computes batch moments with ``tf.nn.moments``, which takes the variance around
 ``stop_gradient(mean)``. The first derivative is unaffected (d var / d mean is zero at the true mean), but
 the second derivative is not: a meta-gradient through an inner gradient step is off by about 1e-2
-relative (DESIGN §5, reproduced on TF 2.21 / Keras 3.15 in ``tests/test_normalization.py``).
+relative (reproduced on TF 2.21 / Keras 3.15 in ``tests/test_normalization.py``; docs/DESIGN.md,
+"Second-order gradients through BatchNorm").
 
 ``MetaBatchNormalization`` computes the variance as ``mean(square(x - mean(x)))`` with the mean kept on the
 tape. Under a multi-replica strategy with ``synchronized=True`` it all-reduces the per-channel sums and the count

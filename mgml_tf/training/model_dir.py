@@ -1,4 +1,4 @@
-"""The model directory of one run (DESIGN §9).
+"""The model directory of one run (docs/DESIGN.md#the-model-directory).
 
 MODEL_DIR/
   flags.cfg            resolved flags of the last run (a flagfile: --flagfile=MODEL_DIR/flags.cfg resumes)
