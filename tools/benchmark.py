@@ -548,7 +548,7 @@ def _header(sec):
 
 
 def render_inference(sec):
-    lines = ["## Inference with and without the memory read (issue 7)", ""] + _header(sec)
+    lines = ["## Inference time with and without the memory read", ""] + _header(sec)
     p = sec["params"]
     lines += [
         f"{sec['model']}. `with memory` is method `mgml` (the memory read-and-fuse block between the "
@@ -622,7 +622,7 @@ def _inference_verdict(sec):
     p = sec["params"]["ratio"]["inference"]
     out = [
         f"Paper (Sec. 4.4): +0.4% inference time, +0.3% parameters. Here: {_pct(p)} parameters in the "
-        "inference graph. Target of issue 7: at most +1% time. With "
+        "inference graph. This project's target: at most +1% time. With "
         f"{sec['repeats']} rounds the bootstrap interval is nearly the range of the per-round ratios."
     ]
     for size, e in sec["sizes"].items():
@@ -653,7 +653,7 @@ def _inference_verdict(sec):
 
 
 def render_flops(sec):
-    lines = ["## Inference FLOPs with and without the memory read (issue 7)", ""] + _header(sec)
+    lines = ["## Inference FLOPs with and without the memory read", ""] + _header(sec)
     lines += [
         f"{sec['model']}: floating-point operations of the inference function (softmax of "
         "`model(image, training=False)`), counted by TensorFlow's profiler "
@@ -685,7 +685,7 @@ def render_flops(sec):
 
 
 def render_train(sec):
-    lines = ["## Training step per method (issue 7)", ""] + _header(sec)
+    lines = ["## Training step time and memory per method", ""] + _header(sec)
     lines += [
         f"`tools/benchmark_train_step.py`'s functions: times of all methods in one process, each step a "
         f"compiled `tf.function` of `train_step`, first call excluded, median of {sec['rounds']} "
@@ -739,7 +739,7 @@ def render_train(sec):
 
 
 def render_data(sec):
-    lines = ["## Data pipeline throughput (issue 7)", ""] + _header(sec)
+    lines = ["## Data pipeline throughput", ""] + _header(sec)
     lines += [
         f"`tools/benchmark_data.py`'s `write_tree` and `rate` (see `docs/DATA.md`): {sec['num_files']} "
         f"distinct {sec['input']} pairs, {sec['num_images']} images timed per row after a warm-up. "
