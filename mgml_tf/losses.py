@@ -6,9 +6,12 @@ Every function returns the mean over the pixels (or rows) it averages, in float3
 policy).
 """
 
+from __future__ import annotations
+
 import tensorflow as tf
 
 from mgml_tf.ops import resize_bilinear
+from mgml_tf.tensor_types import TensorLike
 
 # Defaults of the reference implementation (docs/DESIGN.md#loss-weights).
 SEG_WEIGHT = 1.0
@@ -22,7 +25,9 @@ def _loss_dtype(x):
     return tf.float64 if x.dtype == tf.float64 else tf.float32
 
 
-def pixel_cross_entropy_sum(labels, logits, ignore_index=255):
+def pixel_cross_entropy_sum(
+    labels: TensorLike, logits: TensorLike, ignore_index: int = 255
+) -> tuple[tf.Tensor, tf.Tensor]:
     """``(sum of per-pixel CE over labelled pixels, number of labelled pixels)``.
 
     ``logits [B, h, w, N]`` are resized bilinearly to the labels' ``[B, H, W]`` when their sizes differ.
@@ -42,13 +47,15 @@ def pixel_cross_entropy_sum(labels, logits, ignore_index=255):
     return tf.reduce_sum(ce * mask), tf.reduce_sum(mask)
 
 
-def segmentation_loss(labels, logits, ignore_index=255):
+def segmentation_loss(labels: TensorLike, logits: TensorLike, ignore_index: int = 255) -> tf.Tensor:
     """``L_seg``: mean per-pixel cross-entropy over labelled pixels; 0 when no pixel is labelled."""
     total, count = pixel_cross_entropy_sum(labels, logits, ignore_index)
     return total / tf.maximum(count, 1.0)
 
 
-def cohesion_loss(labels, scores, ignore_index=255, temperature=1.0):
+def cohesion_loss(
+    labels: TensorLike, scores: TensorLike, ignore_index: int = 255, temperature: float = 1.0
+) -> tf.Tensor:
     """``L_coh`` (eq. 6): cross-entropy of the memory weights ``W = softmax(scores / T)`` against labels.
 
     ``scores [B, h, w, N]`` are the cosine similarities ``q . M^T`` (``mgml_tf.memory.memory_scores``);
@@ -57,7 +64,7 @@ def cohesion_loss(labels, scores, ignore_index=255, temperature=1.0):
     return segmentation_loss(labels, scores / temperature, ignore_index)
 
 
-def memory_classification_loss(classifier_logits):
+def memory_classification_loss(classifier_logits: TensorLike) -> tf.Tensor:
     """First term of eq. 7: mean over rows of ``-log G(M_hat[n])[n]`` (row ``n`` should be class ``n``)."""
     logits = tf.convert_to_tensor(classifier_logits)
     logits = tf.cast(logits, _loss_dtype(logits))
@@ -65,7 +72,7 @@ def memory_classification_loss(classifier_logits):
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits))
 
 
-def memory_cosine_loss(memory):
+def memory_cosine_loss(memory: TensorLike) -> tf.Tensor:
     """Second term of eq. 7 (without its factor): ``sum_{n != n'} relu(M[n] . M[n']) / (N (N - 1))``."""
     memory = tf.convert_to_tensor(memory)
     n = tf.cast(tf.shape(memory)[0], memory.dtype)

@@ -33,9 +33,14 @@ differ by ~0.08 and a softmax at temperature 1 cannot separate the classes.
   still ``W^T M`` of the stored rows, and the memory and its update (eqs. 1-2) are untouched.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Iterable
 
 import tensorflow as tf
+
+from mgml_tf.tensor_types import TensorLike
 
 EPSILON = 1e-12
 # The largest learned score scale: log_s is clipped to log(100) (as CLIP's logit scale).
@@ -43,12 +48,18 @@ MAX_LOG_SCORE_SCALE = math.log(100.0)
 MEMORY_CENTERINGS = ("none", "mean_row")
 
 
-def l2_normalize(x, axis=-1):
+def l2_normalize(x: TensorLike, axis: int = -1) -> tf.Tensor:
     """``x / max(||x||, 1e-6)`` along ``axis``; a zero vector stays zero and its gradient stays finite."""
     return tf.math.l2_normalize(x, axis=axis, epsilon=EPSILON)
 
 
-def class_weights_on_grid(labels, grid_size, num_classes, ignore_index=255, dtype=tf.float32):
+def class_weights_on_grid(
+    labels: TensorLike,
+    grid_size: tuple[int, int] | tf.Tensor,
+    num_classes: int,
+    ignore_index: int = 255,
+    dtype: tf.DType | str = tf.float32,
+) -> tf.Tensor:
     """Per-cell class fractions ``[B, h, w, N]`` of integer ``labels [B, H, W]`` on a ``(h, w)`` grid.
 
     See the module docstring for the rule. Labels outside ``[0, N)`` other than ``ignore_index`` are the
@@ -77,7 +88,9 @@ def class_weights_on_grid(labels, grid_size, num_classes, ignore_index=255, dtyp
     return tf.cast(tf.image.resize(one_hot, [h, w], method="area"), dtype)
 
 
-def class_feature_sums(features, labels, num_classes, ignore_index=255):
+def class_feature_sums(
+    features: TensorLike, labels: TensorLike, num_classes: int, ignore_index: int = 255
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Per-class sums of per-pixel L2-normalised ``features`` and the class weights, ``([N, C], [N])``.
 
     The numerator and ``K_n`` of eq. 1 for one batch. Kept separate from the division so that a
@@ -96,7 +109,9 @@ def class_feature_sums(features, labels, num_classes, ignore_index=255):
     return sums, counts
 
 
-def update_memory_from_sums(memory, sums, counts, momentum=0.8):
+def update_memory_from_sums(
+    memory: TensorLike, sums: TensorLike, counts: TensorLike, momentum: float = 0.8
+) -> tf.Tensor:
     """Eq. 2 from class sums: ``M[n] <- m M[n] + (1-m) Zhat[n]`` for classes present, rows re-normalised.
 
     ``Zhat[n] = sums[n] / counts[n]`` (eq. 1). Classes with ``counts[n] == 0`` keep their row. The old memory
@@ -113,7 +128,9 @@ def update_memory_from_sums(memory, sums, counts, momentum=0.8):
     return tf.where(present[:, None], l2_normalize(moved), memory)
 
 
-def update_memory(memory, features, labels, momentum=0.8, ignore_index=255):
+def update_memory(
+    memory: TensorLike, features: TensorLike, labels: TensorLike, momentum: float = 0.8, ignore_index: int = 255
+) -> tf.Tensor:
     """Eqs. 1-2: the memory after writing one batch.
 
     Args:
@@ -132,21 +149,21 @@ def update_memory(memory, features, labels, momentum=0.8, ignore_index=255):
     return update_memory_from_sums(memory, sums, counts, momentum)
 
 
-def memory_scores(memory, features):
+def memory_scores(memory: TensorLike, features: TensorLike) -> tf.Tensor:
     """Cosine similarities ``q . M[n]`` ``[B, h, w, N]`` with ``q`` the L2-normalised features (eq. 4, 6)."""
     memory = tf.convert_to_tensor(memory)
     q = l2_normalize(tf.cast(features, memory.dtype))
     return tf.einsum("bhwc,nc->bhwn", q, memory)
 
 
-def mean_memory_row(memory):
+def mean_memory_row(memory: TensorLike) -> tf.Tensor:
     """``m = mean_n M[n]`` ``[C]`` over the non-zero rows of ``memory [N, C]`` (zero when every row is zero)."""
     memory = tf.convert_to_tensor(memory)
     present = tf.cast(tf.reduce_any(tf.not_equal(memory, 0), axis=-1), memory.dtype)
     return tf.reduce_sum(memory * present[:, None], axis=0) / tf.maximum(tf.reduce_sum(present), 1.0)
 
 
-def centered_memory(memory, mean_row=None):
+def centered_memory(memory: TensorLike, mean_row: TensorLike | None = None) -> tf.Tensor:
     """``normalize(M[n] - m)`` per non-zero row, zero rows kept zero; ``m`` is ``mean_memory_row(memory)``
     unless given."""
     memory = tf.convert_to_tensor(memory)
@@ -155,7 +172,7 @@ def centered_memory(memory, mean_row=None):
     return tf.where(present[:, None], l2_normalize(memory - mean_row), tf.zeros_like(memory))
 
 
-def centered_scores(memory, features):
+def centered_scores(memory: TensorLike, features: TensorLike) -> tf.Tensor:
     """Mean-row-centred cosines ``[B, h, w, N]``: ``normalize(q - m) . normalize(M[n] - m)`` with
     ``q = normalize(F)`` and ``m`` the mean non-zero row (module docstring); 0 for a zero row."""
     memory = tf.convert_to_tensor(memory)
@@ -164,7 +181,7 @@ def centered_scores(memory, features):
     return tf.einsum("bhwc,nc->bhwn", q, centered_memory(memory, mean_row))
 
 
-def read_scores(memory, features, centering="none"):
+def read_scores(memory: TensorLike, features: TensorLike, centering: str = "none") -> tf.Tensor:
     """The cosines the read starts from: ``memory_scores`` (``centering="none"``, eq. 4) or
     ``centered_scores`` (``"mean_row"``)."""
     if centering == "none":
@@ -174,13 +191,20 @@ def read_scores(memory, features, centering="none"):
     raise ValueError(f"unknown memory_centering {centering!r}; choose one of {list(MEMORY_CENTERINGS)}")
 
 
-def score_scale(log_scale):
+def score_scale(log_scale: TensorLike) -> tf.Tensor:
     """The learned scale ``s = exp(min(log_s, log 100))`` that multiplies the cosine scores."""
     log_scale = tf.convert_to_tensor(log_scale)
     return tf.exp(tf.minimum(log_scale, tf.constant(MAX_LOG_SCORE_SCALE, log_scale.dtype)))
 
 
-def read_memory(memory, features, gumbel_noise=None, temperature=1.0, scale=None, centering="none"):
+def read_memory(
+    memory: TensorLike,
+    features: TensorLike,
+    gumbel_noise: TensorLike | None = None,
+    temperature: float = 1.0,
+    scale: TensorLike | None = None,
+    centering: str = "none",
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Eq. 4 and the readout of eq. 5: ``W = softmax_n(q . M[n])``, ``readout = W^T M``.
 
     Args:
@@ -200,7 +224,14 @@ def read_memory(memory, features, gumbel_noise=None, temperature=1.0, scale=None
     return readout, weights
 
 
-def read_memory_with_scores(memory, features, gumbel_noise=None, temperature=1.0, scale=None, centering="none"):
+def read_memory_with_scores(
+    memory: TensorLike,
+    features: TensorLike,
+    gumbel_noise: TensorLike | None = None,
+    temperature: float = 1.0,
+    scale: TensorLike | None = None,
+    centering: str = "none",
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """``read_memory`` that also returns the scores (for eq. 6): ``(readout, weights, scores)``; ``scores``
     are the cosines before any scale or temperature (centred ones with ``centering="mean_row"``)."""
     memory = tf.convert_to_tensor(memory)
@@ -213,7 +244,7 @@ def read_memory_with_scores(memory, features, gumbel_noise=None, temperature=1.0
     return readout, weights, scores
 
 
-def memory_from_sums(sums, counts):
+def memory_from_sums(sums: TensorLike, counts: TensorLike) -> tf.Tensor:
     """Class-mean initial memory: ``sums[n] / counts[n]`` with rows L2-normalised; unseen classes get 0."""
     sums = tf.convert_to_tensor(sums)
     counts = tf.cast(counts, sums.dtype)
@@ -221,7 +252,12 @@ def memory_from_sums(sums, counts):
     return l2_normalize(tf.where((counts > 0)[:, None], means, tf.zeros_like(means)))
 
 
-def initial_memory(feature_label_batches, num_classes, ignore_index=255, dtype=tf.float32):
+def initial_memory(
+    feature_label_batches: Iterable[tuple[TensorLike, TensorLike]],
+    num_classes: int,
+    ignore_index: int = 255,
+    dtype: tf.DType | str = tf.float32,
+) -> tf.Tensor:
     """Initial memory from an iterable of ``(features [B,h,w,C], labels [B,H,W])`` (Sec. 3.2).
 
     Per class, the mean of the L2-normalised encoder features over all pixels of that class in all batches

@@ -699,7 +699,14 @@ def _check_all(name, pairs, fn, skip_bad):
 
 
 # ------------------------------------------------------------------------------------------ load_domain
-def load_domain(name, root, split="train", split_list=None, check_files=False, skip_bad=False):
+def load_domain(
+    name: str,
+    root: str | os.PathLike[str],
+    split: str = "train",
+    split_list: str | os.PathLike[str] | None = None,
+    check_files: bool = False,
+    skip_bad: bool = False,
+) -> Domain:
     """List one dataset split in its published layout and return a `Domain`.
 
     Args:

@@ -11,12 +11,20 @@ Replica layout: a half with `n` domains of `B` images is ordered [replica, domai
 replica `B / num_replicas` images of every domain in that half.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+
 import tensorflow as tf
 
 from mgml_tf.data import augment as A
 from mgml_tf.data.datasets import DataError, Domain, load_domain, parse_domains
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+#: Source domains as ``episodes`` and ``aggregated_batches`` take them: one ``Domain`` or "name:root" string
+#: (a comma list of them), or an iterable of ``Domain``s, strings and ``(name, root)`` pairs.
+DomainsLike = Domain | str | Iterable[Domain | str | tuple[str, str]]
 
 # Tags that separate the random streams derived from the user seed.
 _TAG_SPLIT, _TAG_ORDER, _TAG_AUG = 0x5B117, 0x0BDE2, 0xA06E3
@@ -134,19 +142,19 @@ def _slot_batch(domain, slot, step, seed, batch, crop, strong, config, strong_co
 
 
 def episodes(
-    domains,
-    batch_per_domain,
-    crop_size,
-    seed=0,
-    deterministic=False,
-    num_replicas=1,
-    strong_meta_test=None,
-    augment_config=None,
-    strong_config=None,
-    num_parallel_calls=AUTOTUNE,
-    prefetch=2,
-    start_step=0,
-):
+    domains: DomainsLike,
+    batch_per_domain: int,
+    crop_size: int | tuple[int, int],
+    seed: int = 0,
+    deterministic: bool = False,
+    num_replicas: int = 1,
+    strong_meta_test: bool | None = None,
+    augment_config: A.AugmentConfig | None = None,
+    strong_config: A.AugmentConfig | None = None,
+    num_parallel_calls: int = AUTOTUNE,
+    prefetch: int | None = 2,
+    start_step: int = 0,
+) -> tf.data.Dataset:
     """Endless meta-learning episodes: ((images_tr, labels_tr), (images_te, labels_te)) per step.
 
     Args:
@@ -207,17 +215,17 @@ def episodes(
 
 
 def aggregated_batches(
-    domains,
-    batch_per_domain,
-    crop_size,
-    seed=0,
-    deterministic=False,
-    num_replicas=1,
-    augment_config=None,
-    num_parallel_calls=AUTOTUNE,
-    prefetch=2,
-    start_step=0,
-):
+    domains: DomainsLike,
+    batch_per_domain: int,
+    crop_size: int | tuple[int, int],
+    seed: int = 0,
+    deterministic: bool = False,
+    num_replicas: int = 1,
+    augment_config: A.AugmentConfig | None = None,
+    num_parallel_calls: int = AUTOTUNE,
+    prefetch: int | None = 2,
+    start_step: int = 0,
+) -> tf.data.Dataset:
     """Endless (images, labels) batches with B images of every domain (the `baseline` method).
 
     Same streams, augmentation, replica layout ([replica, domain, image] order) and `start_step` as

@@ -1,5 +1,9 @@
 """``build_model(**options)``: a compiled ``MemorySegmenter`` from flag-named options."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from mgml_tf import optim
 from mgml_tf.models.meta_learning import TRAINING_DEFAULTS
 from mgml_tf.models.segmenter import MODEL_DEFAULTS, MemorySegmenter
@@ -7,7 +11,7 @@ from mgml_tf.models.segmenter import MODEL_DEFAULTS, MemorySegmenter
 OPTIMIZER_DEFAULTS = dict(learning_rate=1e-2, lr_schedule="exponential", train_steps=30000, optimizer_momentum=0.9)
 
 
-def build_model(compile=True, **options):
+def build_model(compile: bool = True, **options: Any) -> MemorySegmenter:
     """Builds (and by default compiles with the paper's optimiser) a ``MemorySegmenter``.
 
     Options are the flag names of ``mgml_tf.train``: the network's (``MODEL_DEFAULTS``: ``backbone``,
