@@ -1,4 +1,5 @@
 """--memory_rewrite_every: the memory is rewritten as class means of the *current* encoder's features."""
+
 import os
 
 import numpy as np
@@ -13,8 +14,7 @@ from tests.cli_helpers import run_cli, tiny_args
 
 
 def _memory(model_dir, step):
-    return checkpoints.read_variable(os.path.join(model_dir, "checkpoints", f"ckpt-{step}"), "model",
-                                     "memory/memory")
+    return checkpoints.read_variable(os.path.join(model_dir, "checkpoints", f"ckpt-{step}"), "model", "memory/memory")
 
 
 def test_rewrite_writes_class_means_of_the_trained_encoder(tmp_path):
@@ -35,8 +35,14 @@ def test_rewrite_writes_class_means_of_the_trained_encoder(tmp_path):
     checkpoint.restore(os.path.join(rewritten, "checkpoints", "ckpt-2")).expect_partial()
     sources = data_lib.load(config["resolved"]["sources"], "train", "sources")
     flags = load_config(rewritten)["flags"]
-    batches = aggregated_batches(sources, int(flags["batch_per_domain"]), (64, 64), seed=int(flags["seed"]),
-                                 deterministic=True, augment_config=GEOMETRY_ONLY)
+    batches = aggregated_batches(
+        sources,
+        int(flags["batch_per_domain"]),
+        (64, 64),
+        seed=int(flags["seed"]),
+        deterministic=True,
+        augment_config=GEOMETRY_ONLY,
+    )
     expected = model.initialize_memory(batches, max_batches=2).numpy()
     np.testing.assert_allclose(_memory(rewritten, 2), expected, atol=1e-5)
     seen = np.linalg.norm(expected, axis=1) > 0

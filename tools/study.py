@@ -17,6 +17,7 @@ run whose record exists with the same command is not repeated, on this machine o
 The comparisons that decide were fixed before the runs (``DECISIVE``): paired by seed within a family, the
 mean difference of the target-average mIoU with a bootstrap 95% interval over seeds.
 """
+
 import concurrent.futures
 import dataclasses
 import datetime
@@ -31,7 +32,6 @@ import time
 
 import numpy as np
 from absl import app, flags
-
 from markdown_blocks import replace_block  # tools/, the script's folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,50 +66,77 @@ VARIANTS = {
     # Table 7's rows that decide the paper's claim.
     "baseline": Variant("decisive", "aggregate training, no memory (Table 7 row 1)", ("--method=baseline",)),
     "memory_agg": Variant("decisive", "aggregate training + memory (Table 7 row 2)", ("--method=memory_agg",)),
-    "mldg": Variant("decisive", "episodic meta-learning, no memory (MLDG; Table 7 row 3)",
-                    ("--method=mldg", "--meta_order=2")),
-    "mgml": Variant("decisive", "memory-guided meta-learning, second order (the paper; Table 7 row 5)",
-                    ("--method=mgml", "--meta_order=2")),
+    "mldg": Variant(
+        "decisive", "episodic meta-learning, no memory (MLDG; Table 7 row 3)", ("--method=mldg", "--meta_order=2")
+    ),
+    "mgml": Variant(
+        "decisive",
+        "memory-guided meta-learning, second order (the paper; Table 7 row 5)",
+        ("--method=mgml", "--meta_order=2"),
+    ),
     # The rest of Table 7.
-    "mgml_episodic": Variant("table7", "episodic training + memory, no meta-gradient (Table 7 row 4)",
-                             ("--method=mgml", "--meta_order=0")),
-    "mgml_first_order": Variant("table7", "MGML, first-order meta-gradient (the reference code)",
-                                ("--method=mgml", "--meta_order=1")),
+    "mgml_episodic": Variant(
+        "table7", "episodic training + memory, no meta-gradient (Table 7 row 4)", ("--method=mgml", "--meta_order=0")
+    ),
+    "mgml_first_order": Variant(
+        "table7", "MGML, first-order meta-gradient (the reference code)", ("--method=mgml", "--meta_order=1")
+    ),
     # Why the memory read stays uniform and why meta-learning can fall below aggregate training: one
     # experiment per hypothesis (docs/RESULTS.md).
-    "mgml_read_temperature_0.1": Variant("hypotheses", "MGML, memory read temperature 0.1 (paper: 1)",
-                                         ("--method=mgml", "--memory_temperature=0.1",
-                                          "--memory_temperature_on=read")),
-    "mgml_learned_scale": Variant("hypotheses", "MGML, learned scale of the read and cohesion logits (init 1)",
-                                  ("--method=mgml", "--memory_score_scale=learned")),
-    "mgml_centred_read": Variant("hypotheses", "MGML, read centred on the mean memory row",
-                                 ("--method=mgml", "--memory_centering=mean_row")),
-    "mgml_learned_scale_centred": Variant("hypotheses", "MGML, learned scale and centred read together",
-                                          ("--method=mgml", "--memory_score_scale=learned",
-                                           "--memory_centering=mean_row")),
-    "mgml_cohesion_0.2": Variant("hypotheses", "MGML, cohesion weight 0.2 (paper: 0.02)",
-                                 ("--method=mgml", "--cohesion_weight=0.2")),
-    "mgml_inner_lr_1": Variant("hypotheses", "MGML, inner learning rate = outer (paper: 1/4)",
-                               ("--method=mgml", "--inner_lr_ratio=1.0")),
-    "mgml_memory_rewrite_1000": Variant("hypotheses", "MGML, memory rewritten from the current encoder every "
-                                        "1000 steps (paper: once, from the untrained encoder)",
-                                        ("--method=mgml", "--memory_rewrite_every=1000")),
-    "mldg_split_only": Variant("hypotheses", "MLDG's two forward passes on the domain split, no inner step",
-                               ("--method=mldg", "--meta_order=0"), against="mldg"),
+    "mgml_read_temperature_0.1": Variant(
+        "hypotheses",
+        "MGML, memory read temperature 0.1 (paper: 1)",
+        ("--method=mgml", "--memory_temperature=0.1", "--memory_temperature_on=read"),
+    ),
+    "mgml_learned_scale": Variant(
+        "hypotheses",
+        "MGML, learned scale of the read and cohesion logits (init 1)",
+        ("--method=mgml", "--memory_score_scale=learned"),
+    ),
+    "mgml_centred_read": Variant(
+        "hypotheses", "MGML, read centred on the mean memory row", ("--method=mgml", "--memory_centering=mean_row")
+    ),
+    "mgml_learned_scale_centred": Variant(
+        "hypotheses",
+        "MGML, learned scale and centred read together",
+        ("--method=mgml", "--memory_score_scale=learned", "--memory_centering=mean_row"),
+    ),
+    "mgml_cohesion_0.2": Variant(
+        "hypotheses", "MGML, cohesion weight 0.2 (paper: 0.02)", ("--method=mgml", "--cohesion_weight=0.2")
+    ),
+    "mgml_inner_lr_1": Variant(
+        "hypotheses", "MGML, inner learning rate = outer (paper: 1/4)", ("--method=mgml", "--inner_lr_ratio=1.0")
+    ),
+    "mgml_memory_rewrite_1000": Variant(
+        "hypotheses",
+        "MGML, memory rewritten from the current encoder every 1000 steps (paper: once, from the untrained encoder)",
+        ("--method=mgml", "--memory_rewrite_every=1000"),
+    ),
+    "mldg_split_only": Variant(
+        "hypotheses",
+        "MLDG's two forward passes on the domain split, no inner step",
+        ("--method=mldg", "--meta_order=0"),
+        against="mldg",
+    ),
     # Departures from the reference code (docs/REFERENCE.md): the old behaviour, one option at a time.
-    "mgml_bn_epsilon_1e-3": Variant("departures", "MGML, BatchNorm epsilon 1e-3 in heads, U and read block",
-                                    ("--method=mgml", "--bn_epsilon=1e-3")),
-    "mgml_bn_statistics_every_pass": Variant("departures", "MGML, BatchNorm statistics from every pass",
-                                             ("--method=mgml", "--bn_statistics_from=every_pass")),
-    "mgml_update_input_raw": Variant("departures", "MGML, update network on raw F (the reference)",
-                                     ("--method=mgml", "--update_network_input=raw")),
+    "mgml_bn_epsilon_1e-3": Variant(
+        "departures", "MGML, BatchNorm epsilon 1e-3 in heads, U and read block", ("--method=mgml", "--bn_epsilon=1e-3")
+    ),
+    "mgml_bn_statistics_every_pass": Variant(
+        "departures", "MGML, BatchNorm statistics from every pass", ("--method=mgml", "--bn_statistics_from=every_pass")
+    ),
+    "mgml_update_input_raw": Variant(
+        "departures", "MGML, update network on raw F (the reference)", ("--method=mgml", "--update_network_input=raw")
+    ),
     # Tables 5 and 6.
     "mgml_no_cohesion": Variant("table5", "MGML without L_coh", ("--method=mgml", "--nouse_cohesion")),
     "mgml_no_divergence": Variant("table5", "MGML without L_div", ("--method=mgml", "--nouse_divergence")),
-    "mgml_meta_test_m_hat": Variant("table6", "meta-test reads M_hat (Table 6 row 1)",
-                                    ("--method=mgml", "--meta_test_memory=m_hat")),
-    "mgml_freeze_none": Variant("table6", "M' with nothing frozen (Table 6 row 2)",
-                                ("--method=mgml", "--memory_prime_freeze=none")),
+    "mgml_meta_test_m_hat": Variant(
+        "table6", "meta-test reads M_hat (Table 6 row 1)", ("--method=mgml", "--meta_test_memory=m_hat")
+    ),
+    "mgml_freeze_none": Variant(
+        "table6", "M' with nothing frozen (Table 6 row 2)", ("--method=mgml", "--memory_prime_freeze=none")
+    ),
 }
 # The regime: learning curves of the baseline over crop size, network width and steps (evaluated every
 # REGIME_EVAL_EVERY steps), to choose the smallest setting in which the networks learn.
@@ -117,9 +144,17 @@ REGIME_STEPS = 6000
 REGIME_EVAL_EVERY = 1000
 for _crop, _width in ((96, 64), (96, 32), (128, 64)):
     VARIANTS[f"regime_crop{_crop}_width{_width}"] = Variant(
-        "regime", f"baseline, crop {_crop}, {_width} channels, {REGIME_STEPS} steps",
-        ("--method=baseline", f"--crop_size={_crop}", f"--feature_channels={_width}",
-         f"--decoder_channels={_width}", f"--train_steps={REGIME_STEPS}", f"--eval_every={REGIME_EVAL_EVERY}"))
+        "regime",
+        f"baseline, crop {_crop}, {_width} channels, {REGIME_STEPS} steps",
+        (
+            "--method=baseline",
+            f"--crop_size={_crop}",
+            f"--feature_channels={_width}",
+            f"--decoder_channels={_width}",
+            f"--train_steps={REGIME_STEPS}",
+            f"--eval_every={REGIME_EVAL_EVERY}",
+        ),
+    )
 
 # Fixed before the runs: (variant, against, the question it answers). Reported first, in this order.
 DECISIVE = (
@@ -134,9 +169,17 @@ EXPLORATORY_GROUPS = ("hypotheses", "departures", "table7", "table5", "table6")
 
 # ------------------------------------------------------------------------------------------------ runs
 def _command(family, name, seed, model_dir):
-    return [sys.executable, "-m", "mgml_tf.train", f"--flagfile={FLAGS.config}", f"--synthetic_family={family}",
-            f"--synthetic_root={os.path.join(FLAGS.out_dir, 'data', family)}", f"--model_dir={model_dir}",
-            f"--seed={seed}", *VARIANTS[name].flags]
+    return [
+        sys.executable,
+        "-m",
+        "mgml_tf.train",
+        f"--flagfile={FLAGS.config}",
+        f"--synthetic_family={family}",
+        f"--synthetic_root={os.path.join(FLAGS.out_dir, 'data', family)}",
+        f"--model_dir={model_dir}",
+        f"--seed={seed}",
+        *VARIANTS[name].flags,
+    ]
 
 
 def _fingerprint(command):
@@ -176,8 +219,9 @@ def load_record(family, name, seed, command=None):
 
 def _git_commit():
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -198,20 +242,33 @@ def train_one(family, name, seed):
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     if os.path.exists(os.path.join(model_dir, "eval_results.json")):  # finished before under other flags
         shutil.rmtree(model_dir)
-    env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(FLAGS.threads), TF_NUM_INTEROP_THREADS=str(FLAGS.threads),
-               TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(
+        os.environ,
+        TF_NUM_INTRAOP_THREADS=str(FLAGS.threads),
+        TF_NUM_INTEROP_THREADS=str(FLAGS.threads),
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
     start = time.time()
     with open(log_path, "a") as log:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{family}/{name} seed {seed} failed (exit {os.waitstatus_to_exitcode(status)}); "
-                           f"see {log_path}")
+        raise RuntimeError(
+            f"{family}/{name} seed {seed} failed (exit {os.waitstatus_to_exitcode(status)}); see {log_path}"
+        )
     wall, cpu = time.time() - start, usage.ru_utime + usage.ru_stime
-    record = {"family": family, "variant": name, "seed": seed, "fingerprint": _fingerprint(command),
-              "command": " ".join(command[1:]).replace(FLAGS.out_dir, "$OUT"), "commit": _git_commit(),
-              "date": f"{datetime.datetime.now():%Y-%m-%d %H:%M}", "wall_s": round(wall, 1),
-              "cpu_s": round(cpu, 1), "threads": FLAGS.threads}
+    record = {
+        "family": family,
+        "variant": name,
+        "seed": seed,
+        "fingerprint": _fingerprint(command),
+        "command": " ".join(command[1:]).replace(FLAGS.out_dir, "$OUT"),
+        "commit": _git_commit(),
+        "date": f"{datetime.datetime.now():%Y-%m-%d %H:%M}",
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "threads": FLAGS.threads,
+    }
     with open(os.path.join(model_dir, "eval_history.jsonl")) as f:
         record["history"] = [json.loads(line) for line in f if line.strip()]
     if "--method=baseline" not in VARIANTS[name].flags and "--method=mldg" not in VARIANTS[name].flags:
@@ -221,8 +278,11 @@ def train_one(family, name, seed):
     with open(path + ".tmp", "w") as f:
         json.dump(record, f, indent=1)
     os.replace(path + ".tmp", path)
-    print(f"{datetime.datetime.now():%H:%M:%S} done {family}/{name} seed {seed} in {wall / 60:.1f} min "
-          f"({cpu / 60:.1f} CPU min)", flush=True)
+    print(
+        f"{datetime.datetime.now():%H:%M:%S} done {family}/{name} seed {seed} in {wall / 60:.1f} min "
+        f"({cpu / 60:.1f} CPU min)",
+        flush=True,
+    )
     return record
 
 
@@ -230,9 +290,18 @@ def memory_read_diagnostics(model_dir):
     """tools/memory_diagnostics.py on every evaluated domain of a run with a memory."""
     out = os.path.join(model_dir, "memory_diagnostics.json")
     env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(FLAGS.threads), TF_NUM_INTEROP_THREADS=str(FLAGS.threads))
-    subprocess.run([sys.executable, os.path.join(REPO, "tools", "memory_diagnostics.py"),
-                    f"--model_dirs={model_dir}", f"--results_json={out}"], cwd=REPO, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "memory_diagnostics.py"),
+            f"--model_dirs={model_dir}",
+            f"--results_json={out}",
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     with open(out) as f:
         run = json.load(f)["runs"][0]
     return {"memory": run["memory"], "domains": run["targets"]}
@@ -249,8 +318,12 @@ def final_scores(record):
     results = record["history"][-1]["results"]
     target = [r["mIoU"] for k, r in results.items() if not is_in_domain(k)]
     in_domain = [r["mIoU"] for k, r in results.items() if is_in_domain(k)]
-    return {"target": float(np.mean(target)), "in_domain": float(np.mean(in_domain)) if in_domain else None,
-            "domains": {k: r["mIoU"] for k, r in results.items()}, "step": record["history"][-1]["step"]}
+    return {
+        "target": float(np.mean(target)),
+        "in_domain": float(np.mean(in_domain)) if in_domain else None,
+        "domains": {k: r["mIoU"] for k, r in results.items()},
+        "step": record["history"][-1]["step"],
+    }
 
 
 def bootstrap_interval(values, resamples, seed=0):
@@ -271,36 +344,50 @@ def paired(records, family, a, b, key="target"):
     diffs = [by[(a, s)] - by[(b, s)] for s in seeds]
     if not diffs:
         return None
-    return {"seeds": seeds, "differences": diffs, "mean": float(np.mean(diffs)),
-            "interval": bootstrap_interval(diffs, FLAGS.bootstrap), "wins": int(sum(d > 0 for d in diffs))}
+    return {
+        "seeds": seeds,
+        "differences": diffs,
+        "mean": float(np.mean(diffs)),
+        "interval": bootstrap_interval(diffs, FLAGS.bootstrap),
+        "wins": int(sum(d > 0 for d in diffs)),
+    }
 
 
 def summarize(records):
     out = {"variants": {}, "decisive": [], "secondary": [], "exploratory": []}
     for family in FLAGS.families:
         for name in VARIANTS:
-            runs = sorted((r for r in records if r["family"] == family and r["variant"] == name),
-                          key=lambda r: r["seed"])
+            runs = sorted(
+                (r for r in records if r["family"] == family and r["variant"] == name), key=lambda r: r["seed"]
+            )
             if not runs:
                 continue
             scores = [final_scores(r) for r in runs]
-            entry = {"description": VARIANTS[name].description, "group": VARIANTS[name].group,
-                     "seeds": [r["seed"] for r in runs], "steps": scores[0]["step"],
-                     "target": [s["target"] for s in scores], "in_domain": [s["in_domain"] for s in scores],
-                     "domains": {k: [s["domains"][k] for s in scores] for k in scores[0]["domains"]},
-                     "wall_min": [r["wall_s"] / 60 for r in runs], "cpu_min": [r["cpu_s"] / 60 for r in runs]}
+            entry = {
+                "description": VARIANTS[name].description,
+                "group": VARIANTS[name].group,
+                "seeds": [r["seed"] for r in runs],
+                "steps": scores[0]["step"],
+                "target": [s["target"] for s in scores],
+                "in_domain": [s["in_domain"] for s in scores],
+                "domains": {k: [s["domains"][k] for s in scores] for k in scores[0]["domains"]},
+                "wall_min": [r["wall_s"] / 60 for r in runs],
+                "cpu_min": [r["cpu_s"] / 60 for r in runs],
+            }
             if all("memory_read" in r for r in runs):
                 entry["memory_read"] = _memory_read_means([r["memory_read"] for r in runs])
             out["variants"][f"{family}/{name}"] = entry
-        exploratory = tuple((name, v.against, v.description) for name, v in VARIANTS.items()
-                            if v.group in EXPLORATORY_GROUPS)
+        exploratory = tuple(
+            (name, v.against, v.description) for name, v in VARIANTS.items() if v.group in EXPLORATORY_GROUPS
+        )
         for kind, table in (("decisive", DECISIVE), ("secondary", SECONDARY), ("exploratory", exploratory)):
             for a, b, question in table:
                 for key in ("target", "in_domain"):
                     result = paired(records, family, a, b, key)
                     if result:
-                        out[kind].append({"family": family, "variant": a, "against": b, "question": question,
-                                          "score": key, **result})
+                        out[kind].append(
+                            {"family": family, "variant": a, "against": b, "question": question, "score": key, **result}
+                        )
     return out
 
 
@@ -308,11 +395,11 @@ def _memory_read_means(per_run):
     """Means over runs of the read diagnostics, over in-domain and over target domains; memory geometry."""
     out = {}
     for kind in ("target", "in_domain"):
-        rows = [row for run in per_run for dom, row in run["domains"].items()
-                if is_in_domain(dom) == (kind == "in_domain")]
+        rows = [
+            row for run in per_run for dom, row in run["domains"].items() if is_in_domain(dom) == (kind == "in_domain")
+        ]
         if rows:
-            out[kind] = {k: float(np.mean([row[k] for row in rows])) for k in rows[0]
-                         if k not in ("pixels", "images")}
+            out[kind] = {k: float(np.mean([row[k] for row in rows])) for k in rows[0] if k not in ("pixels", "images")}
     out["memory"] = {k: float(np.mean([run["memory"][k] for run in per_run])) for k in per_run[0]["memory"]}
     return out
 
@@ -333,28 +420,40 @@ def _interval(entry):
 
 
 def markdown(summary, meta):
-    lines = [f"Generated by `{meta['command']}` on {meta['date']} from {meta['num_runs']} run records "
-             f"(`{FLAGS.records_dir}`); {meta['machine']}. mIoU in percent over the 19 classes. *Target*: mean "
-             "over the three unseen target styles; *in-domain*: mean over held-out images of the three source "
-             "styles. Differences are paired by seed; intervals are bootstrap 95% intervals of the mean "
-             f"difference over seeds ({FLAGS.bootstrap} resamples).", ""]
-    for kind, title in (("decisive", "The comparisons fixed before the runs"),
-                        ("secondary", "Secondary comparison")):
+    lines = [
+        f"Generated by `{meta['command']}` on {meta['date']} from {meta['num_runs']} run records "
+        f"(`{FLAGS.records_dir}`); {meta['machine']}. mIoU in percent over the 19 classes. *Target*: mean "
+        "over the three unseen target styles; *in-domain*: mean over held-out images of the three source "
+        "styles. Differences are paired by seed; intervals are bootstrap 95% intervals of the mean "
+        f"difference over seeds ({FLAGS.bootstrap} resamples).",
+        "",
+    ]
+    for kind, title in (("decisive", "The comparisons fixed before the runs"), ("secondary", "Secondary comparison")):
         rows = summary[kind]
         if not rows:
             continue
-        lines += [f"### {title}", "", "| family | comparison | score | mean difference | 95% interval | "
-                  "seeds better |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"### {title}",
+            "",
+            "| family | comparison | score | mean difference | 95% interval | seeds better |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in rows:
-            lines.append(f"| {r['family']} | `{r['variant']}` − `{r['against']}` | {r['score'].replace('_', '-')} "
-                         f"| **{r['mean']:+.1f}** | {_interval(r)} | {r['wins']}/{len(r['differences'])} |")
+            lines.append(
+                f"| {r['family']} | `{r['variant']}` − `{r['against']}` | {r['score'].replace('_', '-')} "
+                f"| **{r['mean']:+.1f}** | {_interval(r)} | {r['wins']}/{len(r['differences'])} |"
+            )
         lines.append("")
     if summary["exploratory"]:
-        lines += ["### Exploratory comparisons: one option changed, same seeds", "",
-                  "Each variant against the variant it changes one option of. Per-seed differences; too few "
-                  "seeds for an interval unless shown.", "",
-                  "| family | comparison | target difference | per seed | in-domain difference | per seed |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "### Exploratory comparisons: one option changed, same seeds",
+            "",
+            "Each variant against the variant it changes one option of. Per-seed differences; too few "
+            "seeds for an interval unless shown.",
+            "",
+            "| family | comparison | target difference | per seed | in-domain difference | per seed |",
+            "|---|---|---|---|---|---|",
+        ]
         by = {}
         for r in summary["exploratory"]:
             by.setdefault((r["family"], r["variant"], r["against"]), {})[r["score"]] = r
@@ -369,26 +468,37 @@ def markdown(summary, meta):
                 cells += [f"**{r['mean']:+.1f}**{interval}", ", ".join(f"{d:+.1f}" for d in r["differences"])]
             lines.append(f"| {family} | `{a}` − `{b}` | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["### Every variant", "", "| family | variant | steps | in-domain | target | " +
-              "per target | seeds | minutes per run (CPU) |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "### Every variant",
+        "",
+        "| family | variant | steps | in-domain | target | " + "per target | seeds | minutes per run (CPU) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for key, v in summary["variants"].items():
         family, name = key.split("/")
-        per_target = ", ".join(f"{k.rsplit(':', 1)[-1]} {_mean_sd(vals)}" for k, vals in v["domains"].items()
-                               if not is_in_domain(k))
-        lines.append(f"| {family} | `{name}`: {v['description']} | {v['steps']} | {_mean_sd(v['in_domain'])} | "
-                     f"**{_mean_sd(v['target'])}** | {per_target} | {len(v['seeds'])} | "
-                     f"{np.mean(v['wall_min']):.1f} ({np.mean(v['cpu_min']):.1f}) |")
+        per_target = ", ".join(
+            f"{k.rsplit(':', 1)[-1]} {_mean_sd(vals)}" for k, vals in v["domains"].items() if not is_in_domain(k)
+        )
+        lines.append(
+            f"| {family} | `{name}`: {v['description']} | {v['steps']} | {_mean_sd(v['in_domain'])} | "
+            f"**{_mean_sd(v['target'])}** | {per_target} | {len(v['seeds'])} | "
+            f"{np.mean(v['wall_min']):.1f} ({np.mean(v['cpu_min']):.1f}) |"
+        )
     lines.append("")
     memory_rows = [(k, v) for k, v in summary["variants"].items() if "memory_read" in v]
     if memory_rows:
-        lines += ["### The memory read (mean over runs and domains)", "",
-                  "Uniform read of 19 rows: max weight 0.053, entropy / log N = 1. *Score spread*: a pixel's "
-                  "largest minus smallest cosine score (the most a softmax at temperature T separates is "
-                  "spread / T, or spread x read scale); *feature direction*: mean cosine of a pixel's feature with the image's mean "
-                  "feature; *row cosine*: mean cosine between two memory rows.", "",
-                  "| family | variant | domains | read accuracy (%) | network accuracy (%) | max weight | "
-                  "entropy / log N | score spread | read scale | zero features | feature direction | row cosine |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "### The memory read (mean over runs and domains)",
+            "",
+            "Uniform read of 19 rows: max weight 0.053, entropy / log N = 1. *Score spread*: a pixel's "
+            "largest minus smallest cosine score (the most a softmax at temperature T separates is "
+            "spread / T, or spread x read scale); *feature direction*: mean cosine of a pixel's feature "
+            "with the image's mean feature; *row cosine*: mean cosine between two memory rows.",
+            "",
+            "| family | variant | domains | read accuracy (%) | network accuracy (%) | max weight | "
+            "entropy / log N | score spread | read scale | zero features | feature direction | row cosine |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for key, v in memory_rows:
             family, name = key.split("/")
             rows_cos = v["memory_read"]["memory"]["row_cosine_mean"]
@@ -398,9 +508,11 @@ def markdown(summary, meta):
                     lines.append(
                         f"| {family} | `{name}` | {kind.replace('_', '-')} | {m['read_accuracy']:.1f} | "
                         f"{m['network_accuracy']:.1f} | {m['mean_max_weight']:.3f} | "
-                        f"{m['mean_normalized_entropy']:.3f} | {m['score_spread']:.2f} | {m.get('score_scale', 1.0):.2f} | "
+                        f"{m['mean_normalized_entropy']:.3f} | {m['score_spread']:.2f} | "
+                        f"{m.get('score_scale', 1.0):.2f} | "
                         f"{m['zero_feature_share']:.2f} | {m['feature_mean_direction_cosine']:.2f} | "
-                        f"{rows_cos:.2f} |")
+                        f"{rows_cos:.2f} |"
+                    )
         lines.append("")
     return "\n".join(lines)
 
@@ -408,6 +520,7 @@ def markdown(summary, meta):
 def plot_curves(records, path):
     """Learning curves of the regime runs: in-domain and target mIoU against steps."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -421,17 +534,30 @@ def plot_curves(records, path):
             steps = [h["step"] for h in r["history"]]
             scores = [final_scores({"history": [h]}) for h in r["history"]]
             label = r["variant"].replace("regime_", "") + f" s{r['seed']}"
-            ax.plot(steps, [s["in_domain"] for s in scores], "-o", color=f"C{i}", markersize=3,
-                    label=f"{label} in-domain")
+            ax.plot(
+                steps, [s["in_domain"] for s in scores], "-o", color=f"C{i}", markersize=3, label=f"{label} in-domain"
+            )
             ax.plot(steps, [s["target"] for s in scores], "--x", color=f"C{i}", markersize=3, label=f"{label} target")
         # The study's own baseline runs (3000 steps, every seed): the spread of the chosen setting.
         for j, r in enumerate(r for r in records if r["family"] == family and r["variant"] == "baseline"):
             steps = [h["step"] for h in r["history"]]
             scores = [final_scores({"history": [h]}) for h in r["history"]]
-            ax.plot(steps, [s["in_domain"] for s in scores], "-", color="grey", lw=0.8,
-                    label="study baseline (3000 steps), seeds: in-domain" if j == 0 else None)
-            ax.plot(steps, [s["target"] for s in scores], "--", color="grey", lw=0.8,
-                    label="study baseline, seeds: target" if j == 0 else None)
+            ax.plot(
+                steps,
+                [s["in_domain"] for s in scores],
+                "-",
+                color="grey",
+                lw=0.8,
+                label="study baseline (3000 steps), seeds: in-domain" if j == 0 else None,
+            )
+            ax.plot(
+                steps,
+                [s["target"] for s in scores],
+                "--",
+                color="grey",
+                lw=0.8,
+                label="study baseline, seeds: target" if j == 0 else None,
+            )
         ax.axhline(50, color="grey", lw=0.5)
         ax.set_title(f"{family}: baseline learning curves")
         ax.set_xlabel("training step")
@@ -446,6 +572,7 @@ def plot_curves(records, path):
 def plot_decisive(summary, path):
     """Paired differences per family and comparison: seeds as dots, mean and 95% interval as a bar."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -500,16 +627,24 @@ def write_report():
         print("no run records to report")
         return
     summary = summarize(records)
-    meta = {"command": "python tools/study.py --report_only", "date": f"{datetime.date.today()}",
-            "machine": machine(), "num_runs": len(records)}
+    meta = {
+        "command": "python tools/study.py --report_only",
+        "date": f"{datetime.date.today()}",
+        "machine": machine(),
+        "num_runs": len(records),
+    }
     os.makedirs(os.path.join(REPO, FLAGS.plots_dir), exist_ok=True)
     plot_curves(records, os.path.join(REPO, FLAGS.plots_dir, "learning_curves.png"))
     plot_decisive(summary, os.path.join(REPO, FLAGS.plots_dir, "decisive.png"))
     with open(os.path.join(REPO, FLAGS.results_json), "w") as f:
         json.dump({"meta": meta, **summary}, f, indent=1)
-    replace_block(os.path.join(REPO, FLAGS.results_md), "<!-- generated by tools/study.py: begin -->",
-                  "<!-- generated by tools/study.py: end -->", markdown(summary, meta) + "\n",
-                  new_file_text="# Results\n")
+    replace_block(
+        os.path.join(REPO, FLAGS.results_md),
+        "<!-- generated by tools/study.py: begin -->",
+        "<!-- generated by tools/study.py: end -->",
+        markdown(summary, meta) + "\n",
+        new_file_text="# Results\n",
+    )
     print(f"wrote {FLAGS.results_md}, {FLAGS.results_json} and the plots in {FLAGS.plots_dir}")
 
 

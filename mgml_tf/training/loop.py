@@ -1,5 +1,6 @@
 """The training run behind ``python -m mgml_tf.train``: memory initialisation, Algorithm 1 steps with a
 progress line, checkpoints, TensorBoard summaries, periodic and final evaluation on the targets."""
+
 import json
 import os
 import sys
@@ -10,18 +11,25 @@ import tensorflow as tf
 
 from mgml_tf import layers
 from mgml_tf.training import checkpoints as ckpt_lib
-from mgml_tf.training import cli
+from mgml_tf.training import cli, summaries
 from mgml_tf.training import data as data_lib
 from mgml_tf.training import metrics as metrics_lib
-from mgml_tf.training import summaries
 from mgml_tf.training import model_dir as md
 from mgml_tf.training import visualize as vis
 from mgml_tf.training.inference import Predictor, evaluate_domain
 
-_LOSS_ORDER = ("loss", "inner_loss", "outer_loss", "inner_seg", "outer_seg", "aux", "cohesion", "div_cls",
-               "div_cos")
-_SHORT = {"loss": "loss", "inner_loss": "in", "outer_loss": "out", "inner_seg": "seg_in", "outer_seg": "seg_out",
-          "aux": "aux", "cohesion": "coh", "div_cls": "div_cls", "div_cos": "div_cos"}
+_LOSS_ORDER = ("loss", "inner_loss", "outer_loss", "inner_seg", "outer_seg", "aux", "cohesion", "div_cls", "div_cos")
+_SHORT = {
+    "loss": "loss",
+    "inner_loss": "in",
+    "outer_loss": "out",
+    "inner_seg": "seg_in",
+    "outer_seg": "seg_out",
+    "aux": "aux",
+    "cohesion": "coh",
+    "div_cls": "div_cls",
+    "div_cos": "div_cos",
+}
 
 
 def _fmt_time(seconds):
@@ -36,8 +44,7 @@ def _input_pipeline(method, domains, fv, crop, start_step, log, num_replicas=1):
     from mgml_tf.data.episodes import episodes
 
     fn = aggregated_batches if method in ("baseline", "memory_agg") else episodes
-    kwargs = dict(batch_per_domain=fv.batch_per_domain, crop_size=crop, seed=fv.seed,
-                  deterministic=fv.deterministic)
+    kwargs = dict(batch_per_domain=fv.batch_per_domain, crop_size=crop, seed=fv.seed, deterministic=fv.deterministic)
     if num_replicas > 1:
         kwargs["num_replicas"] = int(num_replicas)
     # Step t of the stream is a pure function of (seed, t), so the resumed stream is exactly the one an
@@ -86,8 +93,7 @@ class Trainer:
         self.protocol = int(fv.num_classes_protocol)
         self.checkpoint = ckpt_lib.checkpoint_object(model)
         self.manager = ckpt_lib.manager(self.checkpoint, self.model_dir, keep=fv.keep_checkpoints)
-        self.save_manager = (self.manager if self.chief else
-                             ckpt_lib.manager(self.checkpoint, self.write_dir, keep=1))
+        self.save_manager = self.manager if self.chief else ckpt_lib.manager(self.checkpoint, self.write_dir, keep=1)
 
     @property
     def replicas(self):
@@ -97,6 +103,7 @@ class Trainer:
     def distributed(self):
         """Any strategy but the default one: the step runs inside ``strategy.run``."""
         from mgml_tf import distribution
+
         return not distribution.is_default(self.strategy)
 
     def _step_function(self, dataset):
@@ -122,6 +129,7 @@ class Trainer:
         if not self.distributed:
             return dataset
         from mgml_tf import distribution
+
         if distribution.is_multi_worker(self.strategy):
             # Every worker builds the same global batches (a pure function of seed and step); DATA sharding
             # after the contiguous split gives each worker its replicas' parts.
@@ -135,21 +143,31 @@ class Trainer:
         from mgml_tf.data import evaluation_dataset
 
         fv = self.fv
-        predictor = Predictor(self.model, fv.sliding_window, tuple(int(w) for w in
-                              (fv.window_size * 2 if len(fv.window_size) == 1 else fv.window_size)),
-                              fv.window_overlap, fv.flip)
+        predictor = Predictor(
+            self.model,
+            fv.sliding_window,
+            tuple(int(w) for w in (fv.window_size * 2 if len(fv.window_size) == 1 else fv.window_size)),
+            fv.window_overlap,
+            fv.flip,
+        )
         results = {}
         t0 = time.perf_counter()
         for domain in self.targets:
             label = data_lib.domain_label(domain)
             samples = []
 
-            def keep(i, image, lab, pred):
+            def keep(i, image, lab, pred, samples=samples):
                 if i < self.fv.summary_images:
                     samples.append((image, lab, pred))
 
-            confusion, n = evaluate_domain(predictor, evaluation_dataset(domain), self.num_classes,
-                                           self.options["ignore_index"], fv.max_eval_images, keep)
+            confusion, n = evaluate_domain(
+                predictor,
+                evaluation_dataset(domain),
+                self.num_classes,
+                self.options["ignore_index"],
+                fv.max_eval_images,
+                keep,
+            )
             results[label] = {**metrics_lib.summarize(confusion, n, self.protocol), "step": int(step)}
             with writer.as_default(step=step):
                 if results[label]["mIoU"] is not None:
@@ -183,8 +201,11 @@ class Trainer:
         summaries.image(f"{label}/prediction", np.stack(preds))
         summaries.image(f"{label}/ground_truth", np.stack(truths))
         if memory:
-            summaries.image(f"{label}/memory_weights", np.stack(memory),
-                             description="memory slot read by each pixel (class colour) scaled by its weight")
+            summaries.image(
+                f"{label}/memory_weights",
+                np.stack(memory),
+                description="memory slot read by each pixel (class colour) scaled by its weight",
+            )
 
     # --------------------------------------------------------------------------------------- training
     def initialize_memory(self, step=0):
@@ -198,13 +219,22 @@ class Trainer:
             return
         t0 = time.perf_counter()
         from mgml_tf.training.flags import crop_size
-        batches = aggregated_batches(self.sources, fv.batch_per_domain, crop_size(fv), seed=fv.seed,
-                                     deterministic=True, augment_config=GEOMETRY_ONLY)
+
+        batches = aggregated_batches(
+            self.sources,
+            fv.batch_per_domain,
+            crop_size(fv),
+            seed=fv.seed,
+            deterministic=True,
+            augment_config=GEOMETRY_ONLY,
+        )
         model.initialize_memory(batches, max_batches=fv.memory_init_batches)
         counts = np.linalg.norm(model.memory.numpy(), axis=1) > 0
-        self.log(f"memory {'rewritten at step ' + str(step) if step else 'initialised'} from "
-                 f"{fv.memory_init_batches} source batches in "
-                 f"{time.perf_counter() - t0:.1f} s ({int(counts.sum())}/{self.num_classes} classes seen)")
+        self.log(
+            f"memory {'rewritten at step ' + str(step) if step else 'initialised'} from "
+            f"{fv.memory_init_batches} source batches in "
+            f"{time.perf_counter() - t0:.1f} s ({int(counts.sum())}/{self.num_classes} classes seen)"
+        )
 
     def run(self, start_step):
         fv, model, options = self.fv, self.model, self.options
@@ -220,16 +250,20 @@ class Trainer:
                 self.evaluate(start_step, eval_writer)
             return
         from mgml_tf.training.flags import crop_size
+
         method = options["method"]
-        dataset = _input_pipeline(method, self.sources, fv, crop_size(fv), start_step, self.log,
-                                  num_replicas=self.replicas)
+        dataset = _input_pipeline(
+            method, self.sources, fv, crop_size(fv), start_step, self.log, num_replicas=self.replicas
+        )
         dataset = self._dataset(dataset)
         iterator = iter(dataset)
         step_fn = self._step_function(dataset)
         per_step = _images_per_step(method, len(self.sources), fv.batch_per_domain)
-        where = (f", {self.replicas} replicas ({type(self.strategy).__name__})" if self.distributed else "")
-        self.log(f"training steps {start_step + 1}..{total} ({method}, {per_step} images/step, "
-                 f"crop {crop_size(fv)[0]}x{crop_size(fv)[1]}{where}); first step traces the graph")
+        where = f", {self.replicas} replicas ({type(self.strategy).__name__})" if self.distributed else ""
+        self.log(
+            f"training steps {start_step + 1}..{total} ({method}, {per_step} images/step, "
+            f"crop {crop_size(fv)[0]}x{crop_size(fv)[1]}{where}); first step traces the graph"
+        )
         for tracker in model.metrics:
             tracker.reset_state()
         step = start_step
@@ -259,15 +293,19 @@ class Trainer:
                     raise cli.RunError(
                         f"non-finite loss or gradients at step {attempted}: stopped without applying it "
                         f"(newest checkpoint: {newest or 'none'}); lower --learning_rate, check the input "
-                        "data, or pass --nonfinite=skip")
+                        "data, or pass --nonfinite=skip"
+                    )
                 skipped += 1
-                self.log(f"step {attempted}: non-finite loss or gradients, step skipped ({skipped} skipped "
-                         f"in this run, at most --max_nonfinite_steps={max_skips})")
+                self.log(
+                    f"step {attempted}: non-finite loss or gradients, step skipped ({skipped} skipped "
+                    f"in this run, at most --max_nonfinite_steps={max_skips})"
+                )
                 if skipped > max_skips:
                     raise cli.RunError(
                         f"{skipped} steps with non-finite loss or gradients in this run (the last at step "
                         f"{attempted}), more than --max_nonfinite_steps={max_skips}: stopped (newest "
-                        f"checkpoint: {newest or 'none'}); lower --learning_rate or check the input data")
+                        f"checkpoint: {newest or 'none'}); lower --learning_rate or check the input data"
+                    )
             dt = time.perf_counter() - t0
             if step > start_step + 1:  # the first step traces the graph: excluded from rates and ETA
                 window_time, n_window = window_time + dt, n_window + 1
@@ -277,8 +315,7 @@ class Trainer:
                 for other in replica_logs[1:]:  # all-reduced inside the step: every replica holds the same
                     for k, v in other.items():
                         if not np.isclose(float(v), values[k], rtol=1e-5, atol=1e-7, equal_nan=True):
-                            raise cli.RunError(f"replicas disagree on {k} at step {step}: {float(v)} vs "
-                                               f"{values[k]}")
+                            raise cli.RunError(f"replicas disagree on {k} at step {step}: {float(v)} vs {values[k]}")
                 rate = n_window * per_step / window_time if n_window else None
                 eta = _fmt_time(timed_time / steps_timed * (total - step)) if steps_timed else "?"
                 parts = [f"{_SHORT[k]} {values[k]:.3f}" for k in _LOSS_ORDER if k in values]
@@ -286,8 +323,9 @@ class Trainer:
                     parts = ["(every step since the last line skipped: non-finite)"]
                     values = {k: v for k, v in values.items() if k not in _SHORT}
                 speed = f"{rate:.1f} img/s  " if rate else ""
-                self.log(f"step {step}/{total}  " + "  ".join(parts) + f"  lr {values['lr']:.2e}  "
-                         + speed + f"ETA {eta}")
+                self.log(
+                    f"step {step}/{total}  " + "  ".join(parts) + f"  lr {values['lr']:.2e}  " + speed + f"ETA {eta}"
+                )
                 if not all(np.isfinite(values[k]) for k in values):  # a skipped step is never averaged in
                     raise cli.RunError(f"non-finite loss at step {step}: {values}; lower --learning_rate")
                 with train_writer.as_default(step=step):
@@ -304,8 +342,7 @@ class Trainer:
             if rewrite and step % rewrite == 0 and step < total:  # before the checkpoint: resume never redoes it
                 self.initialize_memory(step)
             if step % fv.checkpoint_every == 0 or step == total:
-                path = ckpt_lib.save(self.save_manager, step,
-                                     list(model.variables) + list(model.optimizer.variables))
+                path = ckpt_lib.save(self.save_manager, step, list(model.variables) + list(model.optimizer.variables))
                 if self.chief:
                     self.log(f"checkpoint {path}")
             if step < total and fv.eval_every and step % fv.eval_every == 0 and self.targets and self.chief:
@@ -327,16 +364,21 @@ def create_strategy(fv, log=print):
         raise cli.UsageError(str(e)) from None
     replicas = int(strategy.num_replicas_in_sync)
     if fv.batch_per_domain % replicas:
-        raise cli.UsageError(f"--batch_per_domain={fv.batch_per_domain} does not divide over {replicas} "
-                             f"replicas; set it to a multiple of {replicas}")
+        raise cli.UsageError(
+            f"--batch_per_domain={fv.batch_per_domain} does not divide over {replicas} "
+            f"replicas; set it to a multiple of {replicas}"
+        )
     if not distribution.is_default(strategy):
         if getattr(fv, "jit_compile", False):
-            raise cli.UsageError("--jit_compile works on one device only; drop it or use "
-                                 "--distribution_strategy=one_device")
+            raise cli.UsageError(
+                "--jit_compile works on one device only; drop it or use --distribution_strategy=one_device"
+            )
         kind, index = distribution.task_identity(strategy)
         task = f", task {kind}:{index}" if kind is not None else ""
-        log(f"distribution: {type(strategy).__name__}, {replicas} replicas{task}"
-            f"{' (chief)' if distribution.is_chief(strategy) else ''}")
+        log(
+            f"distribution: {type(strategy).__name__}, {replicas} replicas{task}"
+            f"{' (chief)' if distribution.is_chief(strategy) else ''}"
+        )
     return strategy
 
 
@@ -366,8 +408,11 @@ def run_training(fv, options, log=print, strategy=None):
     replicas = int(strategy.num_replicas_in_sync)
     chief = distribution.is_chief(strategy)
     if not chief:
-        def log(message, _log=log):  # noqa: F811  (non-chief workers: progress prefixed, no files)
-            _log(f"[{'%s:%s' % distribution.task_identity(strategy)}] {message}")
+        kind, index = distribution.task_identity(strategy)
+
+        def log(message, _log=log):  # non-chief workers: progress prefixed, no files
+            _log(f"[{kind}:{index}] {message}")
+
     distribution.set_mixed_precision(getattr(fv, "mixed_precision", "none"))
     if replicas > 1 or distribution.is_multi_worker(strategy):
         options = dict(options, synchronized_bn=True)  # two-pass global moments across replicas
@@ -378,12 +423,17 @@ def run_training(fv, options, log=print, strategy=None):
         # Resuming a run saved before an option existed: it goes on with that time's behaviour unless the
         # option is given on this command line (LEGACY_OPTIONS, docs/REFERENCE.md).
         from mgml_tf.models.segmenter import LEGACY_OPTIONS
-        legacy = {k: v for k, v in LEGACY_OPTIONS.items()
-                  if k not in saved.get("options", {}) and not (k in fv and fv[k].present)}
+
+        legacy = {
+            k: v
+            for k, v in LEGACY_OPTIONS.items()
+            if k not in saved.get("options", {}) and not (k in fv and fv[k].present)
+        }
         if legacy:
             options = dict(options, **legacy)
-            log("options this run predates keep their old values: "
-                + ", ".join(f"{k}={v!r}" for k, v in legacy.items()))
+            log(
+                "options this run predates keep their old values: " + ", ".join(f"{k}={v!r}" for k, v in legacy.items())
+            )
     source_specs = data_lib.expand(fv.sources, "source", fv, log=log)
     target_specs = data_lib.expand(fv.targets, "target", fv, log=log)
     sources = data_lib.load(source_specs, "train", "sources")
@@ -392,6 +442,7 @@ def run_training(fv, options, log=print, strategy=None):
     if targets:
         log("targets: " + ", ".join(f"{d.name}:{d.root} ({len(d)} images)" for d in targets))
     import keras
+
     keras.utils.set_random_seed(int(options["seed"]))
     if getattr(fv, "deterministic", False):
         enable_determinism(options["seed"], log)
@@ -399,31 +450,46 @@ def run_training(fv, options, log=print, strategy=None):
         model = mgml_tf.build_model(**options)
         trainer = Trainer(fv, options, model, sources, targets, log=log, strategy=strategy)
     if getattr(fv, "mixed_precision", "none") != "none":
-        log(f"mixed precision {fv.mixed_precision}: compute {model.compute_dtype}, variables "
+        log(
+            f"mixed precision {fv.mixed_precision}: compute {model.compute_dtype}, variables "
             f"{model.variable_dtype}, memory {model.memory.dtype if model.use_memory else '-'}"
-            f"{', loss-scaled' if 'LossScale' in type(model.optimizer).__name__ else ''}")
+            f"{', loss-scaled' if 'LossScale' in type(model.optimizer).__name__ else ''}"
+        )
     synchronized = bool(options.get("synchronized_bn")) and replicas > 1
-    log(f"kernels ({model.compute_dtype}): dilated convolutions "
+    log(
+        f"kernels ({model.compute_dtype}): dilated convolutions "
         f"{layers.dilated_convolution_path(model.compute_dtype)}, BatchNorm moments "
-        f"{layers.batch_norm_path(model.compute_dtype, synchronized)}")
+        f"{layers.batch_norm_path(model.compute_dtype, synchronized)}"
+    )
     restored = ckpt_lib.restore_latest(model, trainer.checkpoint, trainer.manager, log=log)
     # Only now (configuration compatible, checkpoint readable) is anything written to model_dir.
     from mgml_tf.training import flags as flags_lib
+
     changes = md.changed_options(saved, options)
     if changes and restored:
         log("resuming with changed options: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
     names = [n for n in fv if fv[n].present or n in options or n in _SAVED_FLAGS]
     values = flags_lib.flag_dict(fv, sorted(set(names) - {"flagfile", "help", "helpfull", "helpshort"}))
     values.update(legacy)  # flags.cfg must resume with them too
-    config = {"options": md.json_options(options), "flags": values,
-              "resolved": {"sources": source_specs, "targets": target_specs,
-                           "architecture": md.resolved_architecture(options)},
-              "mgml_tf_version": mgml_tf.__version__}
+    config = {
+        "options": md.json_options(options),
+        "flags": values,
+        "resolved": {
+            "sources": source_specs,
+            "targets": target_specs,
+            "architecture": md.resolved_architecture(options),
+        },
+        "mgml_tf_version": mgml_tf.__version__,
+    }
     if chief:
         os.makedirs(model_dir, exist_ok=True)
         cli.write_json(os.path.join(model_dir, md.CONFIG_JSON), config)
-        cli.atomic_write_text(os.path.join(model_dir, md.CONFIG_CFG), flags_lib.to_flagfile(
-            values, header=["Resolved flags of this run (python -m mgml_tf.train --flagfile=THIS resumes it)."]))
+        cli.atomic_write_text(
+            os.path.join(model_dir, md.CONFIG_CFG),
+            flags_lib.to_flagfile(
+                values, header=["Resolved flags of this run (python -m mgml_tf.train --flagfile=THIS resumes it)."]
+            ),
+        )
     if restored:
         start = int(model.optimizer.iterations.numpy())
         log(f"resumed from {restored} (step {start})")
@@ -440,11 +506,33 @@ def run_training(fv, options, log=print, strategy=None):
     return model
 
 
-_SAVED_FLAGS = ("model_dir", "sources", "targets", "batch_per_domain", "crop_size", "checkpoint_every",
-                "keep_checkpoints", "eval_every", "log_every", "memory_init_batches", "memory_rewrite_every",
-                "deterministic",
-                "nonfinite", "max_nonfinite_steps",
-                "summary_images", "synthetic_root", "synthetic_num_train", "synthetic_num_val",
-                "synthetic_height", "synthetic_width", "synthetic_family", "synthetic_num_source_val",
-                "sliding_window", "window_size", "window_overlap",
-                "flip", "num_classes_protocol", "max_eval_images")
+_SAVED_FLAGS = (
+    "model_dir",
+    "sources",
+    "targets",
+    "batch_per_domain",
+    "crop_size",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "eval_every",
+    "log_every",
+    "memory_init_batches",
+    "memory_rewrite_every",
+    "deterministic",
+    "nonfinite",
+    "max_nonfinite_steps",
+    "summary_images",
+    "synthetic_root",
+    "synthetic_num_train",
+    "synthetic_num_val",
+    "synthetic_height",
+    "synthetic_width",
+    "synthetic_family",
+    "synthetic_num_source_val",
+    "sliding_window",
+    "window_size",
+    "window_overlap",
+    "flip",
+    "num_classes_protocol",
+    "max_eval_images",
+)
