@@ -226,14 +226,18 @@ def _git_commit():
         return None
 
 
-def _recorded(family, name, seed):
-    model_dir = os.path.join(FLAGS.out_dir, "runs", family, name, f"seed{seed}")
-    return load_record(family, name, seed, _command(family, name, seed, model_dir)) is not None
+def _model_dir(family, name, seed):
+    return os.path.join(FLAGS.out_dir, "runs", family, name, f"seed{seed}")
+
+
+def _existing_record(family, name, seed):
+    """The run's record if one exists with the same flags (fingerprint), else None."""
+    return load_record(family, name, seed, _command(family, name, seed, _model_dir(family, name, seed)))
 
 
 def train_one(family, name, seed):
     """Trains one variant with one seed unless its record exists; returns the record."""
-    model_dir = os.path.join(FLAGS.out_dir, "runs", family, name, f"seed{seed}")
+    model_dir = _model_dir(family, name, seed)
     command = _command(family, name, seed, model_dir)
     record = load_record(family, name, seed, command)
     if record is not None:
@@ -660,7 +664,7 @@ def main(argv):
     if not FLAGS.report_only and jobs:
         # The first run of each family generates its scenes: run those alone so parallel runs do not race.
         for family in FLAGS.families:
-            pending = [j for j in jobs if j[0] == family and not _recorded(*j)]
+            pending = [j for j in jobs if j[0] == family and _existing_record(*j) is None]
             if pending:
                 train_one(*pending[0])
         failures = []
