@@ -398,7 +398,8 @@ _LAYOUTS = {
         "ROOT/gtFine/{split}/SEQ/*_gtFine_labelcsTrainIds.png (run IDD's createLabels first)"
     ),
 }
-_MAPILLARY_SPLITS = {
+#: Mapillary Vistas' split folders: the split names the loaders accept -> the folder of that split.
+MAPILLARY_SPLITS = {
     "train": "training",
     "training": "training",
     "val": "validation",
@@ -408,9 +409,48 @@ _MAPILLARY_SPLITS = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class FileLayout:
+    """Where one split of a dataset keeps its files, in the layout of its published release.
+
+    `image_dir`, `label_dir`: folders relative to the root, "/"-separated, with "{split}" for the split's
+    folder; files may sit in sub-folders of them (Cityscapes cities, IDD sequences). `image_suffix`,
+    `label_suffix`: how the file names end; an image and its label share the rest of the path.
+    `split_folders`: split name -> folder name where they differ (Mapillary). The listers also accept the
+    variants `_LAYOUTS` describes (GTAV JPEG images, the older BDD100K tree, Mapillary v2.0's v1.2 labels,
+    IDD JPEG images); the synthetic generator (`mgml_tf.synthetic`) writes exactly this layout.
+    """
+
+    image_dir: str
+    label_dir: str
+    image_suffix: str
+    label_suffix: str
+    split_folders: dict = None
+
+    def split_folder(self, split):
+        """The folder name of `split` (the split name itself unless `split_folders` renames it)."""
+        return (self.split_folders or {}).get(split, split)
+
+    def dirs(self, root, split):
+        """(image folder, label folder) of `split` under `root`."""
+        folder = self.split_folder(split)
+        return tuple(os.path.join(root, *d.format(split=folder).split("/")) for d in (self.image_dir, self.label_dir))
+
+
+#: The published layout of each of `KNOWN_DATASETS` (the loaders list these; the generator writes them).
+FILE_LAYOUTS = {
+    "gtav": FileLayout("images", "labels", ".png", ".png"),
+    "synthia": FileLayout("RGB", "GT/LABELS", ".png", ".png"),
+    "cityscapes": FileLayout("leftImg8bit/{split}", "gtFine/{split}", "_leftImg8bit.png", "_gtFine_labelIds.png"),
+    "bdd100k": FileLayout("images/10k/{split}", "labels/sem_seg/masks/{split}", ".jpg", ".png"),
+    "mapillary": FileLayout("{split}/images", "{split}/labels", ".jpg", ".png", MAPILLARY_SPLITS),
+    "idd": FileLayout("leftImg8bit/{split}", "gtFine/{split}", "_leftImg8bit.png", "_gtFine_labelcsTrainIds.png"),
+}
+
+
 def _layout(name, root, split):
     text = _LAYOUTS[name].replace("ROOT", root).replace("{split}", split)
-    return text.replace("{msplit}", _MAPILLARY_SPLITS.get(split, split))
+    return text.replace("{msplit}", FILE_LAYOUTS["mapillary"].split_folder(split))
 
 
 def _need_dir(name, root, split, path):
@@ -505,34 +545,21 @@ def _flat_pairs(name, root, split, split_list, image_dir, label_dir, image_exts,
 
 
 def _list_gtav(root, split, split_list):
+    fl = FILE_LAYOUTS["gtav"]
     return _flat_pairs(
-        "gtav",
-        root,
-        split,
-        split_list,
-        os.path.join(root, "images"),
-        os.path.join(root, "labels"),
-        (".png", ".jpg"),
-        ".png",
+        "gtav", root, split, split_list, *fl.dirs(root, split), (fl.image_suffix, ".jpg"), fl.label_suffix
     )
 
 
 def _list_synthia(root, split, split_list):
-    return _flat_pairs(
-        "synthia",
-        root,
-        split,
-        split_list,
-        os.path.join(root, "RGB"),
-        os.path.join(root, "GT", "LABELS"),
-        (".png",),
-        ".png",
-    )
+    fl = FILE_LAYOUTS["synthia"]
+    return _flat_pairs("synthia", root, split, split_list, *fl.dirs(root, split), (fl.image_suffix,), fl.label_suffix)
 
 
-def _city_style(name, root, split, split_list, label_suffix, image_suffixes=("_leftImg8bit.png",)):
-    idir = os.path.join(root, "leftImg8bit", split)
-    ldir = os.path.join(root, "gtFine", split)
+def _city_style(name, root, split, split_list, extra_image_suffixes=()):
+    fl = FILE_LAYOUTS[name]
+    idir, ldir = fl.dirs(root, split)
+    label_suffix, image_suffixes = fl.label_suffix, (fl.image_suffix, *extra_image_suffixes)
     _need_dir(name, root, split, idir)
     _need_dir(name, root, split, ldir)
     images = {}
@@ -547,28 +574,26 @@ def _city_style(name, root, split, split_list, label_suffix, image_suffixes=("_l
 
 
 def _list_cityscapes(root, split, split_list):
-    return _city_style("cityscapes", root, split, split_list, "_gtFine_labelIds.png")
+    return _city_style("cityscapes", root, split, split_list)
 
 
 def _list_idd(root, split, split_list):
-    return _city_style(
-        "idd", root, split, split_list, "_gtFine_labelcsTrainIds.png", ("_leftImg8bit.png", "_leftImg8bit.jpg")
-    )
+    return _city_style("idd", root, split, split_list, ("_leftImg8bit.jpg",))
 
 
 def _list_bdd100k(root, split, split_list):
     name = "bdd100k"
+    fl = FILE_LAYOUTS[name]
     if os.path.isdir(os.path.join(root, "images", "10k")) or not os.path.isdir(os.path.join(root, "seg")):
-        idir = os.path.join(root, "images", "10k", split)
-        ldir = os.path.join(root, "labels", "sem_seg", "masks", split)
-        lsuf = ".png"
-    else:
+        idir, ldir = fl.dirs(root, split)
+        lsuf = fl.label_suffix
+    else:  # the older seg/ tree
         idir = os.path.join(root, "seg", "images", split)
         ldir = os.path.join(root, "seg", "labels", split)
         lsuf = "_train_id.png"
     _need_dir(name, root, split, idir)
     _need_dir(name, root, split, ldir)
-    images = _by_key(_glob(os.path.join(idir, "*.jpg")), idir, ".jpg")
+    images = _by_key(_glob(os.path.join(idir, "*" + fl.image_suffix)), idir, fl.image_suffix)
     labels = _by_key(_glob(os.path.join(ldir, "*" + lsuf)), ldir, lsuf)
     pairs = _pair(name, root, split, images, labels, idir, ldir)
     if split_list is not None:
@@ -578,15 +603,15 @@ def _list_bdd100k(root, split, split_list):
 
 def _list_mapillary(root, split, split_list):
     name = "mapillary"
-    msplit = _MAPILLARY_SPLITS.get(split, split)
-    idir = os.path.join(root, msplit, "images")
-    ldir = os.path.join(root, msplit, "labels")
+    fl = FILE_LAYOUTS[name]
+    msplit = fl.split_folder(split)
+    idir, ldir = fl.dirs(root, split)
     if not os.path.isdir(ldir) and os.path.isdir(os.path.join(root, msplit, "v1.2", "labels")):
-        ldir = os.path.join(root, msplit, "v1.2", "labels")
+        ldir = os.path.join(root, msplit, "v1.2", "labels")  # the v2.0 package
     _need_dir(name, root, split, idir)
     _need_dir(name, root, split, ldir)
-    images = _by_key(_glob(os.path.join(idir, "*.jpg")), idir, ".jpg")
-    labels = _by_key(_glob(os.path.join(ldir, "*.png")), ldir, ".png")
+    images = _by_key(_glob(os.path.join(idir, "*" + fl.image_suffix)), idir, fl.image_suffix)
+    labels = _by_key(_glob(os.path.join(ldir, "*" + fl.label_suffix)), ldir, fl.label_suffix)
     pairs = _pair(name, root, split, images, labels, idir, ldir)
     if split_list is not None:
         pairs = _apply_split_list(name, {os.path.basename(i)[:-4]: (i, l) for i, l in pairs}, split_list)
