@@ -17,7 +17,7 @@ _LAZY = {"build_model": "mgml_tf.models.builder", "MemorySegmenter": "mgml_tf.mo
 
 
 def __getattr__(name):
-    # Lazy so that `python -m mgml_tf.data.synthetic` and friends do not build the model stack.
+    # Lazy so that `python -m mgml_tf.synthetic` and friends do not build the model stack.
     if name in _LAZY:
         import importlib
 

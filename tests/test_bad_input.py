@@ -230,7 +230,7 @@ def test_16bit_label_ids_are_read_exactly(tmp_path):
 
 
 def test_synthetic_suite_labels_hold_only_known_values(run):
-    from mgml_tf.data import synthetic
+    from mgml_tf.synthetic import streets as synthetic
 
     for style, layout in synthetic.DEFAULT_SUITE.items():
         split = "train" if style in synthetic.SOURCE_STYLES else "val"

@@ -6,7 +6,7 @@ import mgml_tf
 from mgml_tf.data import load_domain
 from mgml_tf.data.augment import GEOMETRY_ONLY
 from mgml_tf.data.episodes import aggregated_batches, episodes
-from mgml_tf.data.synthetic import write_dataset
+from mgml_tf.synthetic.streets import write_dataset
 
 
 def test_readme_python_example(tmp_path):

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mgml_tf.data import synthetic_towns as towns
+from mgml_tf.synthetic import towns
 
 H, W = 64, 128  # small images keep the tests fast
 STYLES = list(towns.SOURCE_STYLES) + list(towns.TARGET_STYLES)
@@ -79,11 +79,11 @@ def test_target_styles_differ_from_sources():
 
 def test_no_code_shared_with_the_streets_family():
     """The towns modules import neither the streets scene nor its styles (nor the streets module)."""
-    import mgml_tf.data as pkg
+    import mgml_tf.synthetic as pkg
 
-    banned = {"mgml_tf.data._synthetic_scene", "mgml_tf.data._synthetic_styles", "mgml_tf.data.synthetic"}
+    banned = {"mgml_tf.synthetic._streets_scene", "mgml_tf.synthetic._streets_styles", "mgml_tf.synthetic.streets"}
     here = os.path.dirname(pkg.__file__)
-    for name in ("synthetic_towns.py", "_towns_scene.py", "_towns_styles.py"):
+    for name in ("towns.py", "_towns_scene.py", "_towns_styles.py"):
         with open(os.path.join(here, name)) as f:
             tree = ast.parse(f.read())
         imported = set()
@@ -94,7 +94,7 @@ def test_no_code_shared_with_the_streets_family():
                 imported.add(node.module)
                 imported |= {f"{node.module}.{a.name}" for a in node.names}
         assert not imported & banned, (name, imported & banned)
-    assert not set(towns.STYLES) & set(__import__("mgml_tf.data.synthetic", fromlist=["STYLES"]).STYLES)
+    assert not set(towns.STYLES) & set(__import__("mgml_tf.synthetic.streets", fromlist=["STYLES"]).STYLES)
 
 
 # ----------------------------------------------------------------------------------------------- writing

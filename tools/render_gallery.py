@@ -18,7 +18,8 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mgml_tf.data import synthetic, synthetic_towns
+from mgml_tf.synthetic import streets as synthetic
+from mgml_tf.synthetic import towns as synthetic_towns
 
 flags.DEFINE_enum(
     "family",

@@ -1,14 +1,13 @@
 """Domains named on the command line: ``name:root`` lists, and the embedded default ('synthetic').
 
 ``synthetic`` expands to every default source style (train split) or target style (val split) of the
-``DEFAULT_SUITE`` of the family chosen by ``--synthetic_family`` (streets: ``mgml_tf.data.synthetic``, towns:
-``mgml_tf.data.synthetic_towns``); ``synthetic:STYLE`` names one style; ``synthetic:in_domain`` (targets)
+``DEFAULT_SUITE`` of the family chosen by ``--synthetic_family`` (``mgml_tf.synthetic.families``: streets or
+towns); ``synthetic:STYLE`` names one style; ``synthetic:in_domain`` (targets)
 the held-out images of every source style (``--synthetic_num_source_val``, roots ``<style>_val``). The suite
 is generated once under ``--synthetic_root`` (into a temporary folder renamed into place, so an interrupted
 generation never leaves a half suite that looks complete) and reused while its parameters match.
 """
 
-import importlib
 import json
 import os
 import shutil
@@ -32,12 +31,12 @@ def _num_source_val(fv):
 
 def _generator(fv):
     """The generator module of ``--synthetic_family``."""
-    from mgml_tf.training.flags import SYNTHETIC_FAMILIES
+    from mgml_tf.synthetic import families
 
     family = _family(fv)
-    if family not in SYNTHETIC_FAMILIES:
-        raise UsageError(f"--synthetic_family={family!r} is unknown; valid: {', '.join(SYNTHETIC_FAMILIES)}")
-    return importlib.import_module(f"mgml_tf.data.{SYNTHETIC_FAMILIES[family]}")
+    if family not in families.FAMILIES:
+        raise UsageError(f"--synthetic_family={family!r} is unknown; valid: {', '.join(families.FAMILIES)}")
+    return families.load(family)
 
 
 def _suite_params(fv):

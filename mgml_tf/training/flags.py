@@ -11,6 +11,7 @@ import tempfile
 
 from absl import flags
 
+from mgml_tf.synthetic import families as synthetic_families
 from mgml_tf.training.cli import UsageError, check_writable
 
 # Options whose values come from a fixed set (checked again by the model; listed here for --help).
@@ -167,8 +168,8 @@ def define_eval_flags(fv, with_targets=True):
     flags.DEFINE_integer("max_eval_images", 0, "Evaluate at most this many images per target (0: all).", flag_values=fv)
 
 
-#: --synthetic_family values: the family's name -> its module under mgml_tf.data.
-SYNTHETIC_FAMILIES = {"streets": "synthetic", "towns": "synthetic_towns"}
+#: --synthetic_family values: the family's name -> its module (the registry in mgml_tf.synthetic.families).
+SYNTHETIC_FAMILIES = synthetic_families.FAMILIES
 
 
 def define_synthetic_flags(fv):
@@ -187,7 +188,7 @@ def define_synthetic_flags(fv):
         "synthetic_family",
         "streets",
         "Generator that 'synthetic' expands to: streets "
-        "(mgml_tf.data.synthetic) or towns (mgml_tf.data.synthetic_towns, a second family "
+        "(mgml_tf.synthetic.streets) or towns (mgml_tf.synthetic.towns, a second family "
         "sharing no scene code, style or palette with it).",
         flag_values=fv,
     )

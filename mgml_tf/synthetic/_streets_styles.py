@@ -1,4 +1,4 @@
-"""Styles (domains) for the synthetic generator: how a rasterised `Scene` is turned into an RGB image.
+"""Styles (domains) of the "streets" family (private): how a rasterised `Scene` is turned into an RGB image.
 
 A style fixes per-class palettes, per-part colours, textures, lighting, weather, blur and sensor noise.
 Only the appearance changes between styles; the layout distribution and the meaning of every class are
@@ -10,8 +10,8 @@ import functools
 
 import numpy as np
 
-from mgml_tf.data import _synthetic_scene as S
-from mgml_tf.data._synthetic_labels import CLASS_NAMES, NUM_CLASSES, ROAD, SKY
+from mgml_tf.synthetic import _streets_scene as S
+from mgml_tf.synthetic.labels import CLASS_NAMES, NUM_CLASSES, ROAD, SKY
 
 _K = 4  # palette entries per class (instances pick one by their random value)
 

@@ -1,4 +1,4 @@
-"""Procedural street-scene layouts, rasterised with a z-buffer (private part of `synthetic`).
+"""Procedural street-scene layouts, rasterised with a z-buffer (private part of `streets`).
 
 A pinhole camera at height `h_c` looks along +z over a flat ground plane; the horizon is the image row
 `y_h`, the vanishing point the column `x_v`.  A ground point (X, z) projects to column
@@ -16,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from mgml_tf.data._synthetic_labels import (
+from mgml_tf.synthetic.labels import (
     BICYCLE,
     BUILDING,
     BUS,

@@ -1,4 +1,10 @@
-"""Class tables used by the synthetic generator (private; independent of `mgml_tf.data.labels`).
+"""Class tables of the synthetic generator: how each family's train ids are written in each layout.
+
+Deliberately independent of the loaders' label maps (`mgml_tf.data.labels`), unlike the layout tables
+(`layout_writer` imports those from `mgml_tf.data.datasets`): the tests that the loaders read back what the
+generator wrote (tests/test_synthetic_streets.py, tests/test_synthetic_towns.py) and the loader tests on
+generated data only mean something if the label encoding is written separately from the decoding.  The
+streets tests check these tables against `cityscapesscripts` and Mapillary's class list instead.
 
 The 19 Cityscapes evaluation classes with their train id (0..18), Cityscapes label id and colour,
 plus the ids each written dataset layout uses for them:

@@ -1,14 +1,12 @@
-"""The synthetic multi-domain street-scene generator: scenes, styles, the six written layouts, the CLI."""
+"""The "streets" scene family: scenes, styles, the six written layouts (its CLI: tests/test_synthetic_cli.py)."""
 
 import glob
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from mgml_tf.data import synthetic as syn
+from mgml_tf.synthetic import streets as syn
 
 H, W = 64, 128  # small images keep the file tests fast
 
@@ -77,7 +75,7 @@ def _expected_label(style, seed, index):
 def test_class_table_matches_cityscapesscripts():
     cs = _cs_labels()
     assert len(cs) == 19
-    from mgml_tf.data._synthetic_labels import CLASSES
+    from mgml_tf.synthetic.labels import CLASSES
 
     for lab in cs:
         name, tid, lid, colour = CLASSES[lab.trainId]
@@ -85,7 +83,7 @@ def test_class_table_matches_cityscapesscripts():
 
 
 def test_layout_id_tables():
-    from mgml_tf.data._synthetic_labels import MAPILLARY_V12_NAMES
+    from mgml_tf.synthetic.labels import MAPILLARY_V12_NAMES
 
     assert len(MAPILLARY_V12_NAMES) == 66
     for tid in range(19):
@@ -259,7 +257,7 @@ def test_train_id_layouts(tmp_path, layout, ipat, lpat):
 
 
 def test_mapillary_layout(tmp_path):
-    from mgml_tf.data._synthetic_labels import MAPILLARY_V12_NAMES
+    from mgml_tf.synthetic.labels import MAPILLARY_V12_NAMES
 
     syn.write_dataset("rainy_realistic", "mapillary", 2, tmp_path, seed=7, height=H, width=W, split="val")
     imgs = sorted(glob.glob(str(tmp_path / "validation" / "images" / "*.jpg")))
@@ -333,43 +331,3 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="height must be an integer >= 32"):
         syn.generate_scene("foggy", 8, W, 0)
     assert not os.listdir(tmp_path)
-
-
-def _run_cli(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(
-        [sys.executable, "-m", "mgml_tf.data.synthetic", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    )
-
-
-def test_cli(tmp_path):
-    out = tmp_path / "idd"
-    r = _run_cli(
-        "--style=desert_toon",
-        "--layout=idd",
-        "--num_images=2",
-        f"--output_dir={out}",
-        f"--height={H}",
-        f"--width={W}",
-        "--split=val",
-    )
-    assert r.returncode == 0, r.stderr
-    assert "images/s" in r.stdout and f"idd:{out}" in r.stdout
-    assert len(glob.glob(str(out / "gtFine" / "val" / "0" / "*_gtFine_labelcsTrainIds.png"))) == 2
-
-    for args, needle in (
-        (("--style=fog", "--layout=idd"), "known styles: sunny_game"),
-        (("--style=foggy", "--layout=kitti"), "known layouts: gtav"),
-        (("--style=foggy", "--layout=idd", "--num_images=0"), "num_images must be a positive"),
-    ):
-        extra = () if any(a.startswith("--num_images") for a in args) else ("--num_images=1",)
-        r = _run_cli(*args, *extra, f"--output_dir={tmp_path / 'bad'}")
-        assert r.returncode != 0
-        lines = [ln for ln in r.stderr.splitlines() if "mgml_tf.data.synthetic: error" in ln]
-        assert len(lines) == 1 and needle in lines[0], r.stderr
-    assert not os.path.exists(tmp_path / "bad")

@@ -1,37 +1,35 @@
-"""A second synthetic family, "towns": ray-cast 3-D towns through distorted cameras, in six styles.
+"""The "towns" family: ray-cast 3-D towns through distorted cameras, in six styles.
 
-Independent of the "streets" family (`mgml_tf.data.synthetic`): its own camera models (rectilinear,
+Independent of the "streets" family (`mgml_tf.synthetic.streets`): its own camera models (rectilinear,
 stereographic-like, fisheye; pitch, roll, rolling shutter), street plans (curves, hills, cross streets,
 roundabouts, plazas, one-way alleys, tram tracks, parking lanes), object shapes (boxy or rounded vehicles,
 capsule people, low-poly trees, stepped and domed buildings) and styles.  Only the dataset-layout writing
-(`mgml_tf.data.layout_writer`) and the Cityscapes class table are shared.  Same API as `synthetic`, so a
-caller can switch family by module.
+(`mgml_tf.synthetic.layout_writer`) and the Cityscapes class table (`mgml_tf.synthetic.labels`) are shared.
+Same API as `streets`, so a caller can switch family by module (`mgml_tf.synthetic.families`).
 
 Python::
 
-    from mgml_tf.data import synthetic_towns as towns
+    from mgml_tf.synthetic import towns
     image, label = towns.generate_scene("dusk_dashcam", 128, 256, rng=0)
     sources, targets = towns.write_default_suite("/tmp/towns", num_train=100, num_val=25)
 
-Command line::
+Command line (`mgml_tf.synthetic.cli`)::
 
-    python -m mgml_tf.data.synthetic_towns --num_images=100 --num_val_images=25 --output_dir=/tmp/towns
+    python -m mgml_tf.synthetic --family=towns --num_images=100 --num_val_images=25 --output_dir=/tmp/towns
 
 See docs/SYNTHETIC.md, "The towns family".
 """
 
 import collections
-import sys
-import time
 import zlib
 
 import numpy as np
 
-from mgml_tf.data import layout_writer
-from mgml_tf.data._synthetic_labels import CLASS_NAMES, NUM_CLASSES, colorize
-from mgml_tf.data._towns_scene import Town, render_town
-from mgml_tf.data._towns_styles import SOURCE_STYLES, STYLES, TARGET_STYLES, TownStyle, shade
-from mgml_tf.data.layout_writer import LAYOUTS, encode_label
+from mgml_tf.synthetic import layout_writer
+from mgml_tf.synthetic._towns_scene import Town, render_town
+from mgml_tf.synthetic._towns_styles import SOURCE_STYLES, STYLES, TARGET_STYLES, TownStyle, shade
+from mgml_tf.synthetic.labels import CLASS_NAMES, NUM_CLASSES, colorize
+from mgml_tf.synthetic.layout_writer import LAYOUTS, encode_label
 
 # The class table, town renderer, styles and layouts are re-exported: this module is the family's API.
 __all__ = [
@@ -52,7 +50,6 @@ __all__ = [
     "generate_scene",
     "get_style",
     "image_rng",
-    "main",
     "render_town",
     "shade",
     "write_dataset",
@@ -73,6 +70,8 @@ DEFAULT_SUITE = collections.OrderedDict(
 )
 
 SuiteSpecs = layout_writer.SuiteSpecs
+#: The generator identity recorded in SYNTHETIC.json ("generator"): the module path before the move to
+#: mgml_tf.synthetic, kept so that roots written before it still match (see `streets.GENERATOR`).
 GENERATOR = "mgml_tf.data.synthetic_towns"
 #: Seed-stream tag of the held-out source images (`write_default_suite(num_source_val=...)`): their image
 #: rngs never coincide with those of the training images of the same style and seed.
@@ -114,7 +113,7 @@ def write_dataset(
     """Write `num_images` towns of `style` under `output_dir` in the published `layout`.
 
     Image i comes from `image_rng(style, seed, i, held_out)`: the same arguments give byte-identical files.
-    Paths, label encodings and the result dict are those of `synthetic.write_dataset`."""
+    Paths, label encodings and the result dict are those of `streets.write_dataset`."""
     return layout_writer.write_style(
         GENERATOR,
         generate_scene,
@@ -164,80 +163,3 @@ def class_frequencies(num_images=50, height=256, width=512, seed=0):
         present += counts > 0
         pixels += counts
     return present / num_images, pixels / pixels.sum()
-
-
-# ------------------------------------------------------------------------------------------------- CLI
-def _main(argv):
-    from absl import flags
-
-    fv = flags.FLAGS
-    if len(argv) > 1:
-        return _fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    for name in ("num_images", "output_dir"):
-        if fv[name].value is None:
-            return _fail(f"--{name} is required")
-    try:
-        t0 = time.perf_counter()
-        if fv.style == "all_defaults":
-            num_val = fv.num_val_images if fv.num_val_images is not None else fv.num_images
-            if num_val <= 0 or fv.num_source_val_images < 0:
-                raise ValueError("--num_val_images must be positive and --num_source_val_images >= 0")
-            specs = write_default_suite(
-                fv.output_dir,
-                fv.num_images,
-                num_val,
-                fv.seed,
-                fv.height,
-                fv.width,
-                verbose=True,
-                num_source_val=fv.num_source_val_images,
-            )
-            n = (fv.num_images + fv.num_source_val_images) * len(SOURCE_STYLES) + num_val * len(TARGET_STYLES)
-            print(f"wrote {n} images ({fv.height}x{fv.width}) in {time.perf_counter() - t0:.1f} s")
-            print("--sources=" + ",".join(specs.sources))
-            print("--targets=" + ",".join(specs.targets))
-        else:
-            res = write_dataset(
-                fv.style, fv.layout, fv.num_images, fv.output_dir, fv.seed, fv.height, fv.width, fv.split, verbose=True
-            )
-            print(
-                f"wrote {fv.num_images} images in {res['seconds_total']:.1f} s "
-                f"({res['cpu_seconds_generate'] / fv.num_images * 1000:.0f} ms CPU per image to generate)"
-            )
-            print(res["spec"])
-    except ValueError as e:
-        return _fail(str(e))
-    if fv.print_frequencies:
-        img_frac, pix_frac = class_frequencies(50, fv.height, fv.width, fv.seed)
-        print("class           images  pixels")
-        for c, name in enumerate(CLASS_NAMES):
-            print(f"{name:15s} {img_frac[c]:6.2f}  {100 * pix_frac[c]:5.2f}%")
-    return 0
-
-
-def _fail(msg):
-    print(f"mgml_tf.data.synthetic_towns: error: {msg}", file=sys.stderr)
-    return 2
-
-
-def main():
-    from absl import app, flags
-
-    flags.DEFINE_string(
-        "style", "all_defaults", "Style name, or 'all_defaults' for the default suite. Known: " + ", ".join(STYLES)
-    )
-    flags.DEFINE_string("layout", "cityscapes", "Layout to write: " + ", ".join(LAYOUTS) + " (one style only).")
-    flags.DEFINE_integer("num_images", None, "Images to write (per source style with all_defaults).")
-    flags.DEFINE_integer("num_val_images", None, "all_defaults: images per target style (default: --num_images).")
-    flags.DEFINE_integer("num_source_val_images", 0, "all_defaults: held-out images per source style.")
-    flags.DEFINE_string("output_dir", None, "Root directory (all_defaults: one sub-directory per style).")
-    flags.DEFINE_integer("seed", 0, "Seed; the same seed gives byte-identical files.")
-    flags.DEFINE_integer("height", 256, "Image height.")
-    flags.DEFINE_integer("width", 512, "Image width.")
-    flags.DEFINE_string("split", "train", "Split directory name (one style only).")
-    flags.DEFINE_boolean("print_frequencies", False, "Also print per-class image/pixel frequencies (50 scenes).")
-    app.run(_main)
-
-
-if __name__ == "__main__":
-    main()

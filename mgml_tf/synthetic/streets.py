@@ -1,4 +1,4 @@
-"""Embedded default data: procedural multi-domain street scenes written in real dataset layouts.
+"""The "streets" family: procedural street scenes written in real dataset layouts.
 
 Each image is a random street layout (road in perspective with lane marks, sidewalks, buildings with windows,
 walls, fences, poles with traffic lights and signs, trees, bushes, terrain, sky, people, riders on bicycles and
@@ -8,29 +8,28 @@ shape and context in every style, so a model trained on the source styles has to
 
 Python::
 
-    from mgml_tf.data import synthetic
-    image, label = synthetic.generate_scene("foggy", 256, 512, rng=0)
-    synthetic.write_dataset("night", "bdd100k", 10, "/tmp/night", split="val")
-    sources, targets = synthetic.write_default_suite("/tmp/synth", num_train=200, num_val=50)
+    from mgml_tf.synthetic import streets
+    image, label = streets.generate_scene("foggy", 256, 512, rng=0)
+    streets.write_dataset("night", "bdd100k", 10, "/tmp/night", split="val")
+    sources, targets = streets.write_default_suite("/tmp/synth", num_train=200, num_val=50)
 
-Command line::
+Command line (`mgml_tf.synthetic.cli`)::
 
-    python -m mgml_tf.data.synthetic --style=foggy --layout=cityscapes --num_images=20 --output_dir=/tmp/fog
-    python -m mgml_tf.data.synthetic --style=all_defaults --num_images=200 --num_val_images=50 \\
-        --output_dir=/tmp/synth
+    python -m mgml_tf.synthetic --style=foggy --layout=cityscapes --num_images=20 --output_dir=/tmp/fog
+    python -m mgml_tf.synthetic --num_images=200 --num_val_images=50 --output_dir=/tmp/synth
 
 See docs/SYNTHETIC.md.
 """
 
 import collections
-import sys
-import time
 import zlib
 
 import numpy as np
 
-from mgml_tf.data import layout_writer
-from mgml_tf.data._synthetic_labels import (
+from mgml_tf.synthetic import layout_writer
+from mgml_tf.synthetic._streets_scene import Scene, render_scene
+from mgml_tf.synthetic._streets_styles import SOURCE_STYLES, STYLES, TARGET_STYLES, Style, stylize
+from mgml_tf.synthetic.labels import (
     CLASS_NAMES,
     IGNORE_INDEX,
     NUM_CLASSES,
@@ -42,14 +41,13 @@ from mgml_tf.data._synthetic_labels import (
     TRAIN_TO_TRAIN,
     colorize,
 )
-from mgml_tf.data._synthetic_scene import Scene, render_scene
-from mgml_tf.data._synthetic_styles import SOURCE_STYLES, STYLES, TARGET_STYLES, Style, stylize
-from mgml_tf.data.layout_writer import LAYOUTS
+from mgml_tf.synthetic.layout_writer import LAYOUTS
 
 # The class table, scene renderer, styles and layouts are re-exported: this module is the family's API.
 __all__ = [
     "CLASS_NAMES",
     "DEFAULT_SUITE",
+    "GENERATOR",
     "HELD_OUT_STREAM",
     "IGNORE_INDEX",
     "LAYOUTS",
@@ -71,7 +69,6 @@ __all__ = [
     "generate_scene",
     "get_style",
     "image_rng",
-    "main",
     "render_scene",
     "stylize",
     "write_dataset",
@@ -92,6 +89,10 @@ DEFAULT_SUITE = collections.OrderedDict(
 )
 
 SuiteSpecs = layout_writer.SuiteSpecs
+#: The generator identity recorded in SYNTHETIC.json ("generator"). It is the family's module path before the
+#: generator moved from mgml_tf.data to mgml_tf.synthetic, kept so that roots written before the move still
+#: match their records and files stay byte-identical: an identity, not an import path; do not change it.
+GENERATOR = "mgml_tf.data.synthetic"
 
 
 def get_style(style):
@@ -165,7 +166,7 @@ def write_dataset(
       (wall clock spent generating), `cpu_seconds_generate` (CPU time of the same) and `seconds_total`.
     """
     return layout_writer.write_style(
-        "mgml_tf.data.synthetic",
+        GENERATOR,
         generate_scene,
         image_rng,
         get_style(style),
@@ -221,97 +222,3 @@ def class_frequencies(num_images=50, height=256, width=512, seed=0):
         present += counts > 0
         pixels += counts
     return present / num_images, pixels / pixels.sum()
-
-
-# ------------------------------------------------------------------------------------------------- CLI
-def _define_flags():
-    from absl import flags
-
-    flags.DEFINE_string(
-        "style", None, "Style name, or 'all_defaults' for the default suite. Known: " + ", ".join(STYLES)
-    )
-    flags.DEFINE_string(
-        "layout",
-        "cityscapes",
-        "Dataset layout to write: " + ", ".join(LAYOUTS) + " (ignored with --style=all_defaults).",
-    )
-    flags.DEFINE_integer("num_images", None, "Images to write (per source style with all_defaults).")
-    flags.DEFINE_integer("num_val_images", None, "With all_defaults: images per target style (default: --num_images).")
-    flags.DEFINE_string("output_dir", None, "Root directory (all_defaults: one sub-directory per style).")
-    flags.DEFINE_integer("seed", 0, "Seed; the same seed gives byte-identical files.")
-    flags.DEFINE_integer("height", 256, "Image height.")
-    flags.DEFINE_integer("width", 512, "Image width.")
-    flags.DEFINE_string("split", "train", "Split directory name (cityscapes, bdd100k, mapillary, idd).")
-    flags.DEFINE_boolean("print_frequencies", False, "Also print per-class image/pixel frequencies.")
-    return flags.FLAGS
-
-
-def _main(argv):
-    FLAGS = sys.modules[__name__]._FLAGS
-    if len(argv) > 1:
-        return _fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    for name in ("style", "num_images", "output_dir"):
-        if getattr(FLAGS, name) is None:
-            return _fail(f"--{name} is required")
-    try:
-        if FLAGS.style == "all_defaults":
-            num_val = FLAGS.num_val_images if FLAGS.num_val_images is not None else FLAGS.num_images
-            if num_val <= 0:
-                raise ValueError(f"num_val_images must be a positive integer, got {num_val}")
-            t0 = time.perf_counter()
-            specs = write_default_suite(
-                FLAGS.output_dir, FLAGS.num_images, num_val, FLAGS.seed, FLAGS.height, FLAGS.width, verbose=True
-            )
-            dt = time.perf_counter() - t0
-            n = FLAGS.num_images * len(SOURCE_STYLES) + num_val * len(TARGET_STYLES)
-            print(
-                f"wrote {n} images ({FLAGS.height}x{FLAGS.width}) in {dt:.1f} s: {n / dt:.1f} images/s "
-                "including PNG/JPEG encoding"
-            )
-            print("--sources=" + ",".join(specs.sources))
-            print("--targets=" + ",".join(specs.targets))
-        else:
-            res = write_dataset(
-                FLAGS.style,
-                FLAGS.layout,
-                FLAGS.num_images,
-                FLAGS.output_dir,
-                FLAGS.seed,
-                FLAGS.height,
-                FLAGS.width,
-                FLAGS.split,
-                verbose=True,
-            )
-            n = FLAGS.num_images
-            print(
-                f"wrote {n} images ({FLAGS.height}x{FLAGS.width}, style {FLAGS.style}, layout "
-                f"{FLAGS.layout}, split {FLAGS.split}) in {res['seconds_total']:.1f} s: "
-                f"{n / res['seconds_total']:.1f} images/s including encoding, "
-                f"{n / max(res['seconds_generate'], 1e-9):.1f} images/s generation alone "
-                f"({n / max(res['cpu_seconds_generate'], 1e-9):.1f} per CPU-second of the generating thread)"
-            )
-            print(res["spec"])
-    except ValueError as e:
-        return _fail(str(e))
-    if FLAGS.print_frequencies:
-        img_frac, pix_frac = class_frequencies(50, FLAGS.height, FLAGS.width, FLAGS.seed)
-        print("class           images  pixels")
-        for c, name in enumerate(CLASS_NAMES):
-            print(f"{name:15s} {img_frac[c]:6.2f}  {100 * pix_frac[c]:5.2f}%")
-    return 0
-
-
-def _fail(msg):
-    print(f"mgml_tf.data.synthetic: error: {msg}", file=sys.stderr)
-    return 2
-
-
-def main():
-    from absl import app
-
-    sys.modules[__name__]._FLAGS = _define_flags()
-    app.run(_main)
-
-
-if __name__ == "__main__":
-    main()

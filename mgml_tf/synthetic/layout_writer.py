@@ -1,8 +1,9 @@
 """Writing generated (image, label) pairs in published dataset layouts; shared by every synthetic family.
 
-Knows the file paths of GTAV, Synthia, Cityscapes, BDD100K, Mapillary and IDD, the label encoding of each
-(see docs/SYNTHETIC.md, "The written layouts"), and writes every file atomically (temporary file, then
-rename).  It knows nothing about scenes: a family passes a function that makes image `i`.
+The layouts are the loaders' (`mgml_tf.data.datasets`: `KNOWN_DATASETS`, `FILE_LAYOUTS` with its folders,
+suffixes and split folders), so what is written is what `load_domain` lists; this module adds only the file
+names, the label encoding of each layout (see docs/SYNTHETIC.md, "The written layouts") and atomic writes
+(temporary file, then rename).  It knows nothing about scenes: a family passes a function that makes image `i`.
 """
 
 import collections
@@ -13,7 +14,8 @@ import time
 
 import numpy as np
 
-from mgml_tf.data._synthetic_labels import (
+from mgml_tf.data.datasets import FILE_LAYOUTS, KNOWN_DATASETS
+from mgml_tf.synthetic.labels import (
     TRAIN_TO_COLOR,
     TRAIN_TO_LABEL_ID,
     TRAIN_TO_MAPILLARY,
@@ -21,17 +23,10 @@ from mgml_tf.data._synthetic_labels import (
     TRAIN_TO_TRAIN,
 )
 
-LAYOUTS = ("gtav", "synthia", "cityscapes", "bdd100k", "mapillary", "idd")
+#: The layouts a family can write: the loaders' dataset list itself (not a copy).
+LAYOUTS = KNOWN_DATASETS
 MIN_SIZE = 32
 
-_MAPILLARY_SPLITS = {
-    "train": "training",
-    "training": "training",
-    "val": "validation",
-    "validation": "validation",
-    "test": "testing",
-    "testing": "testing",
-}
 # SYNTHETIC.json keys that must match for a second split to be added to an existing root's record.
 _SAME_ROOT_KEYS = ("generator", "style", "layout", "seed", "height", "width")
 
@@ -57,41 +52,34 @@ def check_write_args(layout, num_images, height, width, split):
         raise ValueError(f"split must be a plain directory name such as 'train' or 'val', got {split!r}")
 
 
-def paths(layout, root, split, style_name, index):
-    """(image path, label path) of image `index` in `layout` under `root`."""
+def _file_name(layout, style_name, index):
+    """(sub-folders, stem) of image `index` under its layout's image and label folders."""
+    name = style_name.replace("_", "")
     if layout == "gtav":
-        stem = f"{index + 1:05d}"
-        return os.path.join(root, "images", stem + ".png"), os.path.join(root, "labels", stem + ".png")
+        return (), f"{index + 1:05d}"  # numbered from 1, as GTAV
     if layout == "synthia":
-        stem = f"{index:07d}"
-        return os.path.join(root, "RGB", stem + ".png"), os.path.join(root, "GT", "LABELS", stem + ".png")
-    if layout == "cityscapes":
-        city = style_name.replace("_", "")
-        stem = f"{city}_000000_{index:06d}"
-        return (
-            os.path.join(root, "leftImg8bit", split, city, stem + "_leftImg8bit.png"),
-            os.path.join(root, "gtFine", split, city, stem + "_gtFine_labelIds.png"),
-        )
+        return (), f"{index:07d}"  # numbered from 0, as RAND_CITYSCAPES
+    if layout == "cityscapes":  # the style (without underscores) is the city
+        return (name,), f"{name}_000000_{index:06d}"
     if layout == "bdd100k":
-        name = f"{style_name.replace('_', '')}-{index:07d}"
-        return (
-            os.path.join(root, "images", "10k", split, name + ".jpg"),
-            os.path.join(root, "labels", "sem_seg", "masks", split, name + ".png"),
-        )
+        return (), f"{name}-{index:07d}"
     if layout == "mapillary":
-        msplit = _MAPILLARY_SPLITS.get(split, split)
-        name = f"{style_name.replace('_', '')}{index:07d}"
-        return (
-            os.path.join(root, msplit, "images", name + ".jpg"),
-            os.path.join(root, msplit, "labels", name + ".png"),
-        )
-    if layout == "idd":
-        seq, frame = f"{index // 100}", f"{index:06d}"
-        return (
-            os.path.join(root, "leftImg8bit", split, seq, frame + "_leftImg8bit.png"),
-            os.path.join(root, "gtFine", split, seq, frame + "_gtFine_labelcsTrainIds.png"),
-        )
+        return (), f"{name}{index:07d}"
+    if layout == "idd":  # 100 frames per sequence folder
+        return (f"{index // 100}",), f"{index:06d}"
     raise AssertionError(layout)
+
+
+def paths(layout, root, split, style_name, index):
+    """(image path, label path) of image `index` in `layout` under `root` (folders and suffixes from the
+    loaders' `FILE_LAYOUTS`; GTAV and Synthia have no split folders, so `split` does not change their paths)."""
+    file_layout = FILE_LAYOUTS[layout]
+    sub, stem = _file_name(layout, style_name, index)
+    image_dir, label_dir = file_layout.dirs(root, split)
+    return (
+        os.path.join(image_dir, *sub, stem + file_layout.image_suffix),
+        os.path.join(label_dir, *sub, stem + file_layout.label_suffix),
+    )
 
 
 def encode_label(layout, label):

@@ -6,7 +6,7 @@ appearance depends on the style; the label map never does.
 
 import numpy as np
 
-from mgml_tf.data import _towns_scene as ts
+from mgml_tf.synthetic import _towns_scene as ts
 
 _CLASS_KEYS = (
     "road",
