@@ -53,10 +53,10 @@ def main(argv):
     if fv.save_predictions:
         cli.check_writable("save_predictions", fv.save_predictions)
 
+    from mgml_tf import metrics as metrics_lib
+    from mgml_tf import visualize as vis
     from mgml_tf.data import evaluation_dataset
-    from mgml_tf.training import metrics as metrics_lib
     from mgml_tf.training import model_dir as md
-    from mgml_tf.training import visualize as vis
     from mgml_tf.training.inference import Predictor, evaluate_domain
 
     config = md.load_config(fv.model_dir)

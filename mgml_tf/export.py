@@ -41,8 +41,8 @@ def serving_module(model):
     """A ``tf.Module`` whose tf.functions run ``model`` in inference mode on uint8 images."""
     import tensorflow as tf
 
+    from mgml_tf import visualize as vis
     from mgml_tf.data.labels import CLASS_NAMES, TRAIN_ID_COLORS
-    from mgml_tf.training import visualize as vis
 
     n = int(model.num_classes)
     names = list(CLASS_NAMES) if n == len(CLASS_NAMES) else [f"class_{i}" for i in range(n)]

@@ -158,7 +158,7 @@ def main(argv):
 
     import numpy as np
 
-    from mgml_tf.training import visualize as vis
+    from mgml_tf import visualize as vis
 
     model = _Model(fv.export_dir, fv.model_dir)
     names = model.class_names

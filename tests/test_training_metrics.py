@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from mgml_tf.training import metrics
+from mgml_tf import metrics
 
 
 def _reference_iou(labels, preds, n, ignore=255):
@@ -65,7 +65,7 @@ def test_agrees_with_cityscapesscripts_evaluator(tmp_path):
     import tensorflow as tf
     from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs
 
-    from mgml_tf.training import visualize as vis
+    from mgml_tf import visualize as vis
 
     rng = np.random.default_rng(2)
     conf = np.zeros((19, 19), np.int64)

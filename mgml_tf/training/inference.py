@@ -5,7 +5,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from mgml_tf.training import metrics as metrics_lib
+from mgml_tf import metrics as metrics_lib
 
 
 def _window_starts(size, window, stride):

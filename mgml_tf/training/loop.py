@@ -10,12 +10,12 @@ import numpy as np
 import tensorflow as tf
 
 from mgml_tf import layers
+from mgml_tf import metrics as metrics_lib
+from mgml_tf import visualize as vis
 from mgml_tf.training import checkpoints as ckpt_lib
 from mgml_tf.training import cli, summaries
 from mgml_tf.training import data as data_lib
-from mgml_tf.training import metrics as metrics_lib
 from mgml_tf.training import model_dir as md
-from mgml_tf.training import visualize as vis
 from mgml_tf.training.inference import Predictor, evaluate_domain
 
 _LOSS_ORDER = ("loss", "inner_loss", "outer_loss", "inner_seg", "outer_seg", "aux", "cohesion", "div_cls", "div_cos")
