@@ -101,6 +101,26 @@ def test_cli_default_suite_with_held_out_source_images(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted([*towns.DEFAULT_SUITE, *held_out])
 
 
+def test_cli_help_lists_the_options_of_both_old_commands():
+    r = _run_cli("--helpshort")  # absl exits with status 1 after the help
+    for flag in (
+        "family",
+        "style",
+        "layout",
+        "num_images",
+        "num_val_images",
+        "num_source_val_images",
+        "output_dir",
+        "seed",
+        "height",
+        "width",
+        "split",
+        "print_frequencies",
+    ):
+        assert f"  --{flag}:" in r.stdout or f"  --[no]{flag}:" in r.stdout, flag
+    assert "clay_lowpoly" in r.stdout and "sunny_game" in r.stdout
+
+
 # ------------------------------------------------------------------------------------- in process (fast)
 def _run_in_process(capsys, *args):
     from absl import flags

@@ -1,5 +1,9 @@
-"""``python -m mgml_tf.synthetic``: see `mgml_tf.synthetic.cli`."""
+"""``python -m mgml_tf.synthetic``: the command line of `mgml_tf.synthetic.cli`."""
 
-from mgml_tf.synthetic.cli import main
+from absl import app, flags
 
-main()
+from mgml_tf.synthetic import cli
+
+cli.define_flags(flags.FLAGS)
+flags.adopt_module_key_flags(cli)  # so that --help lists them
+app.run(lambda argv: cli.run(argv, flags.FLAGS))

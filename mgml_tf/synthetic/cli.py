@@ -6,7 +6,8 @@
         [--num_val_images=N_VAL --num_source_val_images=N_HELD_OUT] --output_dir=DIR
 
 Bad input stops it with one line on stderr (``mgml_tf.synthetic: error: ...``) and exit status 2, before
-anything is written. See docs/SYNTHETIC.md, "Command line".
+anything is written. See docs/SYNTHETIC.md, "Command line". `define_flags` and `run` are the command;
+`__main__.py` hands them to absl's `app.run`.
 """
 
 import sys
@@ -137,10 +138,3 @@ def run(argv, fv):
 def _fail(msg):
     print(f"{_PROG}: error: {msg}", file=sys.stderr)
     return 2
-
-
-def main():
-    from absl import app, flags
-
-    define_flags(flags.FLAGS)
-    app.run(lambda argv: run(argv, flags.FLAGS))
