@@ -1,6 +1,6 @@
 """All benchmarks side by side in one process: inference with and without the memory, XLA, train steps, data.
 
-    python tools/benchmark.py [--sections=inference,train,data] [--quick] [--output_json=FILE] [--markdown=FILE]
+    python -m tools.benchmark [--sections=inference,train,data] [--quick] [--output_json=FILE] [--markdown=FILE]
 
 Sections (each selectable with ``--sections``; their results are merged into the JSON, so one section can be
 re-run without losing the others):
@@ -14,117 +14,102 @@ re-run without losing the others):
              each once, in a rotating order), so load changes hit all alike. Reported: per-image median and
              min-max, the memory/no-memory ratio (median of the per-round ratios, its min-max, and a 95%
              bootstrap interval of the ratio of medians over rounds) and the XLA on/off ratio; parameters of
-             the inference graph (``tools/count_params.py``: without auxiliary head, update network U and
+             the inference graph (``tools.count_params``: without auxiliary head, update network U and
              memory classifier G).
   flops      Floating-point operations of the same two inference functions at ``--inference_sizes``,
              counted by TensorFlow's profiler on the graph the output depends on (variables frozen to
              constants; the auxiliary head, traced but unused, is not part of it): a load-independent
              measure of what the memory read adds. Only ops with registered FLOP statistics count
              (convolutions, matrix products, element-wise arithmetic; not resizing).
-  train      Train step time per method (``tools/benchmark_train_step.py``'s ``measure_times``: median of
-             ``--rounds`` interleaved rounds) and peak memory (its ``run_child``, one child process per
+  train      Train step time per method (``tools.benchmark_train_step.measure_times``: median of
+             ``--rounds`` interleaved rounds) and peak memory (its ``measure_memory``, one child process per
              method), for ``--configs`` (default ``small``; ``r50`` adds ResNet-50 at 256x256), methods
              baseline, mldg, memory_agg, mgml 1st and 2nd order; then the train step with and without XLA for
              ``--train_xla_methods`` on the ``small`` configuration, interleaved.
-  data       Data pipeline throughput (``tools/benchmark_data.py``'s ``write_tree`` and ``rate``): decode,
-             decode + augment, episodes, for ``--data_layouts``.
+  data       Data pipeline throughput (``tools.benchmark_data``'s ``write_tree``, ``pipelines`` and ``rate``):
+             decode, decode + augment, episodes, for ``--data_layouts``.
 
-The machine (CPU model, cores, memory, Python/TensorFlow/Keras versions) and the 1-minute load average
-(sampled every 5 s during each section) are recorded with each section. The Markdown is generated from the
-JSON only (``--render_only`` regenerates it from the JSON file without measuring) and written between two
-marker lines of ``--markdown`` (appended if the markers are absent). ``--quick`` is a smoke test on small
-sizes (writes to /tmp unless ``--output_json``/``--markdown`` are given).
+The machine (``tools.machine.describe``: CPU model, cores, memory, Python/TensorFlow/Keras versions) and the
+1-minute load average (sampled every 5 s during each section) are recorded with each section. The Markdown is
+generated from the JSON only (``--render_only`` regenerates it from the JSON file without measuring) and
+written between two marker lines of ``--markdown`` (``tools.markdown_blocks``: an existing file must hold
+them; a new one is created). ``--quick`` is a smoke test on small sizes (writes to /tmp unless
+``--output_json``/``--markdown`` are given). ``run`` does the work; ``Settings`` holds what the sections
+measure.
 """
 
-import contextlib
+import dataclasses
 import datetime
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-TOOLS = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(TOOLS)
-sys.path.insert(0, REPO)
-sys.path.insert(0, TOOLS)
+from absl import app, flags
 
-# The two tools' flags (configs, rounds, batch_per_domain, memory, times, output_json, child; layout,
-# num_files, num_images, crop, batch, height, width, only) are defined on import and used here as they are.
-# E402: these imports need the sys.path entries above (TOOLS for the tools, REPO for mgml_tf).
-import benchmark_data as bdata  # noqa: E402
-import benchmark_train_step as bts  # noqa: E402
-import count_params  # noqa: E402
-from absl import app, flags  # noqa: E402
+from tools import benchmark_data as bdata
+from tools import benchmark_train_step as bts
+from tools import count_params, machine, markdown_blocks
 
-FLAGS = flags.FLAGS
-FLAGS.set_default("configs", ["small"])  # benchmark_train_step's flag; r50 (about 10 min more) on request
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ("inference", "flops", "train", "data")
-flags.DEFINE_list("sections", list(SECTIONS), "Sections to run: inference, flops, train, data.")
-flags.DEFINE_bool("quick", False, "Smoke test: small sizes, few repeats (outputs to /tmp unless given).")
-flags.DEFINE_list("inference_sizes", ["512x1024", "1024x2048"], "HxW inference resolutions (batch 1).")
-flags.DEFINE_integer("inference_repeats", 6, "Timed interleaved rounds per inference resolution.")
-flags.DEFINE_integer("block_repeats", 50, "Calls per timed loop of the memory block alone.")
-flags.DEFINE_integer("warmup", 2, "Untimed calls of every inference configuration before timing.")
-flags.DEFINE_bool("inference_xla", True, "Also time inference with jit_compile=True.")
-flags.DEFINE_list(
-    "train_xla_methods",
-    ["baseline", "mgml 2nd order"],
-    "Methods whose small-config train step is timed with and without XLA (empty: none).",
-)
-flags.DEFINE_list("data_layouts", ["cityscapes", "gtav"], "Layouts for the data section.")
-flags.DEFINE_integer("bootstrap", 2000, "Bootstrap resamples for the ratio intervals.")
-flags.DEFINE_string("markdown", None, "Markdown file to write the tables into (default docs/BENCHMARKS.md).")
-flags.DEFINE_bool("render_only", False, "Only regenerate the Markdown from --output_json.")
-flags.DEFINE_bool("fresh", False, "Start a new JSON instead of merging into the existing one.")
-
 DEFAULT_JSON = os.path.join(REPO, "docs", "benchmarks", "benchmark.json")
 DEFAULT_MARKDOWN = os.path.join(REPO, "docs", "BENCHMARKS.md")
 BEGIN = "<!-- BEGIN generated by tools/benchmark.py from docs/benchmarks/benchmark.json; do not edit -->"
 END = "<!-- END generated by tools/benchmark.py -->"
 R50 = dict(backbone="resnet50", head="deeplabv3plus", num_classes=19)
 # memory_agg is not among benchmark_train_step's methods; it runs the memory on the aggregated batch.
-EXTRA_METHODS = {"memory_agg": dict(method="memory_agg")}
+TRAIN_METHODS = {**bts.METHODS, "memory_agg": dict(method="memory_agg")}
 METHOD_ORDER = ("baseline", "mldg (2nd order)", "memory_agg", "mgml 1st order", "mgml 2nd order")
 
 
-def _extend_methods():
-    bts.METHODS.update(EXTRA_METHODS)
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the sections measure (the command line's flags of the same names; defaults as there)."""
+
+    inference_sizes: tuple = ("512x1024", "1024x2048")  # HxW inference resolutions (batch 1)
+    inference_repeats: int = 6  # timed interleaved rounds per inference resolution
+    block_repeats: int = 50  # calls per timed loop of the memory block alone
+    warmup: int = 2  # untimed calls of every inference configuration before timing
+    inference_xla: bool = True  # also time inference with jit_compile=True
+    configs: tuple = ("small",)  # train configurations (tools.benchmark_train_step.CONFIGS)
+    rounds: int = 5  # timed interleaved train rounds
+    batch_per_domain: int = 2  # train images per domain (2 domains per step)
+    memory: bool = True  # peak memory of each method in a child process
+    times: bool = True  # train step times
+    train_xla_methods: tuple = ("baseline", "mgml 2nd order")  # small-config train step with and without XLA
+    data_layouts: tuple = ("cityscapes", "gtav")
+    num_files: int = 8  # distinct image/label pairs written (data)
+    num_images: int = 96  # images timed per data row
+    crop: int = 768  # training crop size (data)
+    batch: int = 4  # images per domain per step (data, episodes)
+    height: int = 1024  # image height (data)
+    width: int = 2048  # image width (data)
+    bootstrap: int = 2000  # bootstrap resamples of the ratio intervals
+
+
+QUICK = dict(
+    inference_sizes=("128x256",),
+    inference_repeats=3,
+    warmup=1,
+    rounds=2,
+    memory=False,
+    configs=("small",),
+    num_files=2,
+    num_images=6,
+    height=256,
+    width=512,
+    crop=128,
+    batch=1,
+)
 
 
 # ------------------------------------------------------------------------------------------ environment
-def machine():
-    import keras
-    import tensorflow as tf
-
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    mem_gb = None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        with open("/proc/meminfo") as f:
-            mem_gb = round(int(f.readline().split()[1]) / 1024**2, 1)
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gb": mem_gb,
-        "gpus": len(tf.config.list_physical_devices("GPU")),
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-    }
-
-
 class LoadSampler:
     """Samples the 1-minute load average every ``interval`` seconds in a daemon thread."""
 
@@ -161,10 +146,6 @@ class LoadSampler:
 
 def _now():
     return datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-
-
-def _command():
-    return "python tools/benchmark.py " + " ".join(a for a in sys.argv[1:])
 
 
 # ----------------------------------------------------------------------------------------------- stats
@@ -250,18 +231,21 @@ def _params(models):
     return out
 
 
-def run_inference():
+def run_inference(sizes, repeats, warmup, block_repeats, xla=True, bootstrap=2000):
+    """The inference section: the two models at each of ``sizes`` (``"HxW"``), ``warmup`` untimed calls and
+    ``repeats`` interleaved rounds each, with and (``xla``) without XLA; the memory block alone in loops of
+    ``block_repeats`` calls; ratios with ``bootstrap`` resamples."""
     import numpy as np
     import tensorflow as tf
 
-    from mgml_tf.training.inference import Predictor
+    from mgml_tf.evaluation import Predictor
 
     models = _inference_models()
     result = {
         "model": "ResNet-50 DeepLabV3+ (OS16, 19 classes), random initialisation, batch 1",
         "params": _params(models),
-        "repeats": FLAGS.inference_repeats,
-        "warmup": FLAGS.warmup,
+        "repeats": repeats,
+        "warmup": warmup,
         "sizes": {},
     }
     spec = tf.TensorSpec([None, None, None, 3], tf.float32)
@@ -269,9 +253,9 @@ def run_inference():
     for name, model in models.items():
         predictor = Predictor(model)  # the evaluate CLI's compiled whole-image function (no flip, no window)
         fns[(name, False)] = predictor._probs
-        if FLAGS.inference_xla:
+        if xla:
             fns[(name, True)] = tf.function(predictor._probs.python_function, input_signature=[spec], jit_compile=True)
-    for size_text in FLAGS.inference_sizes:
+    for size_text in sizes:
         h, w = _size(size_text)
         image = tf.constant(np.random.default_rng(1).uniform(0, 255, (1, h, w, 3)).astype("float32"))
         entry = {"warmup_s": {}}
@@ -280,7 +264,7 @@ def run_inference():
             key = f"{name}, XLA {'on' if xla else 'off'}"
             t0 = time.perf_counter()
             try:
-                for _ in range(FLAGS.warmup):
+                for _ in range(warmup):
                     fn(image).numpy()
             except Exception as e:  # noqa: BLE001  (report, e.g. an op XLA cannot compile)
                 entry.setdefault("failed", {})[key] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
@@ -292,33 +276,33 @@ def run_inference():
 
         def progress(r, times, size_text=size_text):
             print(
-                f"[inference {size_text}] round {r + 1}/{FLAGS.inference_repeats}: "
+                f"[inference {size_text}] round {r + 1}/{repeats}: "
                 + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()),
                 flush=True,
             )
 
         cpu = {}
-        times = interleaved(calls, FLAGS.inference_repeats, progress, cpu_times=cpu)
+        times = interleaved(calls, repeats, progress, cpu_times=cpu)
         entry["configs"] = {k: _summary(v) for k, v in times.items()}
         entry["cpu_configs"] = {k: _summary(v) for k, v in cpu.items()}
-        entry["memory_block"] = _memory_block_cost(models["with memory"], h, w, cpu)
+        entry["memory_block"] = _memory_block_cost(models["with memory"], h, w, cpu, block_repeats)
         ratios = {}
         for xla in ("off", "on"):
             a, b = f"with memory, XLA {xla}", f"without memory, XLA {xla}"
             if a in times and b in times:
-                ratios[f"memory / no memory, XLA {xla}"] = ratio_stats(times[a], times[b], FLAGS.bootstrap)
+                ratios[f"memory / no memory, XLA {xla}"] = ratio_stats(times[a], times[b], bootstrap)
         for name in models:
             a, b = f"{name}, XLA on", f"{name}, XLA off"
             if a in times and b in times:
-                ratios[f"XLA on / off, {name}"] = ratio_stats(times[a], times[b], FLAGS.bootstrap)
+                ratios[f"XLA on / off, {name}"] = ratio_stats(times[a], times[b], bootstrap)
         entry["ratios"] = ratios
         result["sizes"][f"{h}x{w}"] = entry
     return result
 
 
-def _memory_block_cost(model, h, w, network_cpu):
+def _memory_block_cost(model, h, w, network_cpu, repeats):
     """The memory read-and-fuse block (eqs. 4-5: the only layers the memory adds to inference) timed alone
-    on an encoder-sized feature map, ``--block_repeats`` calls in one timed loop, against the network's
+    on an encoder-sized feature map, ``repeats`` calls in one timed loop, against the network's
     per-image time. Many short calls give a stable estimate where whole-image ratios drown in load noise."""
     import numpy as np
     import tensorflow as tf
@@ -335,15 +319,15 @@ def _memory_block_cost(model, h, w, network_cpu):
     wall, cpu = [], []
     for _ in range(5):  # five loops; the median loop is reported
         t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(FLAGS.block_repeats):
+        for _ in range(repeats):
             out = block(features)
         out.numpy()
-        wall.append((time.perf_counter() - t0) / FLAGS.block_repeats)
-        cpu.append((time.process_time() - c0) / FLAGS.block_repeats)
+        wall.append((time.perf_counter() - t0) / repeats)
+        cpu.append((time.process_time() - c0) / repeats)
     base_cpu = statistics.median(network_cpu.get("without memory, XLA off", [float("nan")]))
     return {
         "feature_shape": list(features.shape),
-        "repeats": FLAGS.block_repeats,
+        "repeats": repeats,
         "wall_s": statistics.median(wall),
         "cpu_s": statistics.median(cpu),
         "network_cpu_s_without_memory": base_cpu,
@@ -372,10 +356,11 @@ def graph_flops(model, h, w):
     return int(total), sum(n.op == "Conv2D" for n in graph_def.node)
 
 
-def run_flops():
+def run_flops(sizes):
+    """The flops section: both inference functions at each of ``sizes`` (``"HxW"``)."""
     models = _inference_models()
     result = {"model": "ResNet-50 DeepLabV3+ (OS16, 19 classes), batch 1", "sizes": {}}
-    for size_text in FLAGS.inference_sizes:
+    for size_text in sizes:
         h, w = _size(size_text)
         entry = {}
         for name, model in models.items():
@@ -388,29 +373,13 @@ def run_flops():
 
 
 # ----------------------------------------------------------------------------------------------- train
-def _train_memory(config, method):
-    """Peak memory of one method's steps in a child process (``benchmark_train_step.run_child``)."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            os.path.abspath(__file__),
-            f"--child={config}:{method}",
-            f"--batch_per_domain={FLAGS.batch_per_domain}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _train_xla(config, methods):
+def _train_xla(config, methods, rounds, batch_per_domain, bootstrap):
     import tensorflow as tf
 
-    data = bts._episode(config, FLAGS.batch_per_domain)
+    data = bts._episode(config, batch_per_domain)
     calls, result = {}, {"warmup_s": {}}
     for method in methods:
-        model = bts._build(config, method)
+        model = bts._build(config, TRAIN_METHODS[method])
         for xla in (False, True):
             key = f"{method}, XLA {'on' if xla else 'off'}"
             step = tf.function(model.train_step, jit_compile=xla, reduce_retracing=True)
@@ -423,94 +392,66 @@ def _train_xla(config, methods):
             result["warmup_s"][key] = time.perf_counter() - t0
             print(f"[train xla {config}] warm-up {key}: {result['warmup_s'][key]:.1f} s", flush=True)
             calls[key] = lambda step=step: float(step(data)["loss"])
-    times = interleaved(calls, FLAGS.rounds)
+    times = interleaved(calls, rounds)
     result["configs"] = {k: _summary(v) for k, v in times.items()}
     result["ratios"] = {
-        f"XLA on / off, {m}": ratio_stats(times[f"{m}, XLA on"], times[f"{m}, XLA off"], FLAGS.bootstrap)
+        f"XLA on / off, {m}": ratio_stats(times[f"{m}, XLA on"], times[f"{m}, XLA off"], bootstrap)
         for m in methods
         if f"{m}, XLA on" in times and f"{m}, XLA off" in times
     }
     return result
 
 
-def run_train():
-    _extend_methods()
-    result = {"batch_per_domain": FLAGS.batch_per_domain, "rounds": FLAGS.rounds, "configs": {}}
-    for config in FLAGS.configs:
+def run_train(configs, rounds, batch_per_domain, memory=True, times=True, xla_methods=(), bootstrap=2000):
+    """The train section: for each of ``configs``, every method's peak memory (``memory``: a child process
+    each) and step time (``times``: ``rounds`` interleaved rounds); then ``xla_methods`` with and without XLA
+    on the ``small`` configuration."""
+    result = {"batch_per_domain": batch_per_domain, "rounds": rounds, "configs": {}}
+    for config in configs:
         cfg = bts.CONFIGS[config]
         rows = {m: {} for m in METHOD_ORDER}
-        if FLAGS.memory:
+        if memory:
             for method in METHOD_ORDER:
-                rows[method].update(_train_memory(config, method))
+                rows[method].update(bts.measure_memory(config, TRAIN_METHODS[method], batch_per_domain))
                 print(f"[train {config}] memory {method}: {rows[method]}", flush=True)
-        if FLAGS.times:
-            times = bts.measure_times(config)
+        if times:
+            medians = bts.measure_times(config, rounds, batch_per_domain, TRAIN_METHODS)
             for method in METHOD_ORDER:
-                rows[method].update(step_s=times[method], ratio=times[method] / times["baseline"])
-            print(f"[train {config}] times: {times}", flush=True)
+                rows[method].update(step_s=medians[method], ratio=medians[method] / medians["baseline"])
+            print(f"[train {config}] times: {medians}", flush=True)
         result["configs"][config] = {
             "backbone": cfg["options"]["backbone"],
             "size": cfg["size"],
             "options": cfg["options"],
             "methods": rows,
         }
-    if FLAGS.train_xla_methods and "small" in bts.CONFIGS:
-        result["xla"] = {"config": "small", **_train_xla("small", FLAGS.train_xla_methods)}
+    if xla_methods and "small" in bts.CONFIGS:
+        result["xla"] = {"config": "small", **_train_xla("small", xla_methods, rounds, batch_per_domain, bootstrap)}
     return result
 
 
 # ------------------------------------------------------------------------------------------------ data
-def _pipelines(dom):
-    """The three pipelines of ``benchmark_data.main``: (name, crop, dataset, images per element, warm-up)."""
-    import tensorflow as tf
-
-    from mgml_tf.data import augment as A
-    from mgml_tf.data import episodes as E
-
-    def read_augment(i, paths):
-        image, raw = dom.read_raw(*paths)  # as in episodes(): labels mapped after the crop
-        return A.augment(image, raw, tf.stack([i, tf.constant(0, tf.int64)]), FLAGS.crop, label_map=dom.label_map)
-
-    yield "decode + label map", "full", lambda: dom.as_dataset().repeat().prefetch(2), lambda x: 1, 4
-    yield (
-        "decode + label map + augment",
-        FLAGS.crop,
-        lambda: tf.data.Dataset.from_tensor_slices((dom.image_paths, dom.label_paths))
-        .repeat()
-        .enumerate()
-        .map(read_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-        .prefetch(4),
-        lambda x: 1,
-        4,
-    )
-    yield (
-        f"episodes (3 domains x B={FLAGS.batch})",
-        FLAGS.crop,
-        lambda: E.episodes([dom, dom, dom], FLAGS.batch, FLAGS.crop, seed=0),
-        lambda x: int(x[0][0].shape[0] + x[1][0].shape[0]),
-        1,
-    )
-
-
-def run_data():
+def run_data(layouts, num_files, num_images, height, width, crop, batch):
+    """The data section: ``tools.benchmark_data``'s pipelines on ``num_files`` written pairs of each of
+    ``layouts``, ``num_images`` images timed per pipeline."""
     result = {
-        "num_files": FLAGS.num_files,
-        "num_images": FLAGS.num_images,
-        "input": f"{FLAGS.height}x{FLAGS.width} PNG",
+        "num_files": num_files,
+        "num_images": num_images,
+        "input": f"{height}x{width} PNG",
         "rows": [],
     }
-    for layout in FLAGS.data_layouts:
+    for layout in layouts:
         tmp = tempfile.mkdtemp(prefix="mgml_bench_")
         try:
-            dom = bdata.write_tree(tmp, layout, FLAGS.num_files, FLAGS.height, FLAGS.width)
+            dom = bdata.write_tree(tmp, layout, num_files, height, width)
             mb = statistics.mean(os.path.getsize(p) for p in dom.image_paths) / 1e6
-            for name, crop, make, count_of, warm in _pipelines(dom):
+            for _, name, crop_, make, count_of, warm in bdata.pipelines(dom, crop, batch):
                 load = os.getloadavg()[0]
-                ips, cpu = bdata.rate(make(), count_of, FLAGS.num_images, warmup=warm)
+                ips, cpu = bdata.rate(make(), count_of, num_images, warmup=warm)
                 row = {
                     "pipeline": name,
                     "layout": layout,
-                    "crop": crop,
+                    "crop": crop_,
                     "images_per_s": ips,
                     "cpu_s_per_image": cpu,
                     "cores_per_cpu_s": os.cpu_count() / cpu,
@@ -761,85 +702,136 @@ RENDER = {"inference": render_inference, "flops": render_flops, "train": render_
 
 
 def render(results):
-    lines = [BEGIN, ""]
+    """The generated block (without its marker lines) of the sections in ``results``."""
+    lines = [""]
     for name in SECTIONS:
         if name in results.get("sections", {}):
             lines += RENDER[name](results["sections"][name])
-    return "\n".join(lines + [END]) + "\n"
+    return "\n".join(lines) + "\n"
 
 
-def write_markdown(path, block):
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+# ------------------------------------------------------------------------------------------------- run
+def _run_section(name, s):
+    if name == "inference":
+        return run_inference(
+            s.inference_sizes, s.inference_repeats, s.warmup, s.block_repeats, s.inference_xla, s.bootstrap
+        )
+    if name == "flops":
+        return run_flops(s.inference_sizes)
+    if name == "train":
+        return run_train(s.configs, s.rounds, s.batch_per_domain, s.memory, s.times, s.train_xla_methods, s.bootstrap)
+    if name == "data":
+        return run_data(s.data_layouts, s.num_files, s.num_images, s.height, s.width, s.crop, s.batch)
+    raise ValueError(f"unknown section {name!r}; choose from {list(SECTIONS)}")
 
 
-# ------------------------------------------------------------------------------------------------ main
-QUICK = dict(
-    inference_sizes=["128x256"],
-    inference_repeats=3,
-    warmup=1,
-    rounds=2,
-    memory=False,
-    configs=["small"],
-    num_files=2,
-    num_images=6,
-    height=256,
-    width=512,
-    crop=128,
-    batch=1,
-)
-
-
-def main(argv):
-    del argv
-    if FLAGS.child:  # a memory child of the train section
-        _extend_methods()
-        bts.run_child(FLAGS.child)
-        return
-    if FLAGS.quick:
-        for name, value in QUICK.items():
-            if not FLAGS[name].present:
-                FLAGS[name].value = value
-    out_json = FLAGS.output_json or ("/tmp/mgml_benchmark_quick.json" if FLAGS.quick else DEFAULT_JSON)
-    out_md = FLAGS.markdown or ("/tmp/mgml_benchmark_quick.md" if FLAGS.quick else DEFAULT_MARKDOWN)
+def run(
+    sections=SECTIONS,
+    settings=None,
+    output_json=DEFAULT_JSON,
+    markdown=DEFAULT_MARKDOWN,
+    fresh=False,
+    render_only=False,
+    quick=False,
+    command="",
+):
+    """Runs ``sections`` with ``settings``, merging each into ``output_json`` as it finishes (unless ``fresh``),
+    then writes the generated block of ``markdown`` from the JSON. ``render_only``: only the last step.
+    ``command`` and ``quick`` are recorded with each section. ``settings`` default to ``Settings()``."""
+    settings = settings or Settings()
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown and not render_only:
+        raise ValueError(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
     results = {"sections": {}}
-    if os.path.exists(out_json) and not FLAGS.fresh:
-        with open(out_json) as f:
+    if os.path.exists(output_json) and not fresh:
+        with open(output_json) as f:
             results = json.load(f)
-    if not FLAGS.render_only:
-        unknown = sorted(set(FLAGS.sections) - set(SECTIONS))
-        if unknown:
-            raise app.UsageError(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
-        runners = {"inference": run_inference, "flops": run_flops, "train": run_train, "data": run_data}
-        info = machine()
-        for name in FLAGS.sections:
+    if not render_only:
+        info = machine.describe()
+        for name in sections:
             started = _now()
             with LoadSampler() as load:
-                sec = runners[name]()
+                sec = _run_section(name, settings)
             sec.update(
-                command=_command(),
+                command=command,
                 started=started,
                 finished=_now(),
                 machine=info,
                 load=load.summary(),
-                quick=FLAGS.quick,
+                quick=quick,
             )
             results["sections"][name] = sec
-            os.makedirs(os.path.dirname(out_json) or ".", exist_ok=True)
-            with open(out_json + ".tmp", "w") as f:  # after every section, so a crash keeps what was measured
+            os.makedirs(os.path.dirname(output_json) or ".", exist_ok=True)
+            with open(output_json + ".tmp", "w") as f:  # after every section, so a crash keeps what was measured
                 json.dump(results, f, indent=1)
-            os.replace(out_json + ".tmp", out_json)
-            print(f"[{name}] done, load {sec['load']}; wrote {out_json}", flush=True)
-    write_markdown(out_md, render(results))
-    print(f"wrote {out_md}")
+            os.replace(output_json + ".tmp", output_json)
+            print(f"[{name}] done, load {sec['load']}; wrote {output_json}", flush=True)
+    markdown_blocks.replace_block(markdown, BEGIN, END, render(results), new_file_text="# Benchmarks\n")
+    print(f"wrote {markdown}")
+    return results
+
+
+# ---------------------------------------------------------------------------------------- command line
+def _define_flags():
+    d = Settings()
+    flags.DEFINE_list("sections", list(SECTIONS), "Sections to run: inference, flops, train, data.")
+    flags.DEFINE_bool("quick", False, "Smoke test: small sizes, few repeats (outputs to /tmp unless given).")
+    flags.DEFINE_list("inference_sizes", list(d.inference_sizes), "HxW inference resolutions (batch 1).")
+    flags.DEFINE_integer("inference_repeats", d.inference_repeats, "Timed interleaved rounds per inference resolution.")
+    flags.DEFINE_integer("block_repeats", d.block_repeats, "Calls per timed loop of the memory block alone.")
+    flags.DEFINE_integer("warmup", d.warmup, "Untimed calls of every inference configuration before timing.")
+    flags.DEFINE_bool("inference_xla", d.inference_xla, "Also time inference with jit_compile=True.")
+    flags.DEFINE_list("configs", list(d.configs), "Train configurations: small, r50 (about 10 min more).")
+    flags.DEFINE_integer("rounds", d.rounds, "Timed train rounds (one step per method per round).")
+    flags.DEFINE_integer("batch_per_domain", d.batch_per_domain, "Train images per domain (2 domains per step).")
+    flags.DEFINE_bool("memory", d.memory, "Also measure each method's peak train memory, one child process each.")
+    flags.DEFINE_bool("times", d.times, "Measure train step times (all methods in this process).")
+    flags.DEFINE_list(
+        "train_xla_methods",
+        list(d.train_xla_methods),
+        "Methods whose small-config train step is timed with and without XLA (empty: none).",
+    )
+    flags.DEFINE_list("data_layouts", list(d.data_layouts), "Layouts for the data section.")
+    flags.DEFINE_integer("num_files", d.num_files, "Data: distinct image/label pairs written.")
+    flags.DEFINE_integer("num_images", d.num_images, "Data: images timed per measurement (after warm-up).")
+    flags.DEFINE_integer("crop", d.crop, "Data: training crop size.")
+    flags.DEFINE_integer("batch", d.batch, "Data: images per domain per step (episodes).")
+    flags.DEFINE_integer("height", d.height, "Data: image height.")
+    flags.DEFINE_integer("width", d.width, "Data: image width.")
+    flags.DEFINE_integer("bootstrap", d.bootstrap, "Bootstrap resamples for the ratio intervals.")
+    flags.DEFINE_string("output_json", None, "The JSON of every section (default docs/benchmarks/benchmark.json).")
+    flags.DEFINE_string("markdown", None, "Markdown file to write the tables into (default docs/BENCHMARKS.md).")
+    flags.DEFINE_bool("render_only", False, "Only regenerate the Markdown from --output_json.")
+    flags.DEFINE_bool("fresh", False, "Start a new JSON instead of merging into the existing one.")
+
+
+def _main(argv):
+    del argv
+    FLAGS = flags.FLAGS
+    values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(Settings)}
+    if FLAGS.quick:
+        values.update({name: value for name, value in QUICK.items() if not FLAGS[name].present})
+    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    unknown = sorted(set(FLAGS.sections) - set(SECTIONS))
+    if unknown and not FLAGS.render_only:
+        raise app.UsageError(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+    run(
+        FLAGS.sections,
+        settings,
+        output_json=FLAGS.output_json or ("/tmp/mgml_benchmark_quick.json" if FLAGS.quick else DEFAULT_JSON),
+        markdown=FLAGS.markdown or ("/tmp/mgml_benchmark_quick.md" if FLAGS.quick else DEFAULT_MARKDOWN),
+        fresh=FLAGS.fresh,
+        render_only=FLAGS.render_only,
+        quick=FLAGS.quick,
+        command=" ".join(["python -m tools.benchmark", *sys.argv[1:]]),
+    )
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _define_flags()
+    app.run(_main, argv)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main()

@@ -12,37 +12,22 @@ image (user + sys), the rate that CPU cost implies on all cores of an otherwise 
 (cores / CPU s per image, an estimate), and the 1-minute load average before the measurement (other
 processes on the machine lower the wall-clock figure).
 
-  python tools/benchmark_data.py [--layout=cityscapes|gtav] [--crop=768] [--num_images=64]
+  python -m tools.benchmark_data [--layout=cityscapes|gtav] [--crop=768] [--num_images=64]
 """
 
 import gc
 import os
-import platform
 import resource
 import shutil
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np
-import tensorflow as tf
 from absl import app, flags
 
-from mgml_tf.data import augment as A
-from mgml_tf.data import episodes as E
-from mgml_tf.data import labels as L
-from mgml_tf.data.datasets import load_domain
+from tools import machine
 
-FLAGS = flags.FLAGS
-flags.DEFINE_enum("layout", "cityscapes", ["cityscapes", "gtav"], "label format: ids or colours")
-flags.DEFINE_integer("num_files", 8, "distinct image/label pairs written")
-flags.DEFINE_integer("num_images", 96, "images timed per measurement (after warm-up)")
-flags.DEFINE_integer("crop", 768, "training crop size")
-flags.DEFINE_integer("batch", 4, "images per domain per step (episodes)")
-flags.DEFINE_integer("height", 1024, "image height")
-flags.DEFINE_integer("width", 2048, "image width")
-flags.DEFINE_string("only", "", "comma list of decode,augment,episodes (default: all)")
+PIPELINES = ("decode", "augment", "episodes")
 
 
 def street_scene(rng, h, w):
@@ -70,6 +55,13 @@ def street_scene(rng, h, w):
 
 
 def write_tree(root, layout, n, h, w):
+    """Writes ``n`` street-like ``h`` x ``w`` image/label PNG pairs in ``layout`` under ``root``; returns the
+    domain (``load_domain``)."""
+    import tensorflow as tf
+
+    from mgml_tf.data import labels as L
+    from mgml_tf.data.datasets import load_domain
+
     rng = np.random.default_rng(0)
     colours = {c.label_id: c.color for c in L.CITYSCAPES_CLASSES}
     for i in range(n):
@@ -109,58 +101,106 @@ def _cpu_seconds():
     return r.ru_utime + r.ru_stime
 
 
-def _row(name, crop, result, load):
-    ips, cpu = result
-    res = f"{FLAGS.height}x{FLAGS.width} PNG"
-    cores = os.cpu_count()
-    print(
-        f"| {name} | {FLAGS.layout} | {res} | {crop} | {ips:.1f} | {cpu:.3f} | {cores / cpu:.1f} | "
-        f"{cores} | {load:.1f} |"
+def pipelines(dom, crop, batch):
+    """The measured pipelines of a domain: ``(key, name, crop, make dataset, images per element, warm-up)``
+    for ``decode``, ``augment`` and ``episodes`` (3 copies of the domain, ``batch`` images per domain)."""
+    import tensorflow as tf
+
+    from mgml_tf.data import augment as A
+    from mgml_tf.data import episodes as E
+
+    def read_augment(i, paths):
+        image, raw = dom.read_raw(*paths)  # as in episodes(): labels mapped after the crop
+        return A.augment(image, raw, tf.stack([i, tf.constant(0, tf.int64)]), crop, label_map=dom.label_map)
+
+    yield "decode", "decode + label map", "full", lambda: dom.as_dataset().repeat().prefetch(2), lambda x: 1, 4
+    yield (
+        "augment",
+        "decode + label map + augment",
+        crop,
+        lambda: tf.data.Dataset.from_tensor_slices((dom.image_paths, dom.label_paths))
+        .repeat()
+        .enumerate()
+        .map(read_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        .prefetch(4),
+        lambda x: 1,
+        4,
+    )
+    yield (
+        "episodes",
+        f"episodes (3 domains x B={batch})",
+        crop,
+        lambda: E.episodes([dom, dom, dom], batch, crop, seed=0),
+        lambda x: int(x[0][0].shape[0] + x[1][0].shape[0]),
+        1,
     )
 
 
-def main(argv):
-    del argv
+def measure(layout="cityscapes", num_files=8, num_images=96, crop=768, batch=4, height=1024, width=2048, only=None):
+    """Writes the files, times the pipelines named in ``only`` (default: all of ``PIPELINES``) and prints a
+    Markdown table, one row per pipeline."""
     cores = os.cpu_count()
-    only = set(FLAGS.only.split(",")) if FLAGS.only else {"decode", "augment", "episodes"}
+    only = set(only or PIPELINES)
     tmp = tempfile.mkdtemp(prefix="mgml_bench_")
     try:
         t0 = time.perf_counter()
-        dom = write_tree(tmp, FLAGS.layout, FLAGS.num_files, FLAGS.height, FLAGS.width)
+        dom = write_tree(tmp, layout, num_files, height, width)
         sizes = [os.path.getsize(p) for p in dom.image_paths]
         print(
             f"wrote {len(dom)} pairs in {time.perf_counter() - t0:.1f}s, image PNG mean "
-            f"{np.mean(sizes) / 1e6:.1f} MB; {platform.processor() or platform.machine()}, {cores} cores, "
-            f"TF {tf.__version__}"
+            f"{np.mean(sizes) / 1e6:.1f} MB; {machine.summary(machine.describe())}"
         )
         print(
             "| pipeline | layout | input | crop | images/s (wall) | CPU s/image | cores / CPU s/image | "
             "cores | load avg before |"
         )
         print("|---|---|---|---|---|---|---|---|---|")
-        if "decode" in only:
-            ds = dom.as_dataset().repeat().prefetch(2)
+        for key, name, crop_text, make, count_of, warmup in pipelines(dom, crop, batch):
+            if key not in only:
+                continue
+            ds = make()
             load = os.getloadavg()[0]
-            _row("decode + label map", "full", rate(ds, lambda x: 1, FLAGS.num_images), load)
-        if "augment" in only:
-            crop = FLAGS.crop
-            ds = tf.data.Dataset.from_tensor_slices((dom.image_paths, dom.label_paths)).repeat().enumerate()
-
-            def read_augment(i, paths):
-                image, raw = dom.read_raw(*paths)  # as in episodes(): labels mapped after the crop
-                return A.augment(image, raw, tf.stack([i, tf.constant(0, tf.int64)]), crop, label_map=dom.label_map)
-
-            ds = ds.map(read_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).prefetch(4)
-            load = os.getloadavg()[0]
-            _row("decode + label map + augment", crop, rate(ds, lambda x: 1, FLAGS.num_images), load)
-        if "episodes" in only:
-            ds = E.episodes([dom, dom, dom], FLAGS.batch, FLAGS.crop, seed=0)
-            load = os.getloadavg()[0]
-            r = rate(ds, lambda x: int(x[0][0].shape[0] + x[1][0].shape[0]), FLAGS.num_images, warmup=1)
-            _row(f"episodes (3 domains x B={FLAGS.batch})", FLAGS.crop, r, load)
+            ips, cpu = rate(ds, count_of, num_images, warmup=warmup)
+            print(
+                f"| {name} | {layout} | {height}x{width} PNG | {crop_text} | {ips:.1f} | {cpu:.3f} | "
+                f"{cores / cpu:.1f} | {cores} | {load:.1f} |"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ---------------------------------------------------------------------------------------- command line
+def _define_flags():
+    flags.DEFINE_enum("layout", "cityscapes", ["cityscapes", "gtav"], "label format: ids or colours")
+    flags.DEFINE_integer("num_files", 8, "distinct image/label pairs written")
+    flags.DEFINE_integer("num_images", 96, "images timed per measurement (after warm-up)")
+    flags.DEFINE_integer("crop", 768, "training crop size")
+    flags.DEFINE_integer("batch", 4, "images per domain per step (episodes)")
+    flags.DEFINE_integer("height", 1024, "image height")
+    flags.DEFINE_integer("width", 2048, "image width")
+    flags.DEFINE_string("only", "", "comma list of decode,augment,episodes (default: all)")
+
+
+def _main(argv):
+    del argv
+    FLAGS = flags.FLAGS
+    measure(
+        FLAGS.layout,
+        FLAGS.num_files,
+        FLAGS.num_images,
+        FLAGS.crop,
+        FLAGS.batch,
+        FLAGS.height,
+        FLAGS.width,
+        FLAGS.only.split(",") if FLAGS.only else None,
+    )
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _define_flags()
+    app.run(_main, argv)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    main()

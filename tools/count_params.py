@@ -1,6 +1,6 @@
 """Parameter counts of the segmentation model's parts.
 
-    python tools/count_params.py
+    python -m tools.count_params
 
 Builds ResNet-50 (output stride 16) DeepLabV3+ for 19 classes with and without the memory (the memory,
 update network U, read-and-fuse block and memory classifier G) and prints the trainable and non-trainable
@@ -8,11 +8,8 @@ update network U, read-and-fuse block and memory classifier G) and prints the tr
 ``count`` accepts any built layer/model or a list of them.
 """
 
+import argparse
 import os
-import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 
@@ -71,7 +68,8 @@ def _report(parts):
     return total
 
 
-def main():
+def report(num_classes=NUM_CLASSES):
+    """Prints the tables and the memory's share; returns ``{use_memory: (whole model, inference graph)}``."""
     import mgml_tf
 
     totals = {}
@@ -79,11 +77,11 @@ def main():
         model = mgml_tf.build_model(
             backbone="resnet50",
             head="deeplabv3plus",
-            num_classes=NUM_CLASSES,
+            num_classes=num_classes,
             method="mgml" if use_memory else "baseline",
             compile=False,
         )
-        print(f"\nR50 DeepLabV3+ (OS16, {NUM_CLASSES} classes), {'with' if use_memory else 'without'} memory")
+        print(f"\nR50 DeepLabV3+ (OS16, {num_classes} classes), {'with' if use_memory else 'without'} memory")
         total = _report(model_parts(model))
         assert sum(total) == model.count_params()
         inference = [layer for name, layer in model_parts(model).items() if "training only" not in name]
@@ -95,6 +93,12 @@ def main():
             f"(+{with_memory - without:,}, +{100.0 * (with_memory - without) / without:.2f}%)"
         )
     return totals
+
+
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    report()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Starts N local training workers of one MultiWorkerMirroredStrategy cluster on 127.0.0.1.
 
-    python tools/launch_workers.py --num_workers=2 [--log_dir=DIR] [--timeout=SECONDS] -- \\
+    python -m tools.launch_workers --num_workers=2 [--log_dir=DIR] [--timeout=SECONDS] -- \\
         --flagfile=configs/demo_tiny.cfg --model_dir=/tmp/mw --batch_per_domain=2
 
 Every worker runs ``python -m mgml_tf.train <train args> --distribution_strategy=multi_worker`` with its own
@@ -10,7 +10,7 @@ output goes to ``<log_dir>/worker_<i>.log`` (printed when that worker fails). Th
 every worker succeeded, else the first failing worker's status (the others are then stopped).
 
 For trying multi-worker training on one machine; on a real cluster each host runs the training command
-itself with its TF_CONFIG (docs/DISTRIBUTED.md).
+itself with its TF_CONFIG (docs/DISTRIBUTED.md). ``launch`` does the work.
 """
 
 import argparse
@@ -81,23 +81,23 @@ def parse_args(argv):
     return args, train_args
 
 
-def main(argv=None):
-    args, train_args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    log_dir = args.log_dir or tempfile.mkdtemp(prefix="mgml_workers_")
+def launch(num_workers, train_args, log_dir=None, timeout=0, python=sys.executable):
+    """Runs ``num_workers`` workers of ``python -m mgml_tf.train <train_args>`` (from the repository root) until
+    all end, one fails or ``timeout`` seconds pass (0: no limit); returns the exit status (see above)."""
+    log_dir = log_dir or tempfile.mkdtemp(prefix="mgml_workers_")
     os.makedirs(log_dir, exist_ok=True)
-    ports = free_ports(args.num_workers)
-    command = [args.python, "-m", "mgml_tf.train", *train_args, "--distribution_strategy=multi_worker"]
+    ports = free_ports(num_workers)
+    command = [python, "-m", "mgml_tf.train", *train_args, "--distribution_strategy=multi_worker"]
     procs, logs, pumps = [], [], []
     env0 = dict(os.environ)
-    env0["PYTHONPATH"] = REPO + os.pathsep + env0.get("PYTHONPATH", "")
     env0.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     print(
-        f"launch_workers: {args.num_workers} workers on 127.0.0.1 ports {', '.join(map(str, ports))}; "
+        f"launch_workers: {num_workers} workers on 127.0.0.1 ports {', '.join(map(str, ports))}; "
         f"worker 0 (chief) below, the others in {log_dir}",
         flush=True,
     )
     try:
-        for i in range(args.num_workers):
+        for i in range(num_workers):
             env = dict(env0, TF_CONFIG=tf_config(ports, i))
             if i == 0:
                 p = subprocess.Popen(
@@ -113,7 +113,7 @@ def main(argv=None):
                 p = subprocess.Popen(command, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
                 logs.append(f)
             procs.append(p)
-        deadline = time.monotonic() + args.timeout if args.timeout else None
+        deadline = time.monotonic() + timeout if timeout else None
         status = 0
         while any(p.poll() is None for p in procs):
             failed = [i for i, p in enumerate(procs) if p.poll() not in (None, 0)]
@@ -127,7 +127,7 @@ def main(argv=None):
                 break
             if deadline and time.monotonic() > deadline:
                 print(
-                    f"launch_workers: timeout after {args.timeout:.0f} s; stopping the workers",
+                    f"launch_workers: timeout after {timeout:.0f} s; stopping the workers",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -167,6 +167,11 @@ def main(argv=None):
         for p in procs:
             if p.poll() is None:
                 p.kill()
+
+
+def main(argv=None):
+    args, train_args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    return launch(args.num_workers, train_args, args.log_dir, args.timeout, args.python)
 
 
 if __name__ == "__main__":

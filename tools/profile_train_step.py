@@ -1,7 +1,7 @@
 """Where one training step's time goes: the TensorFlow profiler over a few steps, summed by op type and by
 model block.
 
-    python tools/profile_train_step.py --method=mgml --meta_order=2 [--backbone=resnet50] [--size=256]
+    python -m tools.profile_train_step --method=mgml --meta_order=2 [--backbone=resnet50] [--size=256]
         [--batch_per_domain=2] [--steps=2] [--threads=2] [--kernels=fast|fallback] [--logdir=DIR] [--top=25]
 
 The step is the one ``tools/refcmp/worker_tf.py`` times against the reference: ``tf.function(model.train_step)``
@@ -9,7 +9,7 @@ of ``mgml_tf.build_model(backbone, head="deeplabv3plus", num_classes=19)`` on on
 random images. ``--kernels=fallback`` traces it with the fallback kernels (dilated convolutions through
 space-to-batch, BatchNorm with two-pass moments). The table sums the op events of every TensorFlow thread
 (so its total exceeds the wall time on several threads) and divides by ``--steps``; the profile itself stays
-in ``--logdir`` for TensorBoard's profile plugin.
+in ``--logdir`` for TensorBoard's profile plugin. ``profile`` does the work.
 """
 
 import collections
@@ -20,23 +20,6 @@ import tempfile
 import time
 
 from absl import app, flags
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("method", "mgml", "baseline, mldg, mgml or memory_agg")
-flags.DEFINE_integer("meta_order", 2, "0, 1 or 2 (mldg and mgml)")
-flags.DEFINE_string("backbone", "resnet50", "backbone name")
-flags.DEFINE_integer("size", 256, "square crop")
-flags.DEFINE_integer("batch_per_domain", 2, "images per domain (two domains)")
-flags.DEFINE_integer("steps", 2, "profiled steps (after two untimed ones)")
-flags.DEFINE_integer("threads", 2, "intra- and inter-op threads")
-flags.DEFINE_enum(
-    "kernels",
-    "fast",
-    ["fast", "fallback"],
-    "fast: the default kernel choice; fallback: space-to-batch dilation and two-pass BatchNorm",
-)
-flags.DEFINE_string("logdir", None, "where the profile goes (default: a new temporary folder)")
-flags.DEFINE_integer("top", 25, "rows of each table")
 
 
 def block_name(op_name):
@@ -76,24 +59,35 @@ def op_table(logdir, steps):
     return by_type, by_block, count
 
 
-def main(argv):
-    del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def profile(
+    method="mgml",
+    meta_order=2,
+    backbone="resnet50",
+    size=256,
+    batch_per_domain=2,
+    steps=2,
+    threads=2,
+    kernels="fast",
+    logdir=None,
+    top=25,
+):
+    """Profiles ``steps`` train steps (after two untimed ones) and prints the ``top`` rows of the op-type and
+    model-block tables; returns ``(by_type, by_block, count)`` of ``op_table``."""
     import numpy as np
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
     import keras
 
     import mgml_tf
     from mgml_tf.layers import convolution, normalization
 
-    if FLAGS.kernels == "fallback":
+    if kernels == "fallback":
         convolution.set_dilated_convolution_mode("space_to_batch")
         normalization.set_batch_norm_mode("two_pass")
     rng = np.random.default_rng(0)
-    shape = (FLAGS.batch_per_domain, FLAGS.size, FLAGS.size)
+    shape = (batch_per_domain, size, size)
     episode = tuple(
         (
             tf.constant(rng.uniform(0, 255, size=shape + (3,)).astype(np.float32)),
@@ -102,35 +96,71 @@ def main(argv):
         for _ in range(2)
     )
     keras.utils.set_random_seed(0)
-    options = dict(method=FLAGS.method)
-    if FLAGS.method in ("mgml", "mldg"):
-        options["meta_order"] = FLAGS.meta_order
-    model = mgml_tf.build_model(backbone=FLAGS.backbone, head="deeplabv3plus", num_classes=19, **options)
+    options = dict(method=method)
+    if method in ("mgml", "mldg"):
+        options["meta_order"] = meta_order
+    model = mgml_tf.build_model(backbone=backbone, head="deeplabv3plus", num_classes=19, **options)
     step = tf.function(model.train_step, reduce_retracing=True)
     for _ in range(2):
         float(step(episode)["loss"])
-    logdir = FLAGS.logdir or tempfile.mkdtemp(prefix="mgml_profile_")
+    logdir = logdir or tempfile.mkdtemp(prefix="mgml_profile_")
     start = time.perf_counter()
     tf.profiler.experimental.start(logdir)
-    for _ in range(FLAGS.steps):
+    for _ in range(steps):
         float(step(episode)["loss"])
     tf.profiler.experimental.stop()
-    wall = (time.perf_counter() - start) / FLAGS.steps
-    by_type, by_block, count = op_table(logdir, FLAGS.steps)
+    wall = (time.perf_counter() - start) / steps
+    convolution.set_dilated_convolution_mode(None)  # the default kernels again
+    normalization.set_batch_norm_mode(None)
+    by_type, by_block, count = op_table(logdir, steps)
     total = sum(by_type.values())
     print(
-        f"{FLAGS.method} meta_order={FLAGS.meta_order} {FLAGS.backbone} {FLAGS.size}x{FLAGS.size}, "
-        f"2x{FLAGS.batch_per_domain} images, kernels {FLAGS.kernels}, {FLAGS.threads} threads: "
+        f"{method} meta_order={meta_order} {backbone} {size}x{size}, "
+        f"2x{batch_per_domain} images, kernels {kernels}, {threads} threads: "
         f"{wall:.2f} s per profiled step (wall, profiler on); op time {total / 1e3:.2f} s per step "
         f"(summed over threads); profile in {logdir}"
     )
     print("\n| op type | ms per step | share | ops per step |\n|---|---:|---:|---:|")
-    for op_type, ms in by_type.most_common(FLAGS.top):
+    for op_type, ms in by_type.most_common(top):
         print(f"| {op_type} | {ms:.0f} | {100 * ms / total:.1f}% | {count[op_type]:.0f} |")
     print("\n| block | ms per step | share |\n|---|---:|---:|")
-    for block, ms in by_block.most_common(FLAGS.top):
+    for block, ms in by_block.most_common(top):
         print(f"| {block} | {ms:.0f} | {100 * ms / total:.1f}% |")
+    return by_type, by_block, count
+
+
+# ---------------------------------------------------------------------------------------- command line
+def _define_flags():
+    flags.DEFINE_string("method", "mgml", "baseline, mldg, mgml or memory_agg")
+    flags.DEFINE_integer("meta_order", 2, "0, 1 or 2 (mldg and mgml)")
+    flags.DEFINE_string("backbone", "resnet50", "backbone name")
+    flags.DEFINE_integer("size", 256, "square crop")
+    flags.DEFINE_integer("batch_per_domain", 2, "images per domain (two domains)")
+    flags.DEFINE_integer("steps", 2, "profiled steps (after two untimed ones)")
+    flags.DEFINE_integer("threads", 2, "intra- and inter-op threads")
+    flags.DEFINE_enum(
+        "kernels",
+        "fast",
+        ["fast", "fallback"],
+        "fast: the default kernel choice; fallback: space-to-batch dilation and two-pass BatchNorm",
+    )
+    flags.DEFINE_string("logdir", None, "where the profile goes (default: a new temporary folder)")
+    flags.DEFINE_integer("top", 25, "rows of each table")
+
+
+def _main(argv):
+    del argv
+    F = flags.FLAGS
+    profile(
+        F.method, F.meta_order, F.backbone, F.size, F.batch_per_domain, F.steps, F.threads, F.kernels, F.logdir, F.top
+    )
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _define_flags()
+    app.run(_main, argv)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main()

@@ -1,7 +1,7 @@
 """Render a gallery of the synthetic styles: the same scene layouts under every style, plus the labels.
 
-    python tools/render_gallery.py [--family=streets] [--output=docs/gallery.png] [--rows=3] [--seed=0]
-    python tools/render_gallery.py --family=towns --output=docs/gallery_towns.png
+    python -m tools.render_gallery [--family=streets] [--output=docs/gallery.png] [--rows=3] [--seed=0]
+    python -m tools.render_gallery --family=towns --output=docs/gallery_towns.png
 
 Columns, left to right: the three source styles, the three target styles (streets: sunny_game, overcast_sim,
 desert_toon, foggy, night, rainy_realistic; towns: clay_lowpoly, snow_sim, neon_comic, dusk_dashcam,
@@ -11,32 +11,14 @@ stored with 5 bits per channel to keep the PNG small.
 """
 
 import os
-import sys
 
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from mgml_tf.synthetic import streets as synthetic
 from mgml_tf.synthetic import towns as synthetic_towns
 
-flags.DEFINE_enum(
-    "family",
-    "streets",
-    ["streets", "towns"],
-    "Synthetic family: streets (mgml_tf.data.synthetic) or towns (mgml_tf.data.synthetic_towns).",
-)
-flags.DEFINE_string(
-    "output",
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "gallery.png"),
-    "Output PNG.",
-)
-flags.DEFINE_integer("rows", 3, "Number of scene layouts (rows).")
-flags.DEFINE_integer("tile_height", 128, "Tile height (width is twice this).")
-flags.DEFINE_integer("seed", 0, "Seed of the layouts.")
-flags.DEFINE_integer("bits", 5, "Bits per colour channel kept in the PNG (5 keeps docs/gallery.png < 500 KB).")
-FLAGS = flags.FLAGS
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _down2(img):
@@ -72,22 +54,48 @@ def render_gallery(rows=3, tile_height=128, seed=0, gap=2, family="streets"):
     return out
 
 
-def main(argv):
-    del argv
+def write_gallery(output, family="streets", rows=3, tile_height=128, seed=0, bits=5):
+    """Renders the gallery and writes it to ``output`` as a PNG keeping ``bits`` bits per colour channel."""
     import tensorflow as tf
 
-    img = render_gallery(FLAGS.rows, FLAGS.tile_height, FLAGS.seed, family=FLAGS.family)
-    mask = np.uint8((0xFF << (8 - FLAGS.bits)) & 0xFF)
+    img = render_gallery(rows, tile_height, seed, family=family)
+    mask = np.uint8((0xFF << (8 - bits)) & 0xFF)
     data = tf.io.encode_png(img & mask, compression=9).numpy()
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output, "wb") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "wb") as f:
         f.write(data)
-    module = synthetic_towns if FLAGS.family == "towns" else synthetic
+    module = synthetic_towns if family == "towns" else synthetic
     print(
-        f"wrote {FLAGS.output}: {img.shape[1]}x{img.shape[0]}, {len(data) / 1024:.0f} KB; columns: "
+        f"wrote {output}: {img.shape[1]}x{img.shape[0]}, {len(data) / 1024:.0f} KB; columns: "
         + ", ".join(list(module.SOURCE_STYLES) + list(module.TARGET_STYLES) + ["labels"])
     )
 
 
+# ---------------------------------------------------------------------------------------- command line
+def _define_flags():
+    flags.DEFINE_enum(
+        "family",
+        "streets",
+        ["streets", "towns"],
+        "Synthetic family: streets (mgml_tf.synthetic.streets) or towns (mgml_tf.synthetic.towns).",
+    )
+    flags.DEFINE_string("output", os.path.join(REPO, "docs", "gallery.png"), "Output PNG.")
+    flags.DEFINE_integer("rows", 3, "Number of scene layouts (rows).")
+    flags.DEFINE_integer("tile_height", 128, "Tile height (width is twice this).")
+    flags.DEFINE_integer("seed", 0, "Seed of the layouts.")
+    flags.DEFINE_integer("bits", 5, "Bits per colour channel kept in the PNG (5 keeps docs/gallery.png < 500 KB).")
+
+
+def _main(argv):
+    del argv
+    FLAGS = flags.FLAGS
+    write_gallery(FLAGS.output, FLAGS.family, FLAGS.rows, FLAGS.tile_height, FLAGS.seed, FLAGS.bits)
+
+
+def main(argv=None):
+    _define_flags()
+    app.run(_main, argv)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    main()

@@ -1,6 +1,6 @@
 """Timing worker for mgml_tf (run with a Python that has mgml_tf and TensorFlow installed).
 
-    python worker_tf.py --configs=mgml1,mgml2,baseline [--size=256] [--batch_per_domain=2] [--threads=2]
+    python -m tools.refcmp.worker_tf --configs=mgml1,mgml2,baseline [--size=256] [--batch_per_domain=2] [--threads=2]
                         [--warmup=2] [--infer=512x1024] [--dropout=0.1]
 
 Configurations: ``mgml_tf.build_model(backbone="resnet50", head="deeplabv3plus", num_classes=19, ...)``
@@ -8,7 +8,7 @@ Configurations: ``mgml_tf.build_model(backbone="resnet50", head="deeplabv3plus",
   baseline        method="baseline"
   mldg1 / mldg2   method="mldg", meta_order=1 / 2
   memory_agg      method="memory_agg"
-each stepped as tools/benchmark_train_step.py does it: ``tf.function(model.train_step, reduce_retracing=True)``
+each stepped as tools.benchmark_train_step does it: ``tf.function(model.train_step, reduce_retracing=True)``
 on ((meta-train images, labels), (meta-test images, labels)) = (domain 0, domain 1), first call untimed,
 ``float(logs["loss"])`` to wait for the step. ``infer_memory`` / ``infer_baseline``: the evaluate CLI's
 ``mgml_tf.training.inference.Predictor(model).probabilities`` (softmax of model(images, training=False))
@@ -18,42 +18,27 @@ fallback kernels (dilated convolutions through space-to-batch, BatchNorm with tw
 ran before its fast kernels), ``_s2b`` with the dilation fallback only, ``_twopass`` with the BatchNorm
 fallback only, so one run times the kernel choices side by side.
 Threads: TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS are set from --threads before TensorFlow loads.
+Started by ``tools.refcmp.timing``; ``build_steps`` builds the configurations, ``main`` serves them
+(``worker_common``).
 """
 
 import argparse
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--configs", default="mgml1,mgml2,baseline")
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--batch_per_domain", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--infer", default="512x1024")
-    p.add_argument("--dropout", type=float, default=0.1)
-    a = p.parse_args()
-    os.environ["TF_NUM_INTRAOP_THREADS"] = str(a.threads)
-    os.environ["TF_NUM_INTEROP_THREADS"] = str(a.threads)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def build_steps(names, size=256, batch_per_domain=2, infer="512x1024", dropout=0.1):
+    """``(steps, info)``: name -> a zero-argument callable running one step of that configuration, and what
+    the driver is told about this worker (versions, threads)."""
+    import keras
     import numpy as np
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(a.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(a.threads)
-    import data
-    import keras
-    import worker_common
-
     import mgml_tf
+    from tools.refcmp import data
 
-    images, labels = data.episode(a.size, a.batch_per_domain)
+    images, labels = data.episode(size, batch_per_domain)
     episode = tuple((tf.constant(images[d]), tf.constant(labels[d])) for d in range(2))
-    options = dict(backbone="resnet50", head="deeplabv3plus", num_classes=19, dropout=a.dropout)
+    options = dict(backbone="resnet50", head="deeplabv3plus", num_classes=19, dropout=dropout)
     kinds = {
         "mgml1": dict(method="mgml", meta_order=1),
         "mgml2": dict(method="mgml", meta_order=2),
@@ -77,7 +62,7 @@ def main():
 
     from mgml_tf.layers import convolution, normalization
 
-    for full_name in a.configs.split(","):
+    for full_name in names:
         suffix = next((x for x in ("_fallback", "_twopass", "_s2b") if full_name.endswith(x)), "")
         name = full_name[: len(full_name) - len(suffix)]
         convolution.set_dilated_convolution_mode("space_to_batch" if suffix in ("_fallback", "_s2b") else None)
@@ -96,7 +81,7 @@ def main():
 
             steps[full_name] = run
         elif name.startswith("infer_"):
-            from mgml_tf.training.inference import Predictor
+            from mgml_tf.evaluation import Predictor
 
             keras.utils.set_random_seed(0)
             model = mgml_tf.build_model(
@@ -105,7 +90,7 @@ def main():
             if model.use_memory:
                 unit_rows(model)
             predictor = Predictor(model)
-            h, w = (int(v) for v in a.infer.split("x"))
+            h, w = (int(v) for v in infer.split("x"))
             img = data.image(h, w)
             predictor.probabilities(img)
 
@@ -120,7 +105,7 @@ def main():
 
             keras.utils.set_random_seed(0)
             model = mgml_tf.build_model(**options, method="baseline", compile=False)
-            nb, s16, s4 = 2 * a.batch_per_domain, a.size // 16, a.size // 4
+            nb, s16, s4 = 2 * batch_per_domain, size // 16, size // 4
             r = np.random.default_rng(0)
             if name == "aspp":
                 block = model.encoder_head
@@ -130,14 +115,14 @@ def main():
                     return tf.reduce_mean(block(x, training=True))
             else:
                 block = model.decoder
-                lab = tf.constant(labels.reshape(-1, a.size, a.size))
+                lab = tf.constant(labels.reshape(-1, size, size))
                 args_ = (
                     tf.constant(np.maximum(r.normal(size=(nb, s16, s16, 256)), 0).astype(np.float32)),
                     tf.constant(np.maximum(r.normal(size=(nb, s4, s4, 256)), 0).astype(np.float32)),
                 )
 
                 def fwd(feat, low, block=block, lab=lab):
-                    logits = resize_bilinear(block(feat, low, training=True), (a.size, a.size))
+                    logits = resize_bilinear(block(feat, low, training=True), (size, size))
                     return losses.segmentation_loss(lab, logits)
 
             @tf.function
@@ -162,7 +147,7 @@ def main():
                 net = backbones.build_backbone("resnet50", output_stride=16)
                 out_key = "high_level"
             else:  # stock keras.applications.ResNet50 (keras BatchNormalization), OS32
-                net = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(a.size, a.size, 3))
+                net = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(size, size, 3))
                 out_key = None
             x = tf.constant(images.reshape(-1, *images.shape[2:]))
 
@@ -186,6 +171,29 @@ def main():
             raise SystemExit(f"unknown config {name}")
     convolution.set_dilated_convolution_mode(None)
     normalization.set_batch_norm_mode(None)
+    return steps, info
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", default="mgml1,mgml2,baseline")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--batch_per_domain", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--infer", default="512x1024")
+    p.add_argument("--dropout", type=float, default=0.1)
+    a = p.parse_args(argv)
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(a.threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = str(a.threads)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    from tools.refcmp import worker_common
+
+    tf.config.threading.set_intra_op_parallelism_threads(a.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(a.threads)
+    steps, info = build_steps(a.configs.split(","), a.size, a.batch_per_domain, a.infer, a.dropout)
     for name in steps:
         for _ in range(a.warmup):
             steps[name]()
