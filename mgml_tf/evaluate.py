@@ -55,9 +55,8 @@ def main(argv):
 
     from mgml_tf import metrics as metrics_lib
     from mgml_tf import visualize as vis
-    from mgml_tf.data import evaluation_dataset
+    from mgml_tf.evaluation import EvaluationSettings, evaluate_targets
     from mgml_tf.training import model_dir as md
-    from mgml_tf.training.inference import Predictor, evaluate_domain
 
     config = md.load_config(fv.model_dir)
     if config is None:
@@ -86,36 +85,23 @@ def main(argv):
 
     model, config, path = md.build_from_dir(fv.model_dir)
     step = int(model.optimizer.iterations.numpy())
-    protocol = int(fv.num_classes_protocol)
+    settings = EvaluationSettings.from_flags(fv, int(config["options"]["ignore_index"]))
+    protocol = settings.num_classes_protocol
     if protocol == 16 and model.num_classes != 19:
         raise cli.UsageError(f"--num_classes_protocol=16 needs a 19-class model, this one has {model.num_classes}")
-    predictor = Predictor(model, fv.sliding_window, flags_lib.window_size(fv), fv.window_overlap, fv.flip)
-    mode = (f"sliding window {flags_lib.window_size(fv)}" if fv.sliding_window else "whole image") + (
-        " + flip" if fv.flip else ""
+    print(f"evaluating {path} (step {step}), {settings.describe()}, {protocol}-class mIoU", flush=True)
+
+    def save(sample):
+        stem = os.path.splitext(os.path.basename(sample.path))[0]
+        out = os.path.join(fv.save_predictions, _safe(sample.target), stem + "_labelIds.png")
+        cli.atomic_write_bytes(out, vis.encode_png(vis.label_ids(sample.prediction)))
+
+    def report(label, result):
+        print(f"{label}: mIoU {result['mIoU']} over {result['num_images']} images", flush=True)
+
+    results = evaluate_targets(
+        model, targets, settings, step=step, on_image=save if fv.save_predictions else None, on_target=report
     )
-    print(f"evaluating {path} (step {step}), {mode}, {protocol}-class mIoU", flush=True)
-    results = {}
-    for domain in targets:
-        label = data_lib.domain_label(domain)
-        out_dir = os.path.join(fv.save_predictions, _safe(label)) if fv.save_predictions else None
-
-        def save(i, image, lab, pred, domain=domain, out_dir=out_dir):
-            if out_dir is None:
-                return
-            stem = os.path.splitext(os.path.basename(domain.pairs[i][0]))[0]
-            cli.atomic_write_bytes(os.path.join(out_dir, stem + "_labelIds.png"), vis.encode_png(vis.label_ids(pred)))
-
-        confusion, n = evaluate_domain(
-            predictor,
-            evaluation_dataset(domain),
-            model.num_classes,
-            int(config["options"]["ignore_index"]),
-            fv.max_eval_images,
-            save,
-        )
-        results[label] = metrics_lib.summarize(confusion, n, protocol)
-        results[label]["step"] = step
-        print(f"{label}: mIoU {results[label]['mIoU']} over {n} images", flush=True)
     print(metrics_lib.format_table(results))
     if fv.output_json:
         cli.write_json(fv.output_json, results)

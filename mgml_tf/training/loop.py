@@ -12,11 +12,11 @@ import tensorflow as tf
 from mgml_tf import layers
 from mgml_tf import metrics as metrics_lib
 from mgml_tf import visualize as vis
+from mgml_tf.evaluation import EvaluationSettings, Predictor, evaluate_targets
 from mgml_tf.training import checkpoints as ckpt_lib
 from mgml_tf.training import cli, summaries
 from mgml_tf.training import data as data_lib
 from mgml_tf.training import model_dir as md
-from mgml_tf.training.inference import Predictor, evaluate_domain
 
 _LOSS_ORDER = ("loss", "inner_loss", "outer_loss", "inner_seg", "outer_seg", "aux", "cohesion", "div_cls", "div_cos")
 _SHORT = {
@@ -140,42 +140,25 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- evaluation
     def evaluate(self, step, writer):
-        from mgml_tf.data import evaluation_dataset
+        settings = EvaluationSettings.from_flags(self.fv, self.options["ignore_index"])
+        whole_image = Predictor(self.model)  # the memory weights of the summary images
+        samples = {}
 
-        fv = self.fv
-        predictor = Predictor(
-            self.model,
-            fv.sliding_window,
-            tuple(int(w) for w in (fv.window_size * 2 if len(fv.window_size) == 1 else fv.window_size)),
-            fv.window_overlap,
-            fv.flip,
-        )
-        results = {}
-        t0 = time.perf_counter()
-        for domain in self.targets:
-            label = data_lib.domain_label(domain)
-            samples = []
+        def keep(sample):
+            if sample.index < self.fv.summary_images:
+                samples.setdefault(sample.target, []).append(sample)
 
-            def keep(i, image, lab, pred, samples=samples):
-                if i < self.fv.summary_images:
-                    samples.append((image, lab, pred))
-
-            confusion, n = evaluate_domain(
-                predictor,
-                evaluation_dataset(domain),
-                self.num_classes,
-                self.options["ignore_index"],
-                fv.max_eval_images,
-                keep,
-            )
-            results[label] = {**metrics_lib.summarize(confusion, n, self.protocol), "step": int(step)}
+        def summarize(label, result):
             with writer.as_default(step=step):
-                if results[label]["mIoU"] is not None:
-                    summaries.scalar(f"mIoU/{label}", results[label]["mIoU"])
-                self._image_summaries(label, samples, predictor)
+                if result["mIoU"] is not None:
+                    summaries.scalar(f"mIoU/{label}", result["mIoU"])
+                self._image_summaries(label, samples.pop(label, []), whole_image)
+
+        t0 = time.perf_counter()
+        results = evaluate_targets(self.model, self.targets, settings, step=step, on_image=keep, on_target=summarize)
         writer.flush()
         dt = time.perf_counter() - t0
-        self.log(f"evaluation at step {step} ({dt:.1f} s, {self.protocol}-class mIoU, percent):")
+        self.log(f"evaluation at step {step} ({dt:.1f} s, {settings.num_classes_protocol}-class mIoU, percent):")
         self.log(metrics_lib.format_table(results))
         if not self.chief:
             return results
@@ -185,15 +168,16 @@ class Trainer:
         return results
 
     def _image_summaries(self, label, samples, predictor):
+        """Input, prediction, ground truth (and memory read) images of ``samples`` (``EvaluatedImage``s)."""
         if not samples:
             return
         inputs, preds, truths, memory = [], [], [], []
-        for image, lab, pred in samples:
-            inputs.append(np.clip(image, 0, 255).astype(np.uint8))
-            preds.append(vis.colorize(pred, self.num_classes))
-            truths.append(vis.colorize(lab, self.num_classes))
+        for sample in samples:
+            inputs.append(np.clip(sample.image, 0, 255).astype(np.uint8))
+            preds.append(vis.colorize(sample.prediction, self.num_classes))
+            truths.append(vis.colorize(sample.label, self.num_classes))
             if self.model.use_memory:
-                _, w = predictor.probabilities_and_weights(image[None])
+                _, w = predictor.probabilities_and_weights(sample.image[None])
                 slot = np.argmax(w[0], axis=-1)
                 strength = np.max(w[0], axis=-1, keepdims=True)
                 memory.append((vis.colorize(slot, self.num_classes) * strength).astype(np.uint8))
