@@ -86,57 +86,6 @@ def read_image(path):
         raise cli.RunError(f"cannot read image {path}: {reason}") from None
 
 
-class _Model:
-    """Uniform access to a SavedModel or a model_dir: ``run(uint8 [1,H,W,3]) -> (labels, weights|None)``."""
-
-    def __init__(self, export_dir=None, model_dir=None):
-        import tensorflow as tf
-
-        if export_dir:
-            if not tf.saved_model.contains_saved_model(export_dir):
-                raise cli.RunError(
-                    f"--export_dir={export_dir} holds no SavedModel (no saved_model.pb); write one with mgml_tf.export"
-                )
-            try:
-                loaded = tf.saved_model.load(export_dir)
-                self.class_names = [n.decode() for n in loaded.class_names.numpy()]
-                self.palette = loaded.palette.numpy()
-                self._serve = loaded.signatures["serving_default"]
-            except (tf.errors.OpError, ValueError, OSError, AttributeError, KeyError) as e:
-                reason = cli.one_line(getattr(e, "message", None) or e)[:160]
-                raise cli.RunError(
-                    f"--export_dir={export_dir} is not a SavedModel of mgml_tf.export ({reason}); "
-                    "export the model again with mgml_tf.export"
-                ) from None
-            self._loaded = loaded
-            self._memory = loaded.signatures.get("memory_weights")
-            self.source = export_dir
-        else:
-            from mgml_tf.export import serving_module
-            from mgml_tf.training import model_dir as md
-
-            model, _, path = md.build_from_dir(model_dir)
-            module, signatures, meta = serving_module(model)
-            self._module = module
-            self.class_names = meta["class_names"]
-            import numpy as np
-
-            self.palette = np.asarray(meta["palette"], np.uint8)
-            self._serve = signatures["serving_default"]
-            self._memory = signatures.get("memory_weights")
-            self.source = path
-
-    def run(self, image, want_weights):
-        import tensorflow as tf
-
-        x = tf.constant(image[None])
-        if want_weights and self._memory is not None:
-            out = self._memory(images=x)
-            return out["labels"][0].numpy(), out["memory_weights"][0].numpy()
-        out = self._serve(images=x)
-        return out["labels"][0].numpy(), None
-
-
 def main(argv):
     cli.quiet_import()
     fv = make_flags()
@@ -158,9 +107,10 @@ def main(argv):
 
     import numpy as np
 
+    from mgml_tf import serving
     from mgml_tf import visualize as vis
 
-    model = _Model(fv.export_dir, fv.model_dir)
+    model = serving.load(export_dir=fv.export_dir, model_dir=fv.model_dir)
     names = model.class_names
     mode = fv.memory_classes.strip()
     if mode not in ("predicted", "all", "none"):

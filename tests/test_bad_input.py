@@ -91,13 +91,13 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(run):
-    """The run exported in-process (mgml_tf.export.export; the CLI is covered by test_cli_end_to_end)."""
-    from mgml_tf import export
+    """The run exported in-process (mgml_tf.serving.export; the CLI is covered by test_cli_end_to_end)."""
+    from mgml_tf import serving
     from mgml_tf.training import model_dir as md
 
     model, config, _ = md.build_from_dir(run["model_dir"], log=lambda m: None)
     export_dir = str(run["base"] / "export")
-    export.export(model, export_dir, config=config)
+    serving.export(model, export_dir, config=config)
     return export_dir
 
 
