@@ -238,7 +238,7 @@ def run_inference(sizes, repeats, warmup, block_repeats, xla=True, bootstrap=200
     import numpy as np
     import tensorflow as tf
 
-    from mgml_tf.training.inference import Predictor
+    from mgml_tf.evaluation import Predictor
 
     models = _inference_models()
     result = {

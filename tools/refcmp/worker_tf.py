@@ -81,7 +81,7 @@ def build_steps(names, size=256, batch_per_domain=2, infer="512x1024", dropout=0
 
             steps[full_name] = run
         elif name.startswith("infer_"):
-            from mgml_tf.training.inference import Predictor
+            from mgml_tf.evaluation import Predictor
 
             keras.utils.set_random_seed(0)
             model = mgml_tf.build_model(
