@@ -8,9 +8,11 @@ policy).
 
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow as tf
 
-from mgml_tf.ops import resize_bilinear
+from mgml_tf.ops import all_reduce_sum, resize_bilinear, sync_replica_context
 from mgml_tf.tensor_types import TensorLike
 
 # Defaults of the reference implementation (docs/DESIGN.md#loss-weights).
@@ -19,6 +21,22 @@ AUX_WEIGHT = 0.4
 COHESION_WEIGHT = 0.02
 DIVERGENCE_CLASSIFICATION_WEIGHT = 0.2
 DIVERGENCE_COSINE_WEIGHT = 0.4
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    """The factors of eq. 8's terms: ``L_read = seg L_seg + aux L_aux + cohesion L_coh`` (``lambda_1 =
+    cohesion``) and ``L_update = divergence_classification L_cls + divergence_cosine L_cos`` (eq. 7 with
+    ``lambda_2`` folded into both factors, as the reference weighs them)."""
+
+    seg: float = SEG_WEIGHT
+    aux: float = AUX_WEIGHT
+    cohesion: float = COHESION_WEIGHT
+    divergence_classification: float = DIVERGENCE_CLASSIFICATION_WEIGHT
+    divergence_cosine: float = DIVERGENCE_COSINE_WEIGHT
+
+
+DEFAULT_WEIGHTS = LossWeights()
 
 
 def _loss_dtype(x):
@@ -79,3 +97,50 @@ def memory_cosine_loss(memory: TensorLike) -> tf.Tensor:
     gram = tf.matmul(memory, memory, transpose_b=True)
     off_diagonal = gram - tf.linalg.diag(tf.linalg.diag_part(gram))
     return tf.reduce_sum(tf.nn.relu(off_diagonal)) / (n * (n - 1.0))
+
+
+def _weighted_sum(terms: dict[str, tf.Tensor], factors: dict[str, float]) -> tf.Tensor:
+    return tf.add_n([float(factors[name]) * value for name, value in terms.items()])
+
+
+def read_loss(
+    labels: TensorLike,
+    logits: TensorLike,
+    aux_logits: TensorLike | None = None,
+    cohesion_logits: TensorLike | None = None,
+    weights: LossWeights = DEFAULT_WEIGHTS,
+) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """``L_read`` (eq. 8) of one batch: ``(seg L_seg + aux L_aux + cohesion L_coh, {"seg", "aux", "cohesion"})``.
+
+    ``L_seg`` on ``logits``, the auxiliary head's cross-entropy on ``aux_logits`` and ``L_coh`` (eq. 6) on
+    ``cohesion_logits``; a term whose logits are None is left out. Each term is a sum over this batch's
+    labelled pixels divided by the labelled pixels of the global batch: under a distribution strategy the
+    replicas' terms add up to the single-device value (``mgml_tf.ops.all_reduce_sum``; on one device, the mean).
+    """
+    seg_sum, count = pixel_cross_entropy_sum(labels, logits)
+    count = tf.maximum(all_reduce_sum(tf.stop_gradient(count)), 1.0)
+    terms = {"seg": seg_sum / count}
+    for name, term_logits in (("aux", aux_logits), ("cohesion", cohesion_logits)):
+        if term_logits is not None:
+            terms[name] = pixel_cross_entropy_sum(labels, term_logits)[0] / count
+    factors = {"seg": weights.seg, "aux": weights.aux, "cohesion": weights.cohesion}
+    return _weighted_sum(terms, factors), terms
+
+
+def update_loss(
+    m_hat: TensorLike, classifier_logits: TensorLike, weights: LossWeights = DEFAULT_WEIGHTS
+) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """``L_update = lambda_2 L_div`` (eqs. 7-8) of the updated memory ``M_hat``: ``(total, {"div_cls", "div_cos"})``.
+
+    ``classifier_logits`` are the memory classifier's ``G(M_hat)``. Every replica of a distribution strategy
+    holds the same ``M_hat``, so each term is divided by the replica count: summed over replicas, the
+    single-device value.
+    """
+    context = sync_replica_context()
+    replicas = float(context.num_replicas_in_sync) if context is not None else 1.0
+    terms = {
+        "div_cls": memory_classification_loss(classifier_logits) / replicas,
+        "div_cos": memory_cosine_loss(m_hat) / replicas,
+    }
+    factors = {"div_cls": weights.divergence_classification, "div_cos": weights.divergence_cosine}
+    return _weighted_sum(terms, factors), terms

@@ -70,3 +70,40 @@ def test_divergence_terms():
     # Orthogonal or opposed rows cost nothing.
     assert losses.memory_cosine_loss(np.eye(3)).numpy() == 0.0
     assert losses.memory_cosine_loss(np.array([[1.0, 0.0], [-1.0, 0.0]])).numpy() == 0.0
+
+
+def test_read_loss_is_eq_8_with_the_weights_given():
+    """L_read = seg L_seg + aux L_aux + lambda_1 L_coh, each a mean over the labelled pixels (NumPy); a term
+    whose logits are not given is left out of the sum and of the terms."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 5, size=(2, 6, 7))
+    labels[0, :2] = 255
+    logits, aux, cohesion = (rng.normal(size=(2, 6, 7, 5)) for _ in range(3))
+    weights = losses.LossWeights(seg=0.7, aux=0.3, cohesion=0.05)
+    total, terms = losses.read_loss(labels, logits, aux, cohesion, weights)
+    want = {name: np_ce(labels, x, 5) for name, x in (("seg", logits), ("aux", aux), ("cohesion", cohesion))}
+    assert set(terms) == set(want)
+    for name, value in want.items():
+        np.testing.assert_allclose(terms[name].numpy(), value, rtol=1e-12)
+    np.testing.assert_allclose(
+        total.numpy(), 0.7 * want["seg"] + 0.3 * want["aux"] + 0.05 * want["cohesion"], rtol=1e-12
+    )
+    seg_only, seg_terms = losses.read_loss(labels, logits, weights=weights)
+    assert set(seg_terms) == {"seg"}
+    np.testing.assert_allclose(seg_only.numpy(), 0.7 * want["seg"], rtol=1e-12)
+
+
+def test_update_loss_is_eq_7_on_m_hat():
+    """L_update = w_cls (classification of G(M_hat)) + w_cos (mean positive off-diagonal cosine of M_hat)."""
+    rng = np.random.default_rng(5)
+    m_hat = mem.l2_normalize(tf.constant(rng.normal(size=(4, 6)))).numpy()
+    classifier_logits = rng.normal(size=(4, 4))
+    weights = losses.LossWeights(divergence_classification=0.2, divergence_cosine=0.4)
+    total, terms = losses.update_loss(m_hat, classifier_logits, weights)
+    want_cls = -np.mean([np_log_softmax(classifier_logits)[n, n] for n in range(4)])
+    gram = m_hat @ m_hat.T
+    want_cos = sum(max(gram[i, j], 0.0) for i in range(4) for j in range(4) if i != j) / (4 * 3)
+    np.testing.assert_allclose(terms["div_cls"].numpy(), want_cls, rtol=1e-12)
+    np.testing.assert_allclose(terms["div_cos"].numpy(), want_cos, rtol=1e-12)
+    np.testing.assert_allclose(total.numpy(), 0.2 * want_cls + 0.4 * want_cos, rtol=1e-12)
+
