@@ -17,8 +17,8 @@ import json
 import os
 import shutil
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
-PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
+from mgml_tf.config import PRECISIONS, STRATEGIES
+
 #: Task types of TF_CONFIG that train (an ``evaluator`` or ``ps`` task has no role in synchronous training).
 TRAINING_TASKS = ("chief", "worker")
 

@@ -40,12 +40,12 @@ from collections.abc import Iterable
 
 import tensorflow as tf
 
+from mgml_tf.config import MEMORY_CENTERINGS
 from mgml_tf.tensor_types import TensorLike
 
 EPSILON = 1e-12
 # The largest learned score scale: log_s is clipped to log(100) (as CLIP's logit scale).
 MAX_LOG_SCORE_SCALE = math.log(100.0)
-MEMORY_CENTERINGS = ("none", "mean_row")
 
 
 def l2_normalize(x: TensorLike, axis: int = -1) -> tf.Tensor:

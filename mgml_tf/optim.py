@@ -11,7 +11,7 @@ import math
 import keras
 from keras import ops
 
-SCHEDULES = ("exponential", "poly", "constant")
+from mgml_tf.config import SCHEDULES
 
 
 @keras.saving.register_keras_serializable(package="mgml_tf")

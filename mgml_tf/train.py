@@ -32,7 +32,7 @@ def main(argv):
 
     fv = make_flags()
     cli.parse_flags(fv, argv, PROG)
-    options = flags_lib.validate_train_flags(fv)
+    config = flags_lib.validate_train_flags(fv)
     with cli.quiet_stderr():  # counting GPUs probes CUDA, which logs an error line on CPU machines
         flags_lib.validate_distribution_flags(fv)
     data_lib.check_specs(fv.sources, "sources")
@@ -50,9 +50,10 @@ def main(argv):
 
     # Before the runtime starts: MultiWorkerMirroredStrategy configures collective ops at start-up.
     with cli.quiet_stderr():
-        strategy = loop.create_strategy(fv, log)
+        strategy = loop.create_strategy(config, log)
     cli.quiet_initialize()
-    loop.run_training(fv, options, log=log, strategy=strategy)
+    given = {name for name in fv if fv[name].present}
+    loop.run_training(config, log=log, strategy=strategy, given=given)
     return 0
 
 

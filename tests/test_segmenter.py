@@ -125,7 +125,7 @@ def test_bad_images_get_a_clear_error(shape, match):
         (dict(output_stride=4), "output stride"),
         (dict(use_memory=False), "needs the memory"),
         (dict(learning_rate=-1.0), "learning_rate must be a positive number"),
-        (dict(lr_schedule="cosine"), "unknown lr schedule"),
+        (dict(lr_schedule="cosine"), "unknown lr_schedule"),
     ],
 )
 def test_bad_options_get_a_clear_error(options, match):

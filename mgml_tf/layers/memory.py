@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from mgml_tf import memory as memory_ops
+from mgml_tf.config import MEMORY_SCORE_SCALES
 from mgml_tf.layers.normalization import BN_EPSILON, LegacyBNEpsilon, MetaBatchNormalization
 
 
@@ -112,7 +113,7 @@ class MemoryUpdateNetwork(_Conv1x1BatchNorm):
         return input_shape
 
 
-SCORE_SCALES = ("fixed", "learned")
+SCORE_SCALES = MEMORY_SCORE_SCALES
 
 
 class _AtMost(keras.constraints.Constraint):

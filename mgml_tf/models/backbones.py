@@ -24,10 +24,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from mgml_tf.config import BACKBONES, OUTPUT_STRIDES
 from mgml_tf.layers import Conv2D, MetaBatchNormalization
-
-BACKBONES = ("resnet50", "resnet101", "resnet_small")
-OUTPUT_STRIDES = (8, 16, 32)
 
 # Blocks per stage (conv2_x .. conv5_x) and stage widths.
 _BOTTLENECK_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}

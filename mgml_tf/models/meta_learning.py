@@ -1,79 +1,34 @@
-"""Algorithm 1 (Sec. 3.3): memory-guided meta-learning as the ``train_step`` of a Keras model.
+"""The training step of every method as the ``train_step`` of a Keras model (the step wrapper).
 
-One step, given a meta-train batch ``X_tr`` (from some source domains) and a meta-test batch ``X_te``
-(from the others):
+The objectives themselves, Algorithm 1 of Sec. 3.3 for ``mgml``/``mldg`` and the one-tape objective of
+``baseline``/``memory_agg``, are ``mgml_tf.models.algorithm``; which one runs is the method's row in
+``mgml_tf.methods``. Around them, the same for every method:
 
-1. Inner (eq. 9): ``L_in = L_read(M, X_tr; theta) + L_update(M_hat, X_tr; theta)`` with
-   ``L_read = L_seg + 0.4 L_aux + l1 L_coh`` and ``L_update = L_div`` on ``M_hat = update(M, X_tr; theta)``;
-   ``theta' = theta - alpha dL_in/dtheta``, ``alpha = inner_lr_ratio * lr`` (annealed with ``lr``).
-2. ``M' = update(M, X_tr; copy(theta'_E), theta'_U)`` (eq. 10): the encoder part of ``theta'`` is frozen.
-3. Outer: ``L_out = L_read(M', X_te; theta')``; objective ``J = L_in(theta) + L_out(theta'(theta))`` (the
-   MLDG form of the reference) or ``J = L_out`` (eq. 11 literally, ``outer_objective="meta_test_only"``).
-4. ``theta <- SGD(theta, dJ/dtheta + weight_decay * theta)``. ``meta_order=2`` keeps the inner gradient on
-   the outer tape (``dtheta'/dtheta = I - alpha H``: the paper); ``meta_order=1`` stops it (what the reference
-   code does); ``meta_order=0`` has no inner step (``theta' = theta``: Table 7's episodic row).
-5. ``M <- update(M, X_tr; theta_new)`` without gradient, in inference mode (eq. 12).
+- ``compute_meta_gradients``: the objective's ``(J, dJ/dtheta)`` on the current variable values, changing
+  no variable (fast weights are tensors mapped onto the variables by a ``keras.StatelessScope``), with the
+  mixed-precision loss scale, the Gumbel seeds of the step, the BatchNorm statistics to keep and the logged
+  terms summed over replicas;
+- ``train_step``: ``theta <- SGD(theta, dJ/dtheta + weight_decay * theta)`` (a learned memory score scale
+  ``log_s`` has no weight decay: ``weight_decay_exempt_variables``), steps with non-finite values skipped
+  without a trace, the non-trainable state assigned, then ``M <- update(M, X_tr; theta_new)`` without
+  gradient in inference mode (eq. 12; the aggregated batch for ``memory_agg``), and the running logs.
 
-BatchNorm moving statistics (the paper is silent): every pass above runs BatchNorm in training mode, on batch
+BatchNorm moving statistics (the paper is silent): every pass runs BatchNorm in training mode, on batch
 moments. With ``bn_statistics_from="meta_train"`` (the default, as the reference code) the model keeps the
-moving statistics of pass 1 only: the reference runs passes 2 and 3 on separate fast-weight copies of the
-network whose own statistics are thrown away. ``"every_pass"`` (mgml_tf before the option) chains the moving
-averages through passes 1, 2 and 3, so the meta-test batch moves them too. The aggregate methods have one
-pass, on the aggregated batch, under either value. Other non-trainable state (dropout seeds) always advances
-through every pass.
-
-Everything up to 4 is ``compute_meta_gradients``: a function of the current variable values that changes no
-variable. The network runs functionally: fast weights are tensors mapped onto the variables by a
-``keras.StatelessScope``, never assigned, so nested ``tf.GradientTape``s see them as ordinary tensors.
-``theta`` is every trainable variable, so a learned memory score scale ``log_s`` (``memory_score_scale=
-"learned"``) takes the inner step and the second-order path with the rest; it is the one variable without
-weight decay (``weight_decay_exempt_variables``).
-
-Methods (Tables 1-7 comparison rows): ``mgml`` (the above), ``baseline`` (aggregate all sources; CE + aux;
-no memory), ``mldg`` (steps 1, 3, 4 without memory), ``memory_agg`` (memory read, written and regularised on
-the aggregated batch; no meta-learning).
+moving statistics of the meta-train pass only: the reference runs the ``M'`` and meta-test passes on separate
+fast-weight copies of the network whose own statistics are thrown away. ``"every_pass"`` (mgml_tf before the
+option) chains the moving averages through the three passes, so the meta-test batch moves them too. The
+aggregate methods have one pass, on the aggregated batch, under either value. Other non-trainable state
+(dropout seeds) always advances through every pass.
 """
-
-from collections.abc import Mapping
 
 import keras
 import tensorflow as tf
 
-from mgml_tf import losses as losses_lib
 from mgml_tf import optim
+from mgml_tf.methods import get_method
+from mgml_tf.models import algorithm
 from mgml_tf.ops import all_reduce_sum, sync_replica_context
-
-METHODS = ("mgml", "baseline", "mldg", "memory_agg")
-META_ORDERS = (0, 1, 2)
-OUTER_OBJECTIVES = ("mldg", "meta_test_only")
-MEMORY_READS = ("softmax", "gumbel")
-MEMORY_PRIME_FREEZES = ("encoder", "none", "encoder_and_update")
-# Memory read in the meta-test step (Table 6): M' re-written with the fast weights (eq. 10, the paper), or the
-# M_hat the meta-train step wrote with theta (Table 6's first row: no re-update).
-META_TEST_MEMORIES = ("m_prime", "m_hat")
-# Passes whose batches update the BatchNorm moving statistics (module docstring).
-BN_STATISTICS_SOURCES = ("meta_train", "every_pass")
-
-TRAINING_DEFAULTS = dict(
-    method="mgml",
-    meta_order=2,
-    outer_objective="mldg",
-    inner_lr_ratio=0.25,
-    memory_read="softmax",
-    memory_prime_freeze="encoder",
-    meta_test_memory="m_prime",
-    bn_statistics_from="meta_train",
-    use_cohesion=True,
-    use_divergence=True,
-    seg_weight=losses_lib.SEG_WEIGHT,
-    aux_weight=losses_lib.AUX_WEIGHT,
-    cohesion_weight=losses_lib.COHESION_WEIGHT,
-    divergence_classification_weight=losses_lib.DIVERGENCE_CLASSIFICATION_WEIGHT,
-    divergence_cosine_weight=losses_lib.DIVERGENCE_COSINE_WEIGHT,
-    weight_decay=5e-4,
-    ignore_index=255,
-    seed=0,
-)
 
 LOG_NAMES = ("loss", "inner_loss", "outer_loss", "inner_seg", "outer_seg", "aux", "cohesion", "div_cls", "div_cos")
 
@@ -81,53 +36,6 @@ LOG_NAMES = ("loss", "inner_loss", "outer_loss", "inner_seg", "outer_seg", "aux"
 def _is_loss_scaled(optimizer):
     """True for a ``LossScaleOptimizer`` (mixed_float16), which skips steps with non-finite gradients."""
     return hasattr(optimizer, "inner_optimizer") and hasattr(optimizer, "dynamic_scale")
-
-
-class Options(Mapping):
-    """A read-only mapping of option values (a plain ``dict`` attribute would be wrapped by Keras's
-    tracking); change options with ``MemorySegmenter.set_training_options``."""
-
-    def __init__(self, values):
-        self._values = dict(values)
-
-    def __getitem__(self, key):
-        return self._values[key]
-
-    def __iter__(self):
-        return iter(self._values)
-
-    def __len__(self):
-        return len(self._values)
-
-    def __repr__(self):
-        return f"Options({self._values!r})"
-
-
-def validate_training_options(options):
-    """Raises a one-line ``ValueError`` for an unknown or out-of-range training option value."""
-    choices = {
-        "method": METHODS,
-        "meta_order": META_ORDERS,
-        "outer_objective": OUTER_OBJECTIVES,
-        "memory_read": MEMORY_READS,
-        "memory_prime_freeze": MEMORY_PRIME_FREEZES,
-        "meta_test_memory": META_TEST_MEMORIES,
-        "bn_statistics_from": BN_STATISTICS_SOURCES,
-    }
-    for key, allowed in choices.items():
-        if options[key] not in allowed:
-            raise ValueError(f"unknown {key} {options[key]!r}; choose one of {list(allowed)}")
-    for key in (
-        "inner_lr_ratio",
-        "seg_weight",
-        "aux_weight",
-        "cohesion_weight",
-        "divergence_classification_weight",
-        "divergence_cosine_weight",
-        "weight_decay",
-    ):
-        if not float(options[key]) >= 0.0:
-            raise ValueError(f"{key} must be a non-negative number, got {options[key]}")
 
 
 class MetaLearningTrainer:
@@ -144,16 +52,17 @@ class MetaLearningTrainer:
 
     def set_training_options(self, **changes):
         """Changes Algorithm 1's options (validated); the next ``fit`` retraces its step."""
-        unknown = sorted(set(changes) - set(TRAINING_DEFAULTS))
+        names = self.training_options.names()
+        unknown = sorted(set(changes) - set(names))
         if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(TRAINING_DEFAULTS)}")
-        options = {**self.training_options, **changes}
-        validate_training_options(options)
-        if options["method"] in ("baseline", "mldg") and self.use_memory:
+            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(names)}")
+        options = self.training_options.replace(**changes)  # checks the values
+        uses_memory = get_method(options["method"]).uses_memory
+        if not uses_memory and self.use_memory:
             raise ValueError(f"method {options['method']!r} has no memory; build a new model for it")
-        if options["method"] in ("mgml", "memory_agg") and not self.use_memory:
+        if uses_memory and not self.use_memory:
             raise ValueError(f"method {options['method']!r} needs the memory; build a new model for it")
-        self.training_options = Options(options)
+        self.training_options = options
         self.train_function = None
 
     def weight_decay_exempt_variables(self):
@@ -183,79 +92,6 @@ class MetaLearningTrainer:
     def metrics(self):
         return list(self._log_trackers.values()) + [self._skipped_steps]
 
-    # ------------------------------------------------------------------------------- functional runner
-    def _stateless(self, trainable_values, non_trainable_values, fn):
-        """Runs ``fn()`` with the model's variables replaced by the given tensors; returns
-        ``(fn(), new non-trainable values)`` (e.g. BatchNorm moving statistics), assigning nothing."""
-        mapping = list(zip(self.trainable_variables, trainable_values))
-        mapping += list(zip(self.non_trainable_variables, non_trainable_values))
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            result = fn()
-        new_state = []
-        for variable, value in zip(self.non_trainable_variables, non_trainable_values):
-            current = scope.get_current_value(variable)
-            new_state.append(value if current is None else current)
-        return result, new_state
-
-    def _episode(self, theta, state, memory, images, labels, with_update, seed=None, keep_m_hat=False):
-        """Read losses (and, ``with_update``, the update loss) of one pass: ``(total, terms, state, M_hat)``
-        where ``M_hat = update(M, images; theta)`` when the divergence loss or ``keep_m_hat`` needs it, else
-        None."""
-        opts = self.training_options
-        use_memory = self.use_memory and memory is not None
-        kept = {}
-
-        def run():
-            gumbel_seed = seed if use_memory and opts["memory_read"] == "gumbel" else None
-            out = self.forward(images, memory if use_memory else None, training=True, gumbel_seed=gumbel_seed)
-            # Pixel losses are sums over this replica's pixels divided by the labelled-pixel count of the
-            # global batch, and terms every replica computes alike (the divergence of the shared M_hat) are
-            # divided by the replica count: summed over replicas, each term equals its single-device value.
-            seg_sum, count = losses_lib.pixel_cross_entropy_sum(labels, out["logits"])
-            count = tf.maximum(all_reduce_sum(tf.stop_gradient(count)), 1.0)
-            terms = {"seg": seg_sum / count}
-            if "aux_logits" in out and opts["aux_weight"] > 0:
-                terms["aux"] = losses_lib.pixel_cross_entropy_sum(labels, out["aux_logits"])[0] / count
-            if use_memory and opts["use_cohesion"]:
-                # eq. 6 on scores / T or on the scores, as memory_temperature_on says (model.forward)
-                terms["cohesion"] = losses_lib.pixel_cross_entropy_sum(labels, out["cohesion_logits"])[0] / count
-            if use_memory and with_update and (opts["use_divergence"] or keep_m_hat):
-                m_hat = self.updated_memory(memory, out["features"], labels, training=True)
-                kept["m_hat"] = m_hat
-            if use_memory and with_update and opts["use_divergence"]:
-                replicas = float(getattr(sync_replica_context(), "num_replicas_in_sync", 1))
-                terms["div_cls"] = losses_lib.memory_classification_loss(self.memory_classifier(m_hat)) / replicas
-                terms["div_cos"] = losses_lib.memory_cosine_loss(m_hat) / replicas
-            return terms
-
-        terms, state = self._stateless(theta, state, run)
-        weights = {
-            "seg": opts["seg_weight"],
-            "aux": opts["aux_weight"],
-            "cohesion": opts["cohesion_weight"],
-            "div_cls": opts["divergence_classification_weight"],
-            "div_cos": opts["divergence_cosine_weight"],
-        }
-        total = tf.add_n([weights[k] * v for k, v in terms.items()])
-        return total, terms, state, kept.get("m_hat")
-
-    def _memory_prime(self, theta_prime, state, memory, images, labels):
-        """Eq. 10: ``M' = update(M, X_tr; copy(theta'_E), theta'_U)`` with the freeze of
-        ``memory_prime_freeze`` (Table 6)."""
-        freeze = self.training_options["memory_prime_freeze"]
-        frozen = set()
-        if freeze in ("encoder", "encoder_and_update"):
-            frozen |= {id(v) for v in self.encoder_variables()}
-        if freeze == "encoder_and_update":
-            frozen |= {id(v) for v in self.update_variables()}
-        theta_m = [tf.stop_gradient(t) if id(v) in frozen else t for v, t in zip(self.trainable_variables, theta_prime)]
-
-        def run():
-            features, _, _ = self.encode(images, training=True)
-            return self.updated_memory(memory, features, labels, training=True)
-
-        return self._stateless(theta_m, state, run)
-
     def _batch_norm_statistics(self):
         """Ids of every BatchNorm moving mean and variance among ``non_trainable_variables``."""
         ids = set()
@@ -264,15 +100,15 @@ class MetaLearningTrainer:
                 ids.update(id(v) for v in (layer.moving_mean, layer.moving_variance))
         return ids
 
-    def _keep_meta_train_statistics(self, state, meta_train_state):
-        """``state`` with the BatchNorm moving statistics taken from ``meta_train_state`` where
-        ``bn_statistics_from="meta_train"`` (module docstring); ``state`` unchanged for ``every_pass``."""
+    def _merged_statistics(self, states):
+        """The state after the last pass, with the BatchNorm moving statistics of the meta-train pass
+        (``states[1]``) where ``bn_statistics_from="meta_train"`` (module docstring)."""
         if self.training_options["bn_statistics_from"] != "meta_train":
-            return state
+            return states[-1]
         statistics = self._batch_norm_statistics()
         return [
             kept if id(v) in statistics else value
-            for v, value, kept in zip(self.non_trainable_variables, state, meta_train_state)
+            for v, value, kept in zip(self.non_trainable_variables, states[-1], states[1])
         ]
 
     # ------------------------------------------------------------------------------------ the meta step
@@ -327,15 +163,13 @@ class MetaLearningTrainer:
           ``memory_prime`` (``M'`` or None).
         """
         opts = self.training_options
-        method = opts["method"]
-        images_tr, labels_tr = meta_train
-        labels_tr = self.check_batch(images_tr, labels_tr, "meta-train")
+        method = get_method(opts["method"])
+        meta_train = (meta_train[0], self.check_batch(*meta_train, "meta-train"))
         if meta_test is not None:
-            images_te, labels_te = meta_test
-            labels_te = self.check_batch(images_te, labels_te, "meta-test")
-        elif method in ("mgml", "mldg"):
+            meta_test = (meta_test[0], self.check_batch(*meta_test, "meta-test"))
+        elif method.meta_learns:
             raise ValueError(
-                f"method {method!r} needs a meta-test batch: feed episodes "
+                f"method {method.name!r} needs a meta-test batch: feed episodes "
                 "((images, labels), (images, labels)) from mgml_tf.data.episodes"
             )
         lr_dtype = tf.float64 if self.compute_dtype == "float64" else tf.float32
@@ -348,106 +182,22 @@ class MetaLearningTrainer:
         if step_seed is not None and opts["memory_read"] == "gumbel":
             step_seed = tf.cast(step_seed, tf.int32)
             seeds = (step_seed, step_seed + tf.constant([0, 1], tf.int32))
-        zero = tf.UnconnectedGradients.ZERO
         scale = tf.constant(1.0, lr_dtype) if loss_scale is None else tf.cast(loss_scale, lr_dtype)
-
-        if method in ("baseline", "memory_agg"):
-            images, labels = self._aggregate(
-                (images_tr, labels_tr), None if meta_test is None else (images_te, labels_te)
+        net = algorithm.FunctionalNetwork(self, state, opts, seeds)
+        if method.meta_learns:
+            inner_lr = tf.cast(opts["inner_lr_ratio"], lr_dtype) * lr
+            objective, gradients, terms, memory_prime = algorithm.meta_objective(
+                net, theta, memory, meta_train, meta_test, inner_lr, scale
             )
-            with tf.GradientTape() as tape:
-                tape.watch(theta)
-                objective, terms, state, _ = self._episode(
-                    theta, state, memory, images, labels, with_update=True, seed=seeds[0]
-                )
-                scaled_objective = objective * scale  # on the tape: scaled outside, it would be unconnected
-            gradients = tape.gradient(scaled_objective, theta, unconnected_gradients=zero)
-            logs = self._named_terms(objective, objective, None, terms, None)
-            return objective, gradients, {"non_trainable": state, "terms": logs, "memory_prime": None}
-
-        order = int(opts["meta_order"])
-        keep_m_hat = memory is not None and opts["meta_test_memory"] == "m_hat"
-        alpha = tf.cast(opts["inner_lr_ratio"], lr.dtype) * lr
-        add_inner = opts["outer_objective"] == "mldg"
-        with tf.GradientTape() as outer:
-            outer.watch(theta)
-            if order == 0:
-                inner_loss, inner_terms, state, m_hat = self._episode(
-                    theta, state, memory, images_tr, labels_tr, with_update=True, seed=seeds[0], keep_m_hat=keep_m_hat
-                )
-                theta_prime = theta
-            else:
-                with tf.GradientTape() as inner:
-                    inner.watch(theta)
-                    inner_loss, inner_terms, state, m_hat = self._episode(
-                        theta,
-                        state,
-                        memory,
-                        images_tr,
-                        labels_tr,
-                        with_update=True,
-                        seed=seeds[0],
-                        keep_m_hat=keep_m_hat,
-                    )
-                    scaled_inner_loss = inner_loss * scale
-                # This replica's inner gradient (of its share of s * L_in). Second order keeps it on the outer
-                # tape (dtheta'/dtheta = I - alpha H); first order takes it off the tape.
-                if order == 2:
-                    local_inner_grads = inner.gradient(scaled_inner_loss, theta, unconnected_gradients=zero)
-                else:
-                    with outer.stop_recording():
-                        local_inner_grads = inner.gradient(scaled_inner_loss, theta, unconnected_gradients=zero)
-                    local_inner_grads = [tf.stop_gradient(g) for g in local_inner_grads]
-                # The fast weights need the whole batch's gradient: the sum over replicas (the all-reduce is
-                # differentiable, so second order stays exact).
-                inner_grads = [g / tf.cast(scale, g.dtype) for g in all_reduce_sum(local_inner_grads)]
-                theta_prime = [t - tf.cast(alpha, t.dtype) * g for t, g in zip(theta, inner_grads)]
-            meta_train_state = state  # after the meta-train pass only
-            memory_prime = None
-            if keep_m_hat:
-                memory_prime = m_hat  # Table 6, first row: the meta-test step reads M_hat (theta, not theta')
-            elif memory is not None:
-                memory_prime, state = self._memory_prime(theta_prime, state, memory, images_tr, labels_tr)
-            outer_loss, outer_terms, state, _ = self._episode(
-                theta_prime, state, memory_prime, images_te, labels_te, with_update=False, seed=seeds[1]
+        else:
+            objective, gradients, terms, memory_prime = algorithm.aggregate_objective(
+                net, theta, memory, self._aggregate(meta_train, meta_test), scale
             )
-            objective = inner_loss + outer_loss if add_inner else outer_loss
-            # J = L_in(theta) + L_out(theta'(theta)) (the MLDG form) or L_out alone. At first order the
-            # gradient of L_in is the inner gradient already taken: the outer tape differentiates L_out only,
-            # instead of running L_in's backward pass a second time. (At second order the same sum makes
-            # TensorFlow's oneDNN graph rewrite build a cyclic graph for ResNet-50, so the tape takes J.)
-            reuse_inner = order == 1 and add_inner
-            scaled_taped = (outer_loss if reuse_inner else objective) * scale
-        gradients = outer.gradient(scaled_taped, theta, unconnected_gradients=zero)
-        state = self._keep_meta_train_statistics(state, meta_train_state)
-        if reuse_inner:
-            gradients = [g + h for g, h in zip(gradients, local_inner_grads)]
-        logs = self._named_terms(objective, inner_loss, outer_loss, inner_terms, outer_terms)
-        return objective, gradients, {"non_trainable": state, "terms": logs, "memory_prime": memory_prime}
-
-    @staticmethod
-    def _named_terms(objective, inner_loss, outer_loss, inner_terms, outer_terms):
-        """The logged values; under a strategy, summed over replicas (each replica holds its share)."""
-        logs = MetaLearningTrainer._local_named_terms(objective, inner_loss, outer_loss, inner_terms, outer_terms)
-        if sync_replica_context() is not None:
-            names = list(logs)
-            logs = dict(zip(names, all_reduce_sum([logs[k] for k in names])))
-        return logs
-
-    @staticmethod
-    def _local_named_terms(objective, inner_loss, outer_loss, inner_terms, outer_terms):
-        logs = {"loss": objective, "inner_loss": inner_loss, "inner_seg": inner_terms["seg"]}
-        if outer_terms is not None:
-            logs["outer_loss"] = outer_loss
-            logs["outer_seg"] = outer_terms["seg"]
-        for key in ("aux", "cohesion"):
-            values = [t[key] for t in (inner_terms, outer_terms or {}) if key in t]
-            if values:
-                logs[key] = tf.add_n(values) / len(values)
-        for key in ("div_cls", "div_cos"):
-            if key in inner_terms:
-                logs[key] = inner_terms[key]
-        return logs
+        if sync_replica_context() is not None:  # each replica holds its share of every logged value
+            names = list(terms)
+            terms = dict(zip(names, all_reduce_sum([terms[k] for k in names])))
+        updates = {"non_trainable": self._merged_statistics(net.states), "terms": terms, "memory_prime": memory_prime}
+        return objective, gradients, updates
 
     def write_memory(self, images, labels, enabled=True):
         """Eq. 12: ``M <- update(M, X; theta)`` with the current weights, in inference mode, no gradient.
@@ -509,7 +259,7 @@ class MetaLearningTrainer:
         if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], (tuple, list)):
             return tuple(data[0]), tuple(data[1])
         if isinstance(data, (tuple, list)) and len(data) == 2:
-            if self.training_options["method"] in ("mgml", "mldg"):
+            if get_method(self.training_options["method"]).meta_learns:
                 raise ValueError(
                     f"method {self.training_options['method']!r} trains on episodes: feed "
                     "((images, labels), (images, labels)) batches from mgml_tf.data.episodes, "
@@ -553,6 +303,8 @@ class MetaLearningTrainer:
         tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, gradients))
 
     def train_step(self, data):
+        """One training step of any method: the objective's gradients (``compute_meta_gradients``), weight
+        decay, the optimiser step, the non-trainable state, the memory write of eq. 12, the logs."""
         self.train_step_traces += 1
         meta_train, meta_test = self._split_episode(data)
         step = tf.cast(self.optimizer.iterations, tf.int32)
@@ -564,37 +316,61 @@ class MetaLearningTrainer:
         objective, gradients, updates = self.compute_meta_gradients(
             meta_train, meta_test, learning_rate=lr, step_seed=step_seed, loss_scale=loss_scale
         )
+        gradients = self._with_weight_decay(gradients, loss_scale)
+        # A step whose gradients are not finite (an overflowing float16 loss scale, a diverging run) must
+        # not leak into the state either: the BatchNorm statistics of its passes and the memory written
+        # with its weights are then discarded.
+        finite, fault = self._finite_step(objective, gradients)
+        if _is_loss_scaled(self.optimizer):
+            self.optimizer.apply(gradients, self.trainable_variables)  # skips non-finite steps itself
+        else:
+            self._apply_if_finite(gradients, finite)
+        self._assign_state(updates["non_trainable"], finite)
+        if self.use_memory:
+            aggregate = get_method(self.training_options["method"]).aggregates
+            images, labels = self._aggregate(meta_train, meta_test if aggregate else None)
+            self.write_memory(images, labels, enabled=finite)
+        logs = self._tracked_logs(updates["terms"], finite)
+        logs["step_fault"] = tf.cast(fault, tf.float32)
+        logs["lr"] = lr
+        logs["inner_lr"] = tf.cast(self.training_options["inner_lr_ratio"], lr.dtype) * lr
+        return logs
+
+    def _with_weight_decay(self, gradients, loss_scale):
+        """``dJ/dtheta + weight_decay * theta`` (times the loss scale), except ``weight_decay_exempt_variables``."""
         replica = sync_replica_context()
         replicas = replica.num_replicas_in_sync if replica is not None else 1
         decay = float(self.training_options["weight_decay"]) / replicas  # the optimiser sums replicas
-        if decay:
-            exempt = {id(v) for v in self.weight_decay_exempt_variables()}
-            gradients = [
-                g if id(v) in exempt else g + tf.cast(decay, g.dtype) * tf.cast(loss_scale, g.dtype) * v.value
-                for g, v in zip(gradients, self.trainable_variables)
-            ]
-        # A step whose gradients are not finite (an overflowing float16 loss scale, a diverging run) must
-        # not leak into the state either: the BatchNorm statistics of its passes and the memory written
-        # with its weights are then discarded. (A LossScaleOptimizer skips such a step and lowers the scale.)
+        if not decay:
+            return gradients
+        exempt = {id(v) for v in self.weight_decay_exempt_variables()}
+        return [
+            g if id(v) in exempt else g + tf.cast(decay, g.dtype) * tf.cast(loss_scale, g.dtype) * v.value
+            for g, v in zip(gradients, self.trainable_variables)
+        ]
+
+    def _finite_step(self, objective, gradients):
+        """``(finite, fault)``, the same on every replica. ``finite``: the loss and every gradient are finite.
+        ``fault``: not finite; under loss scaling only a non-finite loss, since scaled gradients that overflow
+        with a finite loss are the loss scale's normal adjustment (skipped by the optimiser)."""
         objective_finite = tf.math.is_finite(tf.cast(objective, tf.float32))
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients] + [objective_finite])
+        replica = sync_replica_context()
         if replica is not None:
             bad = replica.all_reduce(
                 tf.distribute.ReduceOp.SUM,
                 tf.stack([1.0 - tf.cast(finite, tf.float32), 1.0 - tf.cast(objective_finite, tf.float32)]),
             )
-            finite, objective_finite = bad[0] < 0.5, bad[1] < 0.5  # every replica agrees
-        loss_scaled = _is_loss_scaled(self.optimizer)
-        # A fault: the loss or the gradients are not finite. Under loss scaling, scaled gradients that
-        # overflow with a finite loss are the loss scale's normal adjustment (skipped by the optimiser), not a
-        # fault. ``step_fault`` is this step's flag (the training loop stops or counts on it).
-        fault = tf.logical_not(objective_finite) if loss_scaled else tf.logical_not(finite)
-        if loss_scaled:
-            self.optimizer.apply(gradients, self.trainable_variables)  # skips non-finite steps itself
-        else:
-            self._apply_if_finite(gradients, finite)
+            finite, objective_finite = bad[0] < 0.5, bad[1] < 0.5
+        fault = tf.logical_not(objective_finite) if _is_loss_scaled(self.optimizer) else tf.logical_not(finite)
+        return finite, fault
+
+    def _assign_state(self, values, finite):
+        """Assigns the step's non-trainable values (BatchNorm statistics, seeds; the memory is written by
+        ``write_memory``) where the step is finite."""
+        replica = sync_replica_context()
         memory = self.memory if self.use_memory else None
-        for variable, value in zip(self.non_trainable_variables, updates["non_trainable"]):
+        for variable, value in zip(self.non_trainable_variables, values):
             if variable is memory:
                 continue
             value = tf.where(finite, value, variable.value)
@@ -604,23 +380,15 @@ class MetaLearningTrainer:
                 # makes agreement a guarantee.
                 value = replica.all_reduce(tf.distribute.ReduceOp.MEAN, value)
             variable.assign(value)
-        if self.use_memory:
-            aggregate = self.training_options["method"] == "memory_agg"
-            images, labels = self._aggregate(meta_train, meta_test if aggregate else None)
-            self.write_memory(images, labels, enabled=finite)
-        logs = {}
-        # Running means over finite steps only (one skipped step would otherwise turn them NaN for the
-        # rest of the epoch); skipped steps are counted.
+
+    def _tracked_logs(self, terms, finite):
+        """Running means of the loss terms over finite steps only (one skipped step would otherwise turn them
+        NaN for the rest of the epoch), and the count of skipped steps."""
         weight = tf.cast(finite, tf.float32)
-        for name, value in updates["terms"].items():
+        for name, value in terms.items():
             value = tf.where(finite, tf.cast(value, tf.float32), 0.0)
             self._log_trackers[name].update_state(value, sample_weight=weight)
         self._skipped_steps.update_state(1.0 - weight)
-        for name, tracker in self._log_trackers.items():
-            if name in updates["terms"]:
-                logs[name] = tracker.result()
+        logs = {name: tracker.result() for name, tracker in self._log_trackers.items() if name in terms}
         logs["nonfinite_steps"] = self._skipped_steps.result()
-        logs["step_fault"] = tf.cast(fault, tf.float32)
-        logs["lr"] = lr
-        logs["inner_lr"] = tf.cast(self.training_options["inner_lr_ratio"], lr.dtype) * lr
         return logs

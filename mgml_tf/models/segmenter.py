@@ -13,64 +13,16 @@ meta-learning step (``mgml_tf.models.meta_learning``) can run it on fast weights
 import keras
 import tensorflow as tf
 
+from mgml_tf import config as config_lib
 from mgml_tf import memory as memory_ops
-from mgml_tf.layers.memory import SCORE_SCALES, CategoricalMemory, MemoryReadFuse, MemoryUpdateNetwork
+from mgml_tf.layers.memory import CategoricalMemory, MemoryReadFuse, MemoryUpdateNetwork
 from mgml_tf.models import backbones as backbones_lib
 from mgml_tf.models import heads as heads_lib
-from mgml_tf.models.meta_learning import TRAINING_DEFAULTS, MetaLearningTrainer, Options, validate_training_options
+from mgml_tf.models.meta_learning import MetaLearningTrainer
 from mgml_tf.ops import all_reduce_sum, resize_bilinear
 
-HEADS = ("deeplabv3plus", "deeplabv2")
-# Where memory_temperature T acts (the paper has no temperature: eqs. 4 and 6 read at T = 1):
-# cohesion: the cohesion-loss logits scores / T only, the read softmax at 1 (the reference code);
-# read: the read softmax only, the cohesion loss at 1 (mgml_tf before the option); both: the two.
-MEMORY_TEMPERATURE_ON = ("cohesion", "read", "both")
-# The factor of the cosine scores in the logits of the read (eq. 4) and the cohesion loss (eq. 6): fixed: 1 or
-# 1 / T as memory_temperature_on says (the paper); learned: one trainable s = exp(log_s) for both, initialised at
-# 1 / T, clipped to at most 100 (beyond the paper: mgml_tf.memory docstring). memory_centering: none (eq. 4) or
-# mean_row (cosines after removing the mean memory row from rows and query; beyond the paper).
-MEMORY_SCORE_SCALES = SCORE_SCALES
-MEMORY_CENTERINGS = memory_ops.MEMORY_CENTERINGS
-# What the update network U reads: normalized: normalize(F) (the paper, Sec. 3.2); raw: F (the reference code).
-UPDATE_NETWORK_INPUTS = ("normalized", "raw")
-DEFAULT_OUTPUT_STRIDE = {"deeplabv3plus": 16, "deeplabv2": 8}
-
-MODEL_DEFAULTS = dict(
-    backbone="resnet50",
-    head="deeplabv3plus",
-    num_classes=19,
-    output_stride=None,  # 16 for DeepLabV3+, 8 for DeepLabV2
-    backbone_weights=None,
-    feature_channels=256,
-    decoder_channels=256,
-    low_level_channels=48,
-    aspp_rates=(6, 12, 18),  # at output stride 16; doubled at 8
-    aux_head=True,
-    dropout=0.1,
-    bn_momentum=0.9,  # PyTorch's BN momentum 0.1
-    bn_epsilon=1e-5,  # of the head and memory blocks: PyTorch's default, the reference's (backbone: 1.001e-5)
-    synchronized_bn=False,
-    use_memory=True,
-    use_update_network=True,
-    memory_momentum=0.8,
-    memory_temperature=1.0,
-    memory_temperature_on="cohesion",
-    memory_score_scale="fixed",
-    memory_centering="none",
-    update_network_input="normalized",
-)
-
-# What a configuration saved before an option existed means: the behaviour of that time (docs/REFERENCE.md).
-# MemorySegmenter.from_config and model directories read a missing key as this value, not the new default.
-# (memory_score_scale and memory_centering are absent: their defaults are the behaviour from before them.)
-LEGACY_OPTIONS = dict(
-    bn_epsilon=1e-3, memory_temperature_on="read", update_network_input="normalized", bn_statistics_from="every_pass"
-)
-
-
-def with_legacy_options(options):
-    """``options`` (a saved configuration) with every option it predates set to its ``LEGACY_OPTIONS`` value."""
-    return {**LEGACY_OPTIONS, **options}
+LEGACY_OPTIONS = config_lib.LEGACY_OPTIONS
+with_legacy_options = config_lib.with_legacy_options
 
 
 def _fail(message):
@@ -85,32 +37,24 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
     ``[B, H, W, num_classes]`` at input resolution, read through the stored memory.
     ``model.forward(images, memory, training)`` returns every intermediate the training step needs.
 
-    Args: the options of ``MODEL_DEFAULTS`` (network) and ``TRAINING_DEFAULTS`` (Algorithm 1); their names
-    are the command-line flag names.
+    Args: the fields of ``mgml_tf.config.ModelConfig`` (network) and ``MethodConfig`` (the method and
+    Algorithm 1), checked there; their names are the command-line flag names.
     """
 
     def __init__(self, **options):
-        unknown = sorted(set(options) - set(MODEL_DEFAULTS) - set(TRAINING_DEFAULTS) - {"name", "dtype", "trainable"})
+        model_names, method_names = config_lib.ModelConfig.names(), config_lib.MethodConfig.names()
+        unknown = sorted(set(options) - set(model_names) - set(method_names) - {"name", "dtype", "trainable"})
         if unknown:
-            _fail(f"unknown option(s) {unknown}; known: {sorted({**MODEL_DEFAULTS, **TRAINING_DEFAULTS})}")
+            _fail(f"unknown option(s) {unknown}; known: {sorted(model_names + method_names)}")
         base = {k: options.pop(k) for k in ("name", "dtype", "trainable") if k in options}
         super().__init__(name=base.pop("name", "memory_segmenter"), **base)
-        config = {**MODEL_DEFAULTS, **{k: v for k, v in options.items() if k in MODEL_DEFAULTS}}
-        training = {**TRAINING_DEFAULTS, **{k: v for k, v in options.items() if k in TRAINING_DEFAULTS}}
-        validate_training_options(training)
-        if training["method"] in ("baseline", "mldg"):
-            config["use_memory"] = False
-        self._validate_model_options(config)
-        if config["output_stride"] is None:
-            config["output_stride"] = DEFAULT_OUTPUT_STRIDE[config["head"]]
-        config["aspp_rates"] = tuple(int(r) for r in config["aspp_rates"])
-        if training["method"] in ("mgml", "memory_agg") and not config["use_memory"]:
-            _fail(
-                f"method {training['method']!r} needs the memory; drop use_memory=False "
-                "or choose method 'baseline' or 'mldg'"
-            )
-        self.model_options = Options(config)
-        self.training_options = Options(training)
+        # Every value is checked here, once, by the configuration sections (one-line ValueErrors).
+        training = config_lib.MethodConfig.from_dict({k: v for k, v in options.items() if k in method_names})
+        model = config_lib.ModelConfig.from_dict({k: v for k, v in options.items() if k in model_names})
+        config_lib.check_model_and_method(model, training)
+        self.model_options = model.resolved(training)
+        self.training_options = training
+        config = self.model_options
         self.num_classes = int(config["num_classes"])
         self.use_memory = bool(config["use_memory"])
         bn = dict(bn_momentum=config["bn_momentum"], synchronized_bn=config["synchronized_bn"])
@@ -186,34 +130,6 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
         self._init_trainer()
 
     # ----------------------------------------------------------------------------------------- building
-    @staticmethod
-    def _validate_model_options(config):
-        if config["backbone"] not in backbones_lib.BACKBONES:
-            _fail(f"unknown backbone {config['backbone']!r}; choose one of {list(backbones_lib.BACKBONES)}")
-        if config["head"] not in HEADS:
-            _fail(f"unknown head {config['head']!r}; choose one of {list(HEADS)}")
-        if int(config["num_classes"]) < 2:
-            _fail(f"num_classes must be at least 2, got {config['num_classes']}")
-        if not 0.0 <= float(config["memory_momentum"]) < 1.0:
-            _fail(f"memory_momentum must be in [0, 1), got {config['memory_momentum']}")
-        for key in ("feature_channels", "decoder_channels", "low_level_channels"):
-            if int(config[key]) < 1:
-                _fail(f"{key} must be positive, got {config[key]}")
-        if not 0.0 <= float(config["dropout"]) < 1.0:
-            _fail(f"dropout must be in [0, 1), got {config['dropout']}")
-        if not float(config["bn_epsilon"]) > 0.0:
-            _fail(f"bn_epsilon must be positive, got {config['bn_epsilon']}")
-        if not float(config["memory_temperature"]) > 0.0:
-            _fail(f"memory_temperature must be positive, got {config['memory_temperature']}")
-        for key, allowed in (
-            ("memory_temperature_on", MEMORY_TEMPERATURE_ON),
-            ("update_network_input", UPDATE_NETWORK_INPUTS),
-            ("memory_score_scale", MEMORY_SCORE_SCALES),
-            ("memory_centering", MEMORY_CENTERINGS),
-        ):
-            if config[key] not in allowed:
-                _fail(f"unknown {key} {config[key]!r}; choose one of {list(allowed)}")
-
     def _build_layers(self):
         """Builds every sub-layer from shapes alone, so that weights exist before the first call (loading
         a ``.keras`` file or a checkpoint into a fresh model needs them)."""

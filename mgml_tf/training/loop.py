@@ -9,10 +9,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from mgml_tf import config as config_lib
 from mgml_tf import layers
 from mgml_tf import metrics as metrics_lib
 from mgml_tf import visualize as vis
 from mgml_tf.evaluation import EvaluationSettings, Predictor, evaluate_targets
+from mgml_tf.methods import METHODS
 from mgml_tf.training import checkpoints as ckpt_lib
 from mgml_tf.training import cli, summaries
 from mgml_tf.training import data as data_lib
@@ -37,14 +39,20 @@ def _fmt_time(seconds):
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def _input_pipeline(method, domains, fv, crop, start_step, log, num_replicas=1):
-    """Endless training batches from ``start_step`` on (episodes, or aggregated batches for baseline),
-    laid out [replica, domain, image] for ``num_replicas`` replicas."""
+def _input_pipeline(config, domains, start_step, num_replicas=1):
+    """Endless training batches from ``start_step`` on (episodes, or batches aggregated over the sources for
+    a method that does not meta-learn), laid out [replica, domain, image] for ``num_replicas`` replicas."""
     from mgml_tf.data import aggregated_batches
     from mgml_tf.data.episodes import episodes
 
-    fn = aggregated_batches if method in ("baseline", "memory_agg") else episodes
-    kwargs = dict(batch_per_domain=fv.batch_per_domain, crop_size=crop, seed=fv.seed, deterministic=fv.deterministic)
+    fn = episodes if METHODS[config.method.method].meta_learns else aggregated_batches
+    training = config.training
+    kwargs = dict(
+        batch_per_domain=training.batch_per_domain,
+        crop_size=training.crop,
+        seed=config.method.seed,
+        deterministic=training.deterministic,
+    )
     if num_replicas > 1:
         kwargs["num_replicas"] = int(num_replicas)
     # Step t of the stream is a pure function of (seed, t), so the resumed stream is exactly the one an
@@ -68,7 +76,7 @@ def _with_nan_images(batch):
 
 
 def _images_per_step(method, num_sources, batch):
-    if num_sources == 1 and method in ("mgml", "mldg"):
+    if num_sources == 1 and METHODS[method].meta_learns:
         return 2 * batch
     return num_sources * batch
 
@@ -80,19 +88,19 @@ class Trainer:
     (checkpoints, summaries, evaluation results); the other workers save their checkpoints to a scratch
     folder (TF's multi-worker saving wants every worker to save) and write no summaries."""
 
-    def __init__(self, fv, options, model, sources, targets, log=print, strategy=None):
+    def __init__(self, config, model, sources, targets, log=print, strategy=None):
         from mgml_tf import distribution
 
-        self.fv, self.options, self.model = fv, options, model
+        self.config, self.model = config, model
         self.sources, self.targets, self.log = sources, targets, log
         self.strategy = strategy or tf.distribute.get_strategy()
         self.chief = distribution.is_chief(self.strategy)
-        self.model_dir = fv.model_dir
+        self.model_dir = config.training.model_dir
         self.write_dir = distribution.worker_dir(self.model_dir, self.strategy)
         self.num_classes = int(model.num_classes)
-        self.protocol = int(fv.num_classes_protocol)
+        self.protocol = int(config.evaluation.num_classes_protocol)
         self.checkpoint = ckpt_lib.checkpoint_object(model)
-        self.manager = ckpt_lib.manager(self.checkpoint, self.model_dir, keep=fv.keep_checkpoints)
+        self.manager = ckpt_lib.manager(self.checkpoint, self.model_dir, keep=config.training.keep_checkpoints)
         self.save_manager = self.manager if self.chief else ckpt_lib.manager(self.checkpoint, self.write_dir, keep=1)
 
     @property
@@ -113,7 +121,7 @@ class Trainer:
         if not self.distributed:
             # Traced per meta-train/test size, as before. (Tracing once with the dataset's signature, unknown
             # batch size, gave different weights at step 3 on one device: ~1e-3 in conv1's kernel; reported.)
-            step = tf.function(model.train_step, jit_compile=bool(self.fv.jit_compile))
+            step = tf.function(model.train_step, jit_compile=bool(self.config.distribution.jit_compile))
             return lambda batch: [step(batch)]
 
         # The signature of the distributed dataset (meta-train/test sizes vary per step: no retracing).
@@ -140,12 +148,12 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- evaluation
     def evaluate(self, step, writer):
-        settings = EvaluationSettings.from_flags(self.fv, self.options["ignore_index"])
+        settings = EvaluationSettings.from_flags(self.config.evaluation, self.config.method.ignore_index)
         whole_image = Predictor(self.model)  # the memory weights of the summary images
         samples = {}
 
         def keep(sample):
-            if sample.index < self.fv.summary_images:
+            if sample.index < self.config.training.summary_images:
                 samples.setdefault(sample.target, []).append(sample)
 
         def summarize(label, result):
@@ -198,31 +206,29 @@ class Trainer:
         from mgml_tf.data import aggregated_batches
         from mgml_tf.data.augment import GEOMETRY_ONLY
 
-        fv, model = self.fv, self.model
-        if not model.use_memory or fv.memory_init_batches == 0:
+        training, model = self.config.training, self.model
+        if not model.use_memory or training.memory_init_batches == 0:
             return
         t0 = time.perf_counter()
-        from mgml_tf.training.flags import crop_size
-
         batches = aggregated_batches(
             self.sources,
-            fv.batch_per_domain,
-            crop_size(fv),
-            seed=fv.seed,
+            training.batch_per_domain,
+            training.crop,
+            seed=self.config.method.seed,
             deterministic=True,
             augment_config=GEOMETRY_ONLY,
         )
-        model.initialize_memory(batches, max_batches=fv.memory_init_batches)
+        model.initialize_memory(batches, max_batches=training.memory_init_batches)
         counts = np.linalg.norm(model.memory.numpy(), axis=1) > 0
         self.log(
             f"memory {'rewritten at step ' + str(step) if step else 'initialised'} from "
-            f"{fv.memory_init_batches} source batches in "
+            f"{training.memory_init_batches} source batches in "
             f"{time.perf_counter() - t0:.1f} s ({int(counts.sum())}/{self.num_classes} classes seen)"
         )
 
     def run(self, start_step):
-        fv, model, options = self.fv, self.model, self.options
-        total = int(options["train_steps"])
+        training, model = self.config.training, self.model
+        total = int(self.config.optimizer.train_steps)
         if self.chief:
             train_writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "train"))
             eval_writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "eval"))
@@ -233,20 +239,16 @@ class Trainer:
             if self.chief and not os.path.exists(os.path.join(self.model_dir, md.EVAL_JSON)) and self.targets:
                 self.evaluate(start_step, eval_writer)
             return
-        from mgml_tf.training.flags import crop_size
-
-        method = options["method"]
-        dataset = _input_pipeline(
-            method, self.sources, fv, crop_size(fv), start_step, self.log, num_replicas=self.replicas
-        )
+        method = self.config.method.method
+        dataset = _input_pipeline(self.config, self.sources, start_step, num_replicas=self.replicas)
         dataset = self._dataset(dataset)
         iterator = iter(dataset)
         step_fn = self._step_function(dataset)
-        per_step = _images_per_step(method, len(self.sources), fv.batch_per_domain)
+        per_step = _images_per_step(method, len(self.sources), training.batch_per_domain)
         where = f", {self.replicas} replicas ({type(self.strategy).__name__})" if self.distributed else ""
         self.log(
             f"training steps {start_step + 1}..{total} ({method}, {per_step} images/step, "
-            f"crop {crop_size(fv)[0]}x{crop_size(fv)[1]}{where}); first step traces the graph"
+            f"crop {training.crop[0]}x{training.crop[1]}{where}); first step traces the graph"
         )
         for tracker in model.metrics:
             tracker.reset_state()
@@ -254,7 +256,7 @@ class Trainer:
         nan_steps = ckpt_lib.fault_injection().get("nan_input", set())
         if nan_steps and self.distributed:
             raise cli.RunError("the nan_input fault injection works on one device only")
-        policy, max_skips = getattr(fv, "nonfinite", "stop"), int(getattr(fv, "max_nonfinite_steps", 0))
+        policy, max_skips = training.nonfinite, training.max_nonfinite_steps
         skipped, window_steps, window_skips = 0, 0, 0
         window_time, n_window = 0.0, 0  # seconds inside train steps since the last progress line
         timed_time, steps_timed = 0.0, 0  # the same since the first (tracing) step, for the ETA
@@ -294,7 +296,7 @@ class Trainer:
             if step > start_step + 1:  # the first step traces the graph: excluded from rates and ETA
                 window_time, n_window = window_time + dt, n_window + 1
                 timed_time, steps_timed = timed_time + dt, steps_timed + 1
-            if step % fv.log_every == 0 or step == total or step == start_step + 1:
+            if step % training.log_every == 0 or step == total or step == start_step + 1:
                 values = {k: float(v) for k, v in logs.items()}
                 for other in replica_logs[1:]:  # all-reduced inside the step: every replica holds the same
                     for k, v in other.items():
@@ -322,14 +324,15 @@ class Trainer:
                     tracker.reset_state()
                 window_time, n_window = 0.0, 0
                 window_steps, window_skips = 0, 0
-            rewrite = getattr(fv, "memory_rewrite_every", 0)
+            rewrite = training.memory_rewrite_every
             if rewrite and step % rewrite == 0 and step < total:  # before the checkpoint: resume never redoes it
                 self.initialize_memory(step)
-            if step % fv.checkpoint_every == 0 or step == total:
+            if step % training.checkpoint_every == 0 or step == total:
                 path = ckpt_lib.save(self.save_manager, step, list(model.variables) + list(model.optimizer.variables))
                 if self.chief:
                     self.log(f"checkpoint {path}")
-            if step < total and fv.eval_every and step % fv.eval_every == 0 and self.targets and self.chief:
+            eval_every = training.eval_every
+            if step < total and eval_every and step % eval_every == 0 and self.targets and self.chief:
                 self.evaluate(step, eval_writer)
         if self.targets and self.chief:
             self.evaluate(step, eval_writer)
@@ -337,23 +340,22 @@ class Trainer:
         eval_writer.close()
 
 
-def create_strategy(fv, log=print):
-    """The strategy of the flags (checked against the batch split and --jit_compile); logs what it is."""
+def create_strategy(config, log=print):
+    """The strategy of the configuration (checked against the batch split and --jit_compile); logs what it is."""
     from mgml_tf import distribution
 
-    name = getattr(fv, "distribution_strategy", "one_device")
+    devices, batch = config.distribution, config.training.batch_per_domain
     try:
-        strategy = distribution.create_strategy(name, getattr(fv, "num_devices", None))
+        strategy = distribution.create_strategy(devices.distribution_strategy, devices.num_devices)
     except ValueError as e:
         raise cli.UsageError(str(e)) from None
     replicas = int(strategy.num_replicas_in_sync)
-    if fv.batch_per_domain % replicas:
+    if batch % replicas:
         raise cli.UsageError(
-            f"--batch_per_domain={fv.batch_per_domain} does not divide over {replicas} "
-            f"replicas; set it to a multiple of {replicas}"
+            f"--batch_per_domain={batch} does not divide over {replicas} replicas; set it to a multiple of {replicas}"
         )
     if not distribution.is_default(strategy):
-        if getattr(fv, "jit_compile", False):
+        if devices.jit_compile:
             raise cli.UsageError(
                 "--jit_compile works on one device only; drop it or use --distribution_strategy=one_device"
             )
@@ -382,13 +384,16 @@ def dump_variables(model, strategy, prefix, tag):
     np.savez(f"{prefix}.{tag}.npz", **arrays)
 
 
-def run_training(fv, options, log=print, strategy=None):
-    """Everything after flag validation: strategy, domains, model, model_dir, resume, memory init,
-    training."""
+def run_training(config, log=print, strategy=None, given=()):
+    """Everything after the configuration is checked: strategy, domains, model, model_dir, resume, memory
+    init, training. ``config`` is the run's ``RunConfig``; ``given`` names the options set explicitly (on the
+    command line or in a flagfile), which a resumed run never replaces by the values of its time."""
+    import keras
+
     import mgml_tf
     from mgml_tf import distribution
 
-    strategy = strategy or create_strategy(fv, log)
+    strategy = strategy or create_strategy(config, log)
     replicas = int(strategy.num_replicas_in_sync)
     chief = distribution.is_chief(strategy)
     if not chief:
@@ -397,49 +402,45 @@ def run_training(fv, options, log=print, strategy=None):
         def log(message, _log=log):  # non-chief workers: progress prefixed, no files
             _log(f"[{kind}:{index}] {message}")
 
-    distribution.set_mixed_precision(getattr(fv, "mixed_precision", "none"))
+    precision = config.distribution.mixed_precision
+    distribution.set_mixed_precision(precision)
     if replicas > 1 or distribution.is_multi_worker(strategy):
-        options = dict(options, synchronized_bn=True)  # two-pass global moments across replicas
-    model_dir = fv.model_dir
-    saved = md.check_compatible(model_dir, options) if os.path.isdir(model_dir) else None
+        config = config.replace(synchronized_bn=True)  # two-pass global moments across replicas
+    model_dir = config.training.model_dir
+    saved = md.check_compatible(model_dir, config.model_options()) if os.path.isdir(model_dir) else None
     legacy = {}
-    if saved is not None:
+    if saved is not None and "config" not in saved:
         # Resuming a run saved before an option existed: it goes on with that time's behaviour unless the
         # option is given on this command line (LEGACY_OPTIONS, docs/REFERENCE.md).
-        from mgml_tf.models.segmenter import LEGACY_OPTIONS
-
         legacy = {
-            k: v
-            for k, v in LEGACY_OPTIONS.items()
-            if k not in saved.get("options", {}) and not (k in fv and fv[k].present)
+            k: v for k, v in config_lib.LEGACY_OPTIONS.items() if k not in saved.get("options", {}) and k not in given
         }
         if legacy:
-            options = dict(options, **legacy)
+            config = config.replace(**legacy)
             log(
                 "options this run predates keep their old values: " + ", ".join(f"{k}={v!r}" for k, v in legacy.items())
             )
-    source_specs = data_lib.expand(fv.sources, "source", fv, log=log)
-    target_specs = data_lib.expand(fv.targets, "target", fv, log=log)
+    options = config.model_options()
+    source_specs = data_lib.expand(config.training.sources, "source", config.synthetic, log=log)
+    target_specs = data_lib.expand(config.evaluation.targets, "target", config.synthetic, log=log)
     sources = data_lib.load(source_specs, "train", "sources")
     targets = data_lib.load(target_specs, "val", "targets")
     log("sources: " + ", ".join(f"{d.name}:{d.root} ({len(d)} images)" for d in sources))
     if targets:
         log("targets: " + ", ".join(f"{d.name}:{d.root} ({len(d)} images)" for d in targets))
-    import keras
-
-    keras.utils.set_random_seed(int(options["seed"]))
-    if getattr(fv, "deterministic", False):
-        enable_determinism(options["seed"], log)
+    keras.utils.set_random_seed(int(config.method.seed))
+    if config.training.deterministic:
+        enable_determinism(config.method.seed, log)
     with strategy.scope():
         model = mgml_tf.build_model(**options)
-        trainer = Trainer(fv, options, model, sources, targets, log=log, strategy=strategy)
-    if getattr(fv, "mixed_precision", "none") != "none":
+        trainer = Trainer(config, model, sources, targets, log=log, strategy=strategy)
+    if precision != "none":
         log(
-            f"mixed precision {fv.mixed_precision}: compute {model.compute_dtype}, variables "
+            f"mixed precision {precision}: compute {model.compute_dtype}, variables "
             f"{model.variable_dtype}, memory {model.memory.dtype if model.use_memory else '-'}"
             f"{', loss-scaled' if 'LossScale' in type(model.optimizer).__name__ else ''}"
         )
-    synchronized = bool(options.get("synchronized_bn")) and replicas > 1
+    synchronized = config.model.synchronized_bn and replicas > 1
     log(
         f"kernels ({model.compute_dtype}): dilated convolutions "
         f"{layers.dilated_convolution_path(model.compute_dtype)}, BatchNorm moments "
@@ -447,33 +448,11 @@ def run_training(fv, options, log=print, strategy=None):
     )
     restored = ckpt_lib.restore_latest(model, trainer.checkpoint, trainer.manager, log=log)
     # Only now (configuration compatible, checkpoint readable) is anything written to model_dir.
-    from mgml_tf.training import flags as flags_lib
-
     changes = md.changed_options(saved, options)
     if changes and restored:
         log("resuming with changed options: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
-    names = [n for n in fv if fv[n].present or n in options or n in _SAVED_FLAGS]
-    values = flags_lib.flag_dict(fv, sorted(set(names) - {"flagfile", "help", "helpfull", "helpshort"}))
-    values.update(legacy)  # flags.cfg must resume with them too
-    config = {
-        "options": md.json_options(options),
-        "flags": values,
-        "resolved": {
-            "sources": source_specs,
-            "targets": target_specs,
-            "architecture": md.resolved_architecture(options),
-        },
-        "mgml_tf_version": mgml_tf.__version__,
-    }
     if chief:
-        os.makedirs(model_dir, exist_ok=True)
-        cli.write_json(os.path.join(model_dir, md.CONFIG_JSON), config)
-        cli.atomic_write_text(
-            os.path.join(model_dir, md.CONFIG_CFG),
-            flags_lib.to_flagfile(
-                values, header=["Resolved flags of this run (python -m mgml_tf.train --flagfile=THIS resumes it)."]
-            ),
-        )
+        md.write_config(model_dir, config, source_specs, target_specs, given)
     if restored:
         start = int(model.optimizer.iterations.numpy())
         log(f"resumed from {restored} (step {start})")
@@ -481,42 +460,10 @@ def run_training(fv, options, log=print, strategy=None):
         start = 0
         trainer.initialize_memory()
     trainer.run(start)
-    prefix = getattr(fv, "debug_dump_variables", None)
+    prefix = config.distribution.debug_dump_variables
     if prefix:
         kind, index = distribution.task_identity(strategy)
         dump_variables(model, strategy, prefix, "single" if kind is None else f"{kind}_{index}")
     distribution.remove_worker_dir(model_dir, strategy)
     sys.stdout.flush()
     return model
-
-
-_SAVED_FLAGS = (
-    "model_dir",
-    "sources",
-    "targets",
-    "batch_per_domain",
-    "crop_size",
-    "checkpoint_every",
-    "keep_checkpoints",
-    "eval_every",
-    "log_every",
-    "memory_init_batches",
-    "memory_rewrite_every",
-    "deterministic",
-    "nonfinite",
-    "max_nonfinite_steps",
-    "summary_images",
-    "synthetic_root",
-    "synthetic_num_train",
-    "synthetic_num_val",
-    "synthetic_height",
-    "synthetic_width",
-    "synthetic_family",
-    "synthetic_num_source_val",
-    "sliding_window",
-    "window_size",
-    "window_overlap",
-    "flip",
-    "num_classes_protocol",
-    "max_eval_images",
-)

@@ -12,8 +12,9 @@ MODEL_DIR/
 import json
 import os
 
-from mgml_tf.training import flags as flags_lib
-from mgml_tf.training.cli import RunError
+from mgml_tf import config as config_lib
+from mgml_tf.methods import METHODS
+from mgml_tf.training.cli import RunError, atomic_write_text, write_json
 
 CONFIG_JSON = "flags.json"
 CONFIG_CFG = "flags.cfg"
@@ -23,10 +24,10 @@ EVAL_HISTORY = "eval_history.jsonl"
 
 def resolved_architecture(options):
     """The architecture keys with implied values filled in (output stride per head, memory per method)."""
-    arch = {k: options.get(k) for k in flags_lib.ARCHITECTURE_KEYS}
+    arch = {k: options.get(k) for k in config_lib.ARCHITECTURE_KEYS}
     if arch["output_stride"] is None:
         arch["output_stride"] = 16 if arch["head"] == "deeplabv3plus" else 8
-    if arch["method"] in ("baseline", "mldg"):
+    if arch["method"] in METHODS and not METHODS[arch["method"]].uses_memory:
         arch["use_memory"] = False
     if arch["aspp_rates"] is not None:
         arch["aspp_rates"] = [int(r) for r in arch["aspp_rates"]]
@@ -124,7 +125,7 @@ def check_compatible(model_dir, options):
         return None
     old = resolved_architecture(saved["options"])
     new = resolved_architecture(options)
-    diffs = [f"{k}={old[k]!r} (saved) vs {new[k]!r} (now)" for k in flags_lib.ARCHITECTURE_KEYS if old[k] != new[k]]
+    diffs = [f"{k}={old[k]!r} (saved) vs {new[k]!r} (now)" for k in config_lib.ARCHITECTURE_KEYS if old[k] != new[k]]
     if diffs:
         raise RunError(
             f"--model_dir={model_dir} was made with another configuration: {'; '.join(diffs)}; "
@@ -142,7 +143,7 @@ def changed_options(saved, options):
     return {
         k: (old.get(k), v)
         for k, v in options.items()
-        if k in old and _norm(old.get(k)) != _norm(v) and k not in flags_lib.ARCHITECTURE_KEYS
+        if k in old and _norm(old.get(k)) != _norm(v) and k not in config_lib.ARCHITECTURE_KEYS
     }
 
 
@@ -152,6 +153,77 @@ def _norm(v):
 
 def json_options(options):
     return {k: _norm(v) for k, v in options.items()}
+
+
+def write_config(model_dir, config, source_specs, target_specs, given=()):
+    """Writes the run's configuration: ``flags.json`` (the typed configuration by section, the same as flat
+    flags and ``build_model`` options, the resolved domains and architecture) and ``flags.cfg`` (a flagfile
+    that resumes the run). The device section is saved only where ``given``: a resumed run may run elsewhere."""
+    import mgml_tf
+    from mgml_tf.training import flags as flags_lib
+
+    options = config.model_options()
+    values = {}
+    for name, section in config.to_dict().items():
+        values.update(section if name != "distribution" else {k: v for k, v in section.items() if k in given})
+    saved = {
+        "config": config.to_dict(),
+        "options": json_options(options),
+        "flags": values,
+        "resolved": {
+            "sources": source_specs,
+            "targets": target_specs,
+            "architecture": resolved_architecture(options),
+        },
+        "mgml_tf_version": mgml_tf.__version__,
+    }
+    os.makedirs(model_dir, exist_ok=True)
+    write_json(os.path.join(model_dir, CONFIG_JSON), saved)
+    header = ["Resolved flags of this run (python -m mgml_tf.train --flagfile=THIS resumes it)."]
+    atomic_write_text(os.path.join(model_dir, CONFIG_CFG), flags_lib.to_flagfile(values, header=header))
+
+
+def saved_model_options(model_dir, config):
+    """The ``build_model`` options a model directory was trained with, checked: ``flags.json``'s ``"options"``
+    (the model, method and optimiser sections of its configuration, flat), every option a directory written
+    before it existed predates at that time's value (``LEGACY_OPTIONS``). Where ``"config"`` (the whole
+    configuration by section) is there too, the two must agree."""
+    path = os.path.join(model_dir, CONFIG_JSON)
+    try:
+        if "options" in config:
+            flat = config_lib.with_legacy_options(dict(config["options"]))
+            options = config_lib.RunConfig.from_flat(flat, strict=False).model_options()
+        else:
+            options = _sections_options(config["config"])
+        return options
+    except (KeyError, TypeError, ValueError) as e:
+        raise _unreadable(path, e) from None
+
+
+def check_sections_agree(model_dir, config, options):
+    """Where ``flags.json`` holds both ``"options"`` and the ``"config"`` sections, they must agree."""
+    if "config" not in config or "options" not in config:
+        return
+    path = os.path.join(model_dir, CONFIG_JSON)
+    try:
+        sections = _sections_options(config["config"])
+        differ = sorted(k for k in options if _norm(options[k]) != _norm(sections[k]))
+        if differ:
+            raise ValueError(f"its options and config sections disagree on {', '.join(differ)}")
+    except (KeyError, TypeError, ValueError) as e:
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path, error):
+    return RunError(
+        f"{path} holds a configuration this version cannot read ({error}); restore the run's own {CONFIG_JSON}, "
+        "or write its options as a flagfile and train into a new --model_dir with --flagfile"
+    )
+
+
+def _sections_options(sections):
+    model_sections = {k: v for k, v in sections.items() if k in config_lib.MODEL_SECTIONS}
+    return config_lib.RunConfig.from_dict(model_sections).model_options()
 
 
 def build_from_dir(model_dir, log=print, restore=True):
@@ -164,11 +236,7 @@ def build_from_dir(model_dir, log=print, restore=True):
     config = load_config(model_dir)
     if config is None:
         raise RunError(f"{model_dir} has no {CONFIG_JSON}: not a model_dir written by mgml_tf.train")
-    from mgml_tf.models.segmenter import with_legacy_options
-
-    # A flags.json written before an option existed keeps that time's behaviour (LEGACY_OPTIONS).
-    options = with_legacy_options(dict(config["options"]))
-    options["aspp_rates"] = tuple(options["aspp_rates"])
+    options = saved_model_options(model_dir, config)
     newest = latest_checkpoint(model_dir) if restore else None
     diffs = checkpoint_differences(newest, options) if newest else []
     if diffs:
@@ -177,6 +245,7 @@ def build_from_dir(model_dir, log=print, restore=True):
             f"{'; '.join(diffs).replace('(now)', '(flags.json)')}; restore the run's own "
             f"{CONFIG_JSON} or use the model_dir it came from"
         )
+    check_sections_agree(model_dir, config, options)
     try:
         model = mgml_tf.build_model(**options)
     except (TypeError, ValueError) as e:
