@@ -106,4 +106,3 @@ def test_update_loss_is_eq_7_on_m_hat():
     np.testing.assert_allclose(terms["div_cls"].numpy(), want_cls, rtol=1e-12)
     np.testing.assert_allclose(terms["div_cos"].numpy(), want_cos, rtol=1e-12)
     np.testing.assert_allclose(total.numpy(), 0.2 * want_cls + 0.4 * want_cos, rtol=1e-12)
-
