@@ -9,6 +9,8 @@ per-class IoU table and the mIoU (percent). Targets default to those of the trai
 import os
 import sys
 
+from mgml_tf.errors import RunError, UsageError
+from mgml_tf.files import atomic_write_bytes, write_json
 from mgml_tf.training import cli
 
 PROG = "mgml_tf.evaluate"
@@ -42,12 +44,12 @@ def main(argv):
     fv = make_flags()
     cli.parse_flags(fv, argv, PROG)
     if not fv.model_dir:
-        raise cli.UsageError("--model_dir is required")
+        raise UsageError("--model_dir is required")
     flags_lib.validate_eval_flags(fv)
     flags_lib.validate_synthetic_flags(fv)
     data_lib.check_specs(fv.targets, "targets")
     if not os.path.isdir(fv.model_dir):
-        raise cli.UsageError(f"--model_dir={fv.model_dir} not found")
+        raise UsageError(f"--model_dir={fv.model_dir} not found")
     if fv.output_json:
         cli.check_writable("output_json", fv.output_json, folder=False)
     if fv.save_predictions:
@@ -60,7 +62,7 @@ def main(argv):
 
     config = md.load_config(fv.model_dir)
     if config is None:
-        raise cli.RunError(f"{fv.model_dir} has no {md.CONFIG_JSON}: not a model_dir written by mgml_tf.train")
+        raise RunError(f"{fv.model_dir} has no {md.CONFIG_JSON}: not a model_dir written by mgml_tf.train")
     saved = config.get("flags", {})
     for name in (
         "synthetic_root",
@@ -80,7 +82,7 @@ def main(argv):
     else:
         specs = config["resolved"]["targets"]
     if not specs:
-        raise cli.UsageError("no targets: give --targets=name:root,... (the run had none)")
+        raise UsageError("no targets: give --targets=name:root,... (the run had none)")
     targets = data_lib.load(specs, "val", "targets")
 
     model, config, path = md.build_from_dir(fv.model_dir)
@@ -88,13 +90,13 @@ def main(argv):
     settings = EvaluationSettings.from_flags(fv, int(config["options"]["ignore_index"]))
     protocol = settings.num_classes_protocol
     if protocol == 16 and model.num_classes != 19:
-        raise cli.UsageError(f"--num_classes_protocol=16 needs a 19-class model, this one has {model.num_classes}")
+        raise UsageError(f"--num_classes_protocol=16 needs a 19-class model, this one has {model.num_classes}")
     print(f"evaluating {path} (step {step}), {settings.describe()}, {protocol}-class mIoU", flush=True)
 
     def save(sample):
         stem = os.path.splitext(os.path.basename(sample.path))[0]
         out = os.path.join(fv.save_predictions, _safe(sample.target), stem + "_labelIds.png")
-        cli.atomic_write_bytes(out, vis.encode_png(vis.label_ids(sample.prediction)))
+        atomic_write_bytes(out, vis.encode_png(vis.label_ids(sample.prediction)))
 
     def report(label, result):
         print(f"{label}: mIoU {result['mIoU']} over {result['num_images']} images", flush=True)
@@ -104,7 +106,7 @@ def main(argv):
     )
     print(metrics_lib.format_table(results))
     if fv.output_json:
-        cli.write_json(fv.output_json, results)
+        write_json(fv.output_json, results)
         print(f"wrote {fv.output_json}")
     return 0
 

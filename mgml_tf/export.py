@@ -9,6 +9,7 @@ the reloaded SavedModel agrees with the Keras model.
 import os
 import sys
 
+from mgml_tf.errors import RunError, UsageError
 from mgml_tf.training import cli
 
 PROG = "mgml_tf.export"
@@ -32,11 +33,11 @@ def main(argv):
     cli.parse_flags(fv, argv, PROG)
     for name in ("model_dir", "export_dir"):
         if not fv[name].value:
-            raise cli.UsageError(f"--{name} is required")
+            raise UsageError(f"--{name} is required")
     if not os.path.isdir(fv.model_dir):
-        raise cli.UsageError(f"--model_dir={fv.model_dir} not found")
+        raise UsageError(f"--model_dir={fv.model_dir} not found")
     if os.path.exists(fv.export_dir) and not fv.overwrite:
-        raise cli.UsageError(f"--export_dir={fv.export_dir} exists; remove it or pass --overwrite")
+        raise UsageError(f"--export_dir={fv.export_dir} exists; remove it or pass --overwrite")
     cli.check_writable("export_dir", fv.export_dir)
 
     from mgml_tf import serving
@@ -48,7 +49,7 @@ def main(argv):
     # Self-check: the reloaded SavedModel agrees with the Keras model on a test image.
     err, signatures = serving.export_difference(model, fv.export_dir)
     if not err < 1e-4:
-        raise cli.RunError(f"the exported model disagrees with the Keras model (max |dp| = {err:.2e})")
+        raise RunError(f"the exported model disagrees with the Keras model (max |dp| = {err:.2e})")
     print(
         f"exported {path} (step {step}) to {fv.export_dir}; signatures: "
         f"{', '.join(signatures)}; max |probability difference| vs Keras {err:.1e}"

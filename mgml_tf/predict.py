@@ -16,6 +16,8 @@ error naming it and no output. Each output file is written atomically.
 import os
 import sys
 
+from mgml_tf.errors import RunError, UsageError, one_line
+from mgml_tf.files import atomic_write_bytes
 from mgml_tf.training import cli
 
 PROG = "mgml_tf.predict"
@@ -49,7 +51,7 @@ def list_inputs(path):
     if os.path.isfile(path):
         return [(path, os.path.basename(path))]
     if not os.path.isdir(path):
-        raise cli.UsageError(f"--input={path} not found")
+        raise UsageError(f"--input={path} not found")
     out = []
     for folder, _, files in os.walk(path):
         for name in sorted(files):
@@ -57,7 +59,7 @@ def list_inputs(path):
                 full = os.path.join(folder, name)
                 out.append((full, os.path.relpath(full, path)))
     if not out:
-        raise cli.UsageError(f"--input={path} holds no PNG or JPEG images")
+        raise UsageError(f"--input={path} holds no PNG or JPEG images")
     return sorted(out)
 
 
@@ -74,7 +76,7 @@ def read_image(path):
     try:
         check_image_file(path)
     except CorruptFileError as e:
-        raise cli.RunError(f"cannot read image {path}: {e}") from None
+        raise RunError(f"cannot read image {path}: {e}") from None
     try:
         data = tf.io.read_file(path)
         image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
@@ -82,8 +84,8 @@ def read_image(path):
     except (tf.errors.OpError, ValueError) as e:
         import re
 
-        reason = re.sub(r"\{\{.*?\}\}\s*", "", cli.one_line(getattr(e, "message", str(e))))[:160]
-        raise cli.RunError(f"cannot read image {path}: {reason}") from None
+        reason = re.sub(r"\{\{.*?\}\}\s*", "", one_line(getattr(e, "message", str(e))))[:160]
+        raise RunError(f"cannot read image {path}: {reason}") from None
 
 
 def main(argv):
@@ -91,15 +93,15 @@ def main(argv):
     fv = make_flags()
     cli.parse_flags(fv, argv, PROG)
     if bool(fv.export_dir) == bool(fv.model_dir):
-        raise cli.UsageError("give exactly one of --export_dir and --model_dir")
+        raise UsageError("give exactly one of --export_dir and --model_dir")
     for name in ("input", "output_dir"):
         if not fv[name].value:
-            raise cli.UsageError(f"--{name} is required")
+            raise UsageError(f"--{name} is required")
     if not 0.0 <= fv.overlay_alpha <= 1.0:
-        raise cli.UsageError(f"--overlay_alpha must be in [0, 1], got {fv.overlay_alpha}")
+        raise UsageError(f"--overlay_alpha must be in [0, 1], got {fv.overlay_alpha}")
     source = fv.export_dir or fv.model_dir
     if not os.path.isdir(source):
-        raise cli.UsageError(f"--{'export_dir' if fv.export_dir else 'model_dir'}={source} not found")
+        raise UsageError(f"--{'export_dir' if fv.export_dir else 'model_dir'}={source} not found")
     cli.check_writable("output_dir", fv.output_dir)
     inputs = list_inputs(fv.input)
     for path, _ in inputs:  # decode everything first: no output at all if one input is unreadable
@@ -117,7 +119,7 @@ def main(argv):
         wanted = [c.strip() for c in mode.split(",") if c.strip()]
         unknown = [c for c in wanted if c not in names]
         if unknown:
-            raise cli.UsageError(f"--memory_classes: unknown class(es) {unknown}; known: {', '.join(names)}")
+            raise UsageError(f"--memory_classes: unknown class(es) {unknown}; known: {', '.join(names)}")
     palette = model.palette
     for path, rel in inputs:
         image = read_image(path)
@@ -125,9 +127,9 @@ def main(argv):
         labels = labels.astype(np.int64)
         color = palette[np.clip(labels, 0, len(palette) - 1)]
         stem = os.path.join(fv.output_dir, os.path.splitext(rel)[0])
-        cli.atomic_write_bytes(stem + "_color.png", vis.encode_png(color))
-        cli.atomic_write_bytes(stem + "_overlay.png", vis.encode_png(vis.overlay(image, color, fv.overlay_alpha)))
-        cli.atomic_write_bytes(stem + "_trainIds.png", vis.encode_png(labels.astype(np.uint8)))
+        atomic_write_bytes(stem + "_color.png", vis.encode_png(color))
+        atomic_write_bytes(stem + "_overlay.png", vis.encode_png(vis.overlay(image, color, fv.overlay_alpha)))
+        atomic_write_bytes(stem + "_trainIds.png", vis.encode_png(labels.astype(np.uint8)))
         written = 3
         if weights is not None:
             if mode == "all":
@@ -141,7 +143,7 @@ def main(argv):
                 scaled = w / max(float(w.max()), 1e-6)  # per-map scaling; the raw maximum is in the log
                 heat = vis.overlay(image, vis.heatmap(scaled), 0.6)
                 safe = names[c].replace(" ", "_")
-                cli.atomic_write_bytes(os.path.join(stem + "_memory", safe + ".png"), vis.encode_png(heat))
+                atomic_write_bytes(os.path.join(stem + "_memory", safe + ".png"), vis.encode_png(heat))
                 written += 1
         print(f"{path}: {written} PNGs ({len(np.unique(labels))} classes predicted)", flush=True)
     print(f"wrote predictions of {len(inputs)} image(s) from {model.source} to {fv.output_dir}")

@@ -29,7 +29,8 @@ import tensorflow as tf
 
 from mgml_tf import visualize as vis
 from mgml_tf.data.labels import CLASS_NAMES, TRAIN_ID_COLORS
-from mgml_tf.training import cli
+from mgml_tf.errors import RunError, one_line
+from mgml_tf.files import atomic_write_text
 
 METADATA = os.path.join("assets.extra", "mgml_tf.json")
 
@@ -112,7 +113,7 @@ def export(model, export_dir, config=None, step=None):
     try:
         tf.saved_model.save(module, tmp, signatures=signatures)
         meta = {**meta, "step": step, "signatures": sorted(signatures), "config": config}
-        cli.atomic_write_text(os.path.join(tmp, METADATA), json.dumps(meta, indent=1) + "\n")
+        atomic_write_text(os.path.join(tmp, METADATA), json.dumps(meta, indent=1) + "\n")
         if os.path.exists(export_dir):
             shutil.rmtree(export_dir)
         os.rename(tmp, export_dir)
@@ -151,7 +152,7 @@ class ServedModel:
     @classmethod
     def from_export_dir(cls, export_dir):
         if not tf.saved_model.contains_saved_model(export_dir):
-            raise cli.RunError(
+            raise RunError(
                 f"--export_dir={export_dir} holds no SavedModel (no saved_model.pb); write one with mgml_tf.export"
             )
         try:
@@ -160,8 +161,8 @@ class ServedModel:
             palette = loaded.palette.numpy()
             serve = loaded.signatures["serving_default"]
         except (tf.errors.OpError, ValueError, OSError, AttributeError, KeyError) as e:
-            reason = cli.one_line(getattr(e, "message", None) or e)[:160]
-            raise cli.RunError(
+            reason = one_line(getattr(e, "message", None) or e)[:160]
+            raise RunError(
                 f"--export_dir={export_dir} is not a SavedModel of mgml_tf.export ({reason}); "
                 "export the model again with mgml_tf.export"
             ) from None

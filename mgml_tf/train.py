@@ -7,6 +7,7 @@ checkpointing into ``--model_dir`` and resuming from its newest checkpoint; eval
 
 import sys
 
+from mgml_tf.errors import UsageError
 from mgml_tf.training import cli
 
 PROG = "mgml_tf.train"
@@ -42,7 +43,7 @@ def main(argv):
             with cli.quiet_stderr():
                 distribution.configure_devices(fv.num_devices)
         except ValueError as e:
-            raise cli.UsageError(str(e)) from None
+            raise UsageError(str(e)) from None
     from mgml_tf.training import loop
 
     def log(message):

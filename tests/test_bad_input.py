@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 import mgml_tf.data as data
+from mgml_tf.errors import RunError, UsageError
 from mgml_tf.training import cli
 from tests.cli_helpers import refused, run_cli, tiny_args
 
@@ -261,7 +262,7 @@ def test_flagfile_errors_name_the_file_and_line(tmp_path, content, words):
         path.write_bytes(content)
     else:
         path.write_text(content.format(missing=missing))
-    with pytest.raises(cli.UsageError) as e:
+    with pytest.raises(UsageError) as e:
         cli.parse_flags(train.make_flags(), ["prog", f"--flagfile={path}", "--model_dir=/tmp/x"], "mgml_tf.train")
     message = str(e.value)
     assert "\n" not in message
@@ -296,7 +297,7 @@ def test_train_refuses_unwritable_model_dir(tmp_path):
         (tmp_path / "a_file" / "run", ("a_file is a file",)),
         (tmp_path / "a_file", ("not a folder",)),
     ):
-        with pytest.raises(cli.UsageError) as e:
+        with pytest.raises(UsageError) as e:
             cli.check_writable("model_dir", str(model_dir))
         assert all(w in str(e.value) for w in words)
     synth = tmp_path / "synth"
@@ -322,7 +323,7 @@ def test_outputs_under_a_file_refused_before_work(run, tmp_path):
         (predict.main, [f"--model_dir={run['model_dir']}", f"--input={image}", f"--output_dir={under}"], "output_dir"),
     ]
     for main, argv, flag in cases:
-        with pytest.raises(cli.UsageError, match=f"--{flag}="):
+        with pytest.raises(UsageError, match=f"--{flag}="):
             main(["prog", *argv])
     assert tree_hash(run["model_dir"]) == before
     assert sorted(os.listdir(tmp_path)) == ["a_file"]
@@ -342,7 +343,7 @@ def test_predict_unreadable_inputs(run, exported, tmp_path):
     }
     for name, payload in bad.items():
         _write(tmp_path / name, payload)
-        with pytest.raises(cli.RunError, match=f"cannot read image .*{name}"):
+        with pytest.raises(RunError, match=f"cannot read image .*{name}"):
             predict.read_image(str(tmp_path / name))
     inputs = tmp_path / "in"
     _write(inputs / "a.png", good)
@@ -381,7 +382,7 @@ def test_predict_refuses_a_folder_that_is_not_an_export(run, tmp_path):
 
     image = tmp_path / "a.png"
     _write(image, png(np.zeros([8, 8, 3], np.uint8)))
-    with pytest.raises(cli.RunError, match="holds no SavedModel.*mgml_tf.export"):
+    with pytest.raises(RunError, match="holds no SavedModel.*mgml_tf.export"):
         predict.main(["prog", f"--export_dir={run['model_dir']}", f"--input={image}", f"--output_dir={tmp_path / 'o'}"])
     assert not (tmp_path / "o").exists()
 
@@ -414,7 +415,7 @@ def test_checkpoint_of_another_configuration_names_the_option(run, tmp_path):
     config = json.load(open(os.path.join(run["model_dir"], md.CONFIG_JSON)))
     options = config["options"]
     for key, value in (("num_classes", 20), ("backbone", "resnet50"), ("head", "deeplabv2"), ("feature_channels", 32)):
-        with pytest.raises(cli.RunError, match=f"{key}=") as e:
+        with pytest.raises(RunError, match=f"{key}=") as e:
             md.check_compatible(run["model_dir"], {**options, key: value})
         assert "\n" not in str(e.value) and "new --model_dir" in str(e.value)
     # Checkpoints copied without flags.json: the checkpoint's own variables name the option.
@@ -422,12 +423,12 @@ def test_checkpoint_of_another_configuration_names_the_option(run, tmp_path):
     shutil.copytree(os.path.join(run["model_dir"], "checkpoints"), os.path.join(copy, "checkpoints"))
     assert md.check_compatible(copy, options) is None
     for key, value in (("num_classes", 7), ("backbone", "resnet101"), ("head", "deeplabv2")):
-        with pytest.raises(cli.RunError, match=f"{key}=.*\\(checkpoint\\)"):
+        with pytest.raises(RunError, match=f"{key}=.*\\(checkpoint\\)"):
             md.check_compatible(copy, {**options, key: value})
     # A flags.json that does not match its checkpoint (evaluate/export/predict rebuild from it).
     with open(os.path.join(copy, md.CONFIG_JSON), "w") as f:
         json.dump({**config, "options": {**options, "head": "deeplabv2"}}, f)
-    with pytest.raises(cli.RunError, match=r"does not match the checkpoint.*head='deeplabv3plus' \(checkpoint\)"):
+    with pytest.raises(RunError, match=r"does not match the checkpoint.*head='deeplabv3plus' \(checkpoint\)"):
         md.build_from_dir(copy)
 
 

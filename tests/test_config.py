@@ -7,9 +7,9 @@ import pytest
 from absl import flags
 
 from mgml_tf import config as config_lib
+from mgml_tf.errors import RunError, UsageError
 from mgml_tf.training import flags as flags_lib
 from mgml_tf.training import model_dir as md
-from mgml_tf.training.cli import RunError, UsageError
 
 
 def _train_flags(*args):

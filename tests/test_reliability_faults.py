@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mgml_tf.errors import RunError
 from mgml_tf.training import checkpoints
-from mgml_tf.training.cli import RunError
 from tests import helpers
 from tests import reliability_runs as rr
 from tests.cli_helpers import REPO, env

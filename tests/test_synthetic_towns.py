@@ -204,8 +204,8 @@ def test_in_domain_targets_expand_to_held_out_roots(tmp_path):
 
 
 def test_in_domain_refused_without_held_out_images_or_as_source(tmp_path):
+    from mgml_tf.errors import UsageError
     from mgml_tf.training import data as data_lib
-    from mgml_tf.training.cli import UsageError
 
     with pytest.raises(
         UsageError,
@@ -220,8 +220,8 @@ def test_in_domain_refused_without_held_out_images_or_as_source(tmp_path):
 
 def test_default_suite_marker_unchanged_and_other_parameters_refused(tmp_path):
     """Suites made before the family/held-out flags existed keep matching; another family is refused."""
+    from mgml_tf.errors import UsageError
     from mgml_tf.training import data as data_lib
-    from mgml_tf.training.cli import UsageError
 
     legacy = SimpleNamespace(
         synthetic_root=str(tmp_path), synthetic_num_train=1, synthetic_num_val=1, synthetic_height=H, synthetic_width=W
@@ -246,8 +246,8 @@ def test_default_suite_marker_unchanged_and_other_parameters_refused(tmp_path):
 def test_synthetic_flag_validation(args, words):
     from absl import flags
 
+    from mgml_tf.errors import UsageError
     from mgml_tf.training import flags as flags_lib
-    from mgml_tf.training.cli import UsageError
 
     fv = flags.FlagValues()
     flags_lib.define_synthetic_flags(fv)

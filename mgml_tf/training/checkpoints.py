@@ -33,7 +33,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from mgml_tf.training.cli import RunError
+from mgml_tf.errors import RunError
 
 FAULT_ENV = "MGML_TF_FAULT_INJECT"
 FAULT_KINDS = ("kill_in_checkpoint_write", "nan_input")

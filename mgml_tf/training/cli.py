@@ -1,11 +1,13 @@
-"""Shared command-line plumbing: one-line errors, exit codes, a quiet TensorFlow import, atomic writes."""
+"""Shared command-line plumbing: flag parsing with flagfiles, one-line errors and exit codes, a quiet TensorFlow
+import, output-path checks."""
 
 import contextlib
-import json
 import os
 import re
 import sys
 import tempfile
+
+from mgml_tf.errors import RunError, UsageError, one_line
 
 #: C++ start-up chatter of TensorFlow that ignores TF_CPP_MIN_LOG_LEVEL (written before absl logging is
 #: initialised); dropped by ``quiet_import``, every other line written during the import is replayed.
@@ -13,18 +15,6 @@ _NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog|I0000 |W0000 |To enable the "
     r"following instructions|E0000 .*(cuInit|cuda))"
 )
-
-
-class UsageError(Exception):
-    """A bad flag or argument: reported as one line, exit status 2, nothing written."""
-
-
-class RunError(Exception):
-    """A failure while running (unreadable input, incompatible model_dir): one line, exit status 1."""
-
-
-def one_line(message):
-    return " ".join(str(message).split())
 
 
 @contextlib.contextmanager
@@ -91,33 +81,6 @@ def run(prog, main, argv=None):
         status = fail(prog, f"{type(e).__name__}: {getattr(e, 'message', None) or e}", 1)
     sys.stdout.flush()
     sys.exit(status or 0)
-
-
-def atomic_write_text(path, text):
-    """Writes ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path, data):
-    """Writes ``data`` to ``path`` through a temporary file in the same folder (flushed to disk) and
-    ``os.replace``: readers see the old file or the new one, never a part."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
-def write_json(path, value):
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def _flagfile_name(arg, rest):

@@ -14,7 +14,7 @@ import shutil
 import sys
 import time
 
-from mgml_tf.training.cli import UsageError
+from mgml_tf.errors import UsageError
 
 _MARKER = "SUITE.json"
 IN_DOMAIN = "in_domain"

@@ -13,12 +13,14 @@ from mgml_tf import config as config_lib
 from mgml_tf import layers
 from mgml_tf import metrics as metrics_lib
 from mgml_tf import visualize as vis
+from mgml_tf.errors import RunError, UsageError
 from mgml_tf.evaluation import EvaluationSettings, Predictor, evaluate_targets
+from mgml_tf.files import write_json
 from mgml_tf.methods import METHODS
 from mgml_tf.training import checkpoints as ckpt_lib
-from mgml_tf.training import cli, summaries
 from mgml_tf.training import data as data_lib
 from mgml_tf.training import model_dir as md
+from mgml_tf.training import summaries
 
 _LOSS_ORDER = ("loss", "inner_loss", "outer_loss", "inner_seg", "outer_seg", "aux", "cohesion", "div_cls", "div_cos")
 _SHORT = {
@@ -170,7 +172,7 @@ class Trainer:
         self.log(metrics_lib.format_table(results))
         if not self.chief:
             return results
-        cli.write_json(os.path.join(self.model_dir, md.EVAL_JSON), results)
+        write_json(os.path.join(self.model_dir, md.EVAL_JSON), results)
         with open(os.path.join(self.model_dir, md.EVAL_HISTORY), "a") as f:
             f.write(json.dumps({"step": int(step), "results": results}) + "\n")
         return results
@@ -255,7 +257,7 @@ class Trainer:
         step = start_step
         nan_steps = ckpt_lib.fault_injection().get("nan_input", set())
         if nan_steps and self.distributed:
-            raise cli.RunError("the nan_input fault injection works on one device only")
+            raise RunError("the nan_input fault injection works on one device only")
         policy, max_skips = training.nonfinite, training.max_nonfinite_steps
         skipped, window_steps, window_skips = 0, 0, 0
         window_time, n_window = 0.0, 0  # seconds inside train steps since the last progress line
@@ -276,7 +278,7 @@ class Trainer:
                 # statistics and memory are those of the step before.
                 newest = self.save_manager.latest_checkpoint if self.chief else None
                 if policy == "stop":
-                    raise cli.RunError(
+                    raise RunError(
                         f"non-finite loss or gradients at step {attempted}: stopped without applying it "
                         f"(newest checkpoint: {newest or 'none'}); lower --learning_rate, check the input "
                         "data, or pass --nonfinite=skip"
@@ -287,7 +289,7 @@ class Trainer:
                     f"in this run, at most --max_nonfinite_steps={max_skips})"
                 )
                 if skipped > max_skips:
-                    raise cli.RunError(
+                    raise RunError(
                         f"{skipped} steps with non-finite loss or gradients in this run (the last at step "
                         f"{attempted}), more than --max_nonfinite_steps={max_skips}: stopped (newest "
                         f"checkpoint: {newest or 'none'}); lower --learning_rate or check the input data"
@@ -301,7 +303,7 @@ class Trainer:
                 for other in replica_logs[1:]:  # all-reduced inside the step: every replica holds the same
                     for k, v in other.items():
                         if not np.isclose(float(v), values[k], rtol=1e-5, atol=1e-7, equal_nan=True):
-                            raise cli.RunError(f"replicas disagree on {k} at step {step}: {float(v)} vs {values[k]}")
+                            raise RunError(f"replicas disagree on {k} at step {step}: {float(v)} vs {values[k]}")
                 rate = n_window * per_step / window_time if n_window else None
                 eta = _fmt_time(timed_time / steps_timed * (total - step)) if steps_timed else "?"
                 parts = [f"{_SHORT[k]} {values[k]:.3f}" for k in _LOSS_ORDER if k in values]
@@ -313,7 +315,7 @@ class Trainer:
                     f"step {step}/{total}  " + "  ".join(parts) + f"  lr {values['lr']:.2e}  " + speed + f"ETA {eta}"
                 )
                 if not all(np.isfinite(values[k]) for k in values):  # a skipped step is never averaged in
-                    raise cli.RunError(f"non-finite loss at step {step}: {values}; lower --learning_rate")
+                    raise RunError(f"non-finite loss at step {step}: {values}; lower --learning_rate")
                 with train_writer.as_default(step=step):
                     for k, v in values.items():
                         summaries.scalar(f"learning_rate/{k}" if k in ("lr", "inner_lr") else f"loss/{k}", v)
@@ -348,15 +350,15 @@ def create_strategy(config, log=print):
     try:
         strategy = distribution.create_strategy(devices.distribution_strategy, devices.num_devices)
     except ValueError as e:
-        raise cli.UsageError(str(e)) from None
+        raise UsageError(str(e)) from None
     replicas = int(strategy.num_replicas_in_sync)
     if batch % replicas:
-        raise cli.UsageError(
+        raise UsageError(
             f"--batch_per_domain={batch} does not divide over {replicas} replicas; set it to a multiple of {replicas}"
         )
     if not distribution.is_default(strategy):
         if devices.jit_compile:
-            raise cli.UsageError(
+            raise UsageError(
                 "--jit_compile works on one device only; drop it or use --distribution_strategy=one_device"
             )
         kind, index = distribution.task_identity(strategy)

@@ -13,8 +13,9 @@ import json
 import os
 
 from mgml_tf import config as config_lib
+from mgml_tf.errors import RunError
+from mgml_tf.files import atomic_write_text, write_json
 from mgml_tf.methods import METHODS
-from mgml_tf.training.cli import RunError, atomic_write_text, write_json
 
 CONFIG_JSON = "flags.json"
 CONFIG_CFG = "flags.cfg"

@@ -1,0 +1,35 @@
+"""Atomic file writes: a reader sees the old file or the new one, never a part (model directories, exports,
+predictions, evaluation results)."""
+
+import contextlib
+import json
+import os
+import tempfile
+
+
+def atomic_write_text(path, text):
+    """Writes ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path, data):
+    """Writes ``data`` to ``path`` through a temporary file in the same folder (flushed to disk) and
+    ``os.replace``: readers see the old file or the new one, never a part."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path, value):
+    """``value`` as indented JSON (NaN refused) through ``atomic_write_text``."""
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False, allow_nan=False) + "\n")
