@@ -16,7 +16,7 @@ import math
 import os
 import tempfile
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mgml_tf.methods import METHODS
@@ -593,6 +593,23 @@ class RunConfig:
         for name, value in changes.items():
             per_section.setdefault(owners[name], {})[name] = value
         return dataclasses.replace(self, **{s: getattr(self, s).replace(**values) for s, values in per_section.items()})
+
+
+def to_flagfile(values: Mapping[str, Any], header: Sequence[str] = ()) -> str:
+    """Flagfile text (``--name=value`` lines, booleans as ``--name``/``--noname``) of flat options ``{name: value}``
+    (the sections of a configuration merged, as ``flags.json``'s ``"flags"``); None values are left out. The command
+    line reads it back with ``--flagfile``."""
+    lines = [f"# {h}" for h in header]
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            lines.append(f"--{name}" if value else f"--no{name}")
+        elif isinstance(value, (list, tuple)):
+            lines.append(f"--{name}={','.join(str(v) for v in value)}")
+        else:
+            lines.append(f"--{name}={value}")
+    return "\n".join(lines) + "\n"
 
 
 def check_model_and_method(model: ModelConfig, method: MethodConfig) -> None:

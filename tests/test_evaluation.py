@@ -48,7 +48,7 @@ def test_settings_are_frozen_and_checked():
 
 
 def test_settings_from_flags_match_the_old_parsings():
-    """from_flags reads --window_size as flags.window_size (the evaluate command) and the trainer's inline
+    """from_flags reads --window_size as the configuration does (EvaluationConfig.window) and the trainer's inline
     parsing (one size doubled) did; describe() is the evaluate command's mode text."""
     from absl import flags
 
@@ -63,7 +63,7 @@ def test_settings_from_flags_match_the_old_parsings():
         flags_lib.define_eval_flags(fv)
         fv(["prog", *argv])
         settings = EvaluationSettings.from_flags(fv, ignore_index=254)
-        assert settings.window_size == flags_lib.window_size(fv)
+        assert settings.window_size == flags_lib.validate_eval_flags(fv).window
         inline = tuple(int(w) for w in (fv.window_size * 2 if len(fv.window_size) == 1 else fv.window_size))
         assert settings.window_size == inline
         assert settings.describe() == mode

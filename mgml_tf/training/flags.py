@@ -208,37 +208,3 @@ def validate_train_flags(fv):
     check_writable("model_dir", fv.model_dir)
     _need(bool(fv.sources), "--sources is required (name:root comma list, or synthetic)")
     return config_from_flags(fv)
-
-
-def crop_size(fv):
-    crop = [int(c) for c in fv.crop_size]
-    return (crop[0], crop[0]) if len(crop) == 1 else tuple(crop)
-
-
-def window_size(fv):
-    w = [int(c) for c in fv.window_size]
-    return (w[0], w[0]) if len(w) == 1 else tuple(w)
-
-
-def flag_dict(fv, names):
-    """``{name: value}`` (JSON-ready) of the named flags."""
-    out = {}
-    for name in names:
-        value = fv[name].value
-        out[name] = list(value) if isinstance(value, (list, tuple)) else value
-    return out
-
-
-def to_flagfile(values, header=()):
-    """Flagfile text (``--name=value`` lines) for ``{name: value}``; None values are left out."""
-    lines = [f"# {h}" for h in header]
-    for name, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            lines.append(f"--{name}" if value else f"--no{name}")
-        elif isinstance(value, (list, tuple)):
-            lines.append(f"--{name}={','.join(str(v) for v in value)}")
-        else:
-            lines.append(f"--{name}={value}")
-    return "\n".join(lines) + "\n"

@@ -161,7 +161,6 @@ def write_config(model_dir, config, source_specs, target_specs, given=()):
     flags and ``build_model`` options, the resolved domains and architecture) and ``flags.cfg`` (a flagfile
     that resumes the run). The device section is saved only where ``given``: a resumed run may run elsewhere."""
     import mgml_tf
-    from mgml_tf.training import flags as flags_lib
 
     options = config.model_options()
     values = {}
@@ -181,7 +180,7 @@ def write_config(model_dir, config, source_specs, target_specs, given=()):
     os.makedirs(model_dir, exist_ok=True)
     write_json(os.path.join(model_dir, CONFIG_JSON), saved)
     header = ["Resolved flags of this run (python -m mgml_tf.train --flagfile=THIS resumes it)."]
-    atomic_write_text(os.path.join(model_dir, CONFIG_CFG), flags_lib.to_flagfile(values, header=header))
+    atomic_write_text(os.path.join(model_dir, CONFIG_CFG), config_lib.to_flagfile(values, header=header))
 
 
 def saved_model_options(model_dir, config):
