@@ -77,7 +77,7 @@ class EvaluationSettings:
 
     @classmethod
     def from_flags(cls, fv, ignore_index=IGNORE_ID):
-        """The settings of validated evaluation flags (``training.flags.define_eval_flags``); the flag
+        """The settings of validated evaluation flags (``mgml_tf.cli.flags.define_eval_flags``); the flag
         object is read, not kept."""
         return cls(
             sliding_window=fv.sliding_window,

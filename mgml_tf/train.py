@@ -1,62 +1,10 @@
-"""``python -m mgml_tf.train --flagfile=configs/NAME.cfg [--model_dir=DIR] [--flag=value ...]``
-
-Trains a ``MemorySegmenter`` with Algorithm 1 (or the baseline / MLDG rows) on the source domains,
-checkpointing into ``--model_dir`` and resuming from its newest checkpoint; evaluates on the targets every
-``--eval_every`` steps and at the end. ``--help`` lists every flag; docs/CLI.md describes them.
-"""
+"""``python -m mgml_tf.train``: trains a model. The entry point only: the command (its flags and ``main``) is
+``mgml_tf.cli.train``; docs/CLI.md describes it."""
 
 import sys
 
-from mgml_tf.errors import UsageError
-from mgml_tf.training import cli
-
-PROG = "mgml_tf.train"
-
-
-def make_flags():
-    from absl import flags
-
-    from mgml_tf.training import flags as flags_lib
-
-    fv = flags.FlagValues()
-    flags_lib.define_model_flags(fv)
-    flags_lib.define_train_flags(fv)
-    flags_lib.define_distribution_flags(fv)
-    return fv
-
-
-def main(argv):
-    cli.quiet_import(initialize=False)  # devices stay unconfigured until --num_devices is known
-    from mgml_tf import distribution
-    from mgml_tf.training import data as data_lib
-    from mgml_tf.training import flags as flags_lib
-
-    fv = make_flags()
-    cli.parse_flags(fv, argv, PROG)
-    config = flags_lib.validate_train_flags(fv)
-    with cli.quiet_stderr():  # counting GPUs probes CUDA, which logs an error line on CPU machines
-        flags_lib.validate_distribution_flags(fv)
-    data_lib.check_specs(fv.sources, "sources")
-    data_lib.check_specs(fv.targets, "targets")
-    if fv.distribution_strategy == "mirrored":
-        try:
-            with cli.quiet_stderr():
-                distribution.configure_devices(fv.num_devices)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-    from mgml_tf.training import loop
-
-    def log(message):
-        print(message, flush=True)
-
-    # Before the runtime starts: MultiWorkerMirroredStrategy configures collective ops at start-up.
-    with cli.quiet_stderr():
-        strategy = loop.create_strategy(config, log)
-    cli.quiet_initialize()
-    given = {name for name in fv if fv[name].present}
-    loop.run_training(config, log=log, strategy=strategy, given=given)
-    return 0
-
+from mgml_tf.cli.common import run
+from mgml_tf.cli.train import PROG, main
 
 if __name__ == "__main__":
-    cli.run(PROG, main, sys.argv)
+    run(PROG, main, sys.argv)

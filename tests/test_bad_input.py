@@ -18,8 +18,8 @@ import pytest
 import tensorflow as tf
 
 import mgml_tf.data as data
+from mgml_tf.cli import common as cli
 from mgml_tf.errors import RunError, UsageError
-from mgml_tf.training import cli
 from tests.cli_helpers import refused, run_cli, tiny_args
 
 
@@ -106,7 +106,7 @@ def exported(run):
 def test_grey_rgba_16bit_images_are_read_as_rgb(tmp_path):
     """Policy: grey -> replicated to 3 channels; RGBA -> alpha dropped (colour kept); 16-bit -> scaled to
     8 bits (round(v * 255 / 65535)). Same in the dataset pipeline and in mgml_tf.predict."""
-    from mgml_tf import predict
+    from mgml_tf.cli import predict
 
     rgba = np.zeros([8, 8, 4], np.uint8)
     rgba[..., :3] = (10, 20, 30)  # alpha 0: still read as its colour
@@ -252,7 +252,7 @@ def test_synthetic_suite_labels_hold_only_known_values(run):
     ],
 )
 def test_flagfile_errors_name_the_file_and_line(tmp_path, content, words):
-    from mgml_tf import train
+    from mgml_tf.cli import train
 
     path = tmp_path / "bad.cfg"
     missing = str(tmp_path / "missing.cfg")
@@ -308,7 +308,7 @@ def test_train_refuses_unwritable_model_dir(tmp_path):
 def test_outputs_under_a_file_refused_before_work(run, tmp_path):
     """export --export_dir, evaluate --output_json / --save_predictions, predict --output_dir: a path that
     cannot be created is refused before the model is loaded; the model_dir is unchanged."""
-    from mgml_tf import evaluate, export, predict
+    from mgml_tf.cli import evaluate, export, predict
 
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
@@ -332,7 +332,7 @@ def test_outputs_under_a_file_refused_before_work(run, tmp_path):
 # ------------------------------------------------------------------------------------------ predict
 def test_predict_unreadable_inputs(run, exported, tmp_path):
     """Every kind of bad image is named by read_image; the CLI stops before writing anything."""
-    from mgml_tf import predict
+    from mgml_tf.cli import predict
 
     good = png(np.random.default_rng(1).integers(0, 256, [16, 16, 3], dtype=np.uint8))
     bad = {
@@ -378,7 +378,7 @@ def test_predict_grey_rgba_16bit_inputs(exported, tmp_path):
 
 
 def test_predict_refuses_a_folder_that_is_not_an_export(run, tmp_path):
-    from mgml_tf import predict
+    from mgml_tf.cli import predict
 
     image = tmp_path / "a.png"
     _write(image, png(np.zeros([8, 8, 3], np.uint8)))

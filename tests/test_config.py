@@ -7,13 +7,13 @@ import pytest
 from absl import flags
 
 from mgml_tf import config as config_lib
+from mgml_tf.cli import flags as flags_lib
 from mgml_tf.errors import RunError, UsageError
-from mgml_tf.training import flags as flags_lib
 from mgml_tf.training import model_dir as md
 
 
 def _train_flags(*args):
-    from mgml_tf import train
+    from mgml_tf.cli import train
 
     fv = train.make_flags()
     fv(["prog", *args])

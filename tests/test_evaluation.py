@@ -52,7 +52,7 @@ def test_settings_from_flags_match_the_old_parsings():
     parsing (one size doubled) did; describe() is the evaluate command's mode text."""
     from absl import flags
 
-    from mgml_tf.training import flags as flags_lib
+    from mgml_tf.cli import flags as flags_lib
 
     for argv, mode in (
         (["--window_size=96"], "whole image"),

@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
+from mgml_tf.cli import flags as flags_lib
 from mgml_tf.layers import MemoryReadFuse
 from mgml_tf.models.segmenter import MemorySegmenter
 from mgml_tf.ops import resize_bilinear
-from mgml_tf.training import flags as flags_lib
 from mgml_tf.training import model_dir as md
 from tests.helpers import episode, small_model
 from tests.test_meta_learning import LR, directional_check, objective_at

@@ -13,11 +13,11 @@ from absl import flags
 
 from mgml_tf import losses as L
 from mgml_tf import memory as memory_ops
+from mgml_tf.cli import flags as flags_lib
 from mgml_tf.layers import MemoryReadFuse, MemoryUpdateNetwork
 from mgml_tf.models.heads import ASPP, AuxiliaryHead, ConvBNReLU
 from mgml_tf.models.segmenter import LEGACY_OPTIONS, MemorySegmenter, with_legacy_options
 from mgml_tf.ops import resize_bilinear
-from mgml_tf.training import flags as flags_lib
 from mgml_tf.training import model_dir as md
 from tests.helpers import episode, small_model
 

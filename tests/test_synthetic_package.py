@@ -93,7 +93,7 @@ def test_old_module_paths_are_gone():
 
 # ------------------------------------------------------------------------------------------- registry
 def test_family_registry():
-    from mgml_tf.training import flags as flags_lib
+    from mgml_tf.cli import flags as flags_lib
 
     assert flags_lib.SYNTHETIC_FAMILIES is families.FAMILIES
     assert list(families.FAMILIES) == ["streets", "towns"] and families.DEFAULT_FAMILY == "streets"

@@ -246,8 +246,8 @@ def test_default_suite_marker_unchanged_and_other_parameters_refused(tmp_path):
 def test_synthetic_flag_validation(args, words):
     from absl import flags
 
+    from mgml_tf.cli import flags as flags_lib
     from mgml_tf.errors import UsageError
-    from mgml_tf.training import flags as flags_lib
 
     fv = flags.FlagValues()
     flags_lib.define_synthetic_flags(fv)

@@ -1,6 +1,4 @@
-"""The command-line product: flags, model directories, checkpoints, the training loop.
-
-Entry points: ``python -m mgml_tf.train``, ``mgml_tf.evaluate``, ``mgml_tf.export``, ``mgml_tf.predict``
-(see docs/CLI.md). Submodules are imported lazily by the entry points so that a bad flag is reported before
-TensorFlow loads.
+"""Training: the loop behind ``python -m mgml_tf.train`` (``loop``), checkpoints, TensorBoard summaries, the
+model directory of a run (``model_dir``) and the domains a run names with ``--sources``/``--targets``
+(``data``). The command line is ``mgml_tf.cli``; nothing here imports it.
 """

@@ -11,10 +11,10 @@ import dataclasses
 from absl import flags
 
 from mgml_tf import config as config_lib
+from mgml_tf.cli.common import check_writable
 from mgml_tf.errors import UsageError
 from mgml_tf.methods import METHODS
 from mgml_tf.synthetic import families as synthetic_families
-from mgml_tf.training.cli import check_writable
 
 
 def define_section_flags(fv, section, names=None):
