@@ -11,6 +11,7 @@ evaluation and ``python -m mgml_tf.evaluate``.
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -201,6 +202,11 @@ class EvaluatedImage(NamedTuple):
     prediction: np.ndarray  # int64 [H, W] predicted train ids
 
 
+def domain_label(domain):
+    """A short unique-ish name for result tables: dataset name plus the root's last folder."""
+    return f"{domain.name}:{os.path.basename(os.path.normpath(domain.root))}"
+
+
 def evaluate_targets(
     model,
     targets: Sequence[Any],
@@ -212,11 +218,10 @@ def evaluate_targets(
     """``{target label: results}`` of ``model`` on every ``Domain`` of ``targets``, in order.
 
     Each entry is ``metrics.summarize``'s (``mIoU``, per-class ``IoU`` in percent, ``num_images``,
-    ``protocol``), plus ``step`` when given; labels are ``training.data.domain_label``'s. ``on_image`` sees
+    ``protocol``), plus ``step`` when given; labels are ``domain_label``'s. ``on_image`` sees
     every evaluated image (``EvaluatedImage``); ``on_target(label, results)`` runs after each target.
     """
     from mgml_tf.data import evaluation_dataset
-    from mgml_tf.training.data import domain_label
 
     num_classes = int(model.num_classes)
     if settings.num_classes_protocol == 16 and num_classes != 19:

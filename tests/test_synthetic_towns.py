@@ -174,12 +174,13 @@ def _fv(root, **kw):
 
 
 def test_in_domain_targets_expand_to_held_out_roots(tmp_path):
+    from mgml_tf.evaluation import domain_label
     from mgml_tf.training import data as data_lib
 
     fv = _fv(tmp_path / "suite")
     specs = data_lib.expand("synthetic,synthetic:in_domain", "target", fv, log=lambda m: None)
     domains = data_lib.load(specs, "val", "targets")
-    labels = [data_lib.domain_label(d) for d in domains]
+    labels = [domain_label(d) for d in domains]
     assert labels == [
         "cityscapes:dusk_dashcam",
         "bdd100k:hazy_sepia",

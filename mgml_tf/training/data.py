@@ -200,8 +200,3 @@ def load(specs, split, flag):
         except DataError as e:
             raise UsageError(f"--{flag}: {e}") from None
     return domains
-
-
-def domain_label(domain):
-    """A short unique-ish name for result tables: dataset name plus the root's last folder."""
-    return f"{domain.name}:{os.path.basename(os.path.normpath(domain.root))}"
