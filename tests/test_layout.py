@@ -1,7 +1,10 @@
 """The package's modules depend one way: maths <- layers <- models <- training <- the command line (mgml_tf.cli),
-with the data pipeline below the model and the training. Each check imports one module in a fresh interpreter
-and lists the mgml_tf modules it loaded."""
+with the data pipeline below the model and the training. The import checks import one module in a fresh
+interpreter and list the mgml_tf modules it loaded; the source checks read every import statement, the ones
+inside functions included."""
 
+import ast
+import os
 import subprocess
 import sys
 
@@ -38,3 +41,47 @@ def test_data_imports_neither_the_models_nor_the_training():
 @pytest.mark.parametrize("module", ["mgml_tf.errors", "mgml_tf.files"])
 def test_the_errors_and_the_atomic_writers_import_nothing_of_mgml_tf(module):
     assert loaded_by(module) == {"mgml_tf", module}
+
+
+def imported_names(path):
+    """Every module an ``import`` statement of the file names (``from a import b`` gives ``a`` and ``a.b``)."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def package_modules():
+    """``{module name: path}`` of every module of mgml_tf."""
+    root = os.path.join(REPO, "mgml_tf")
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".py"):
+                rel = os.path.relpath(os.path.join(folder, name), REPO)[: -len(".py")].split(os.sep)
+                out[".".join(rel[:-1] if rel[-1] == "__init__" else rel)] = os.path.join(folder, name)
+    return out
+
+
+#: ``python -m mgml_tf.<command>``: the only modules outside mgml_tf.cli that import it.
+ENTRY_POINTS = {"mgml_tf.train", "mgml_tf.evaluate", "mgml_tf.export", "mgml_tf.predict"}
+
+
+def test_only_the_entry_points_import_the_command_line_even_inside_functions():
+    offenders = {
+        module: sorted(under(imported_names(path), "mgml_tf.cli"))
+        for module, path in package_modules().items()
+        if module not in ENTRY_POINTS and not under({module}, "mgml_tf.cli")
+    }
+    assert {m: names for m, names in offenders.items() if names} == {}
+
+
+def test_evaluation_imports_nothing_of_the_training_it_serves_even_inside_functions():
+    """The training loop evaluates with mgml_tf.evaluation, so evaluation stays below training."""
+    assert under(imported_names(package_modules()["mgml_tf.evaluation"]), "mgml_tf.training") == []
