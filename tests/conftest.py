@@ -1,4 +1,7 @@
-"""Shared test setup: quiet TensorFlow, small thread pools, the opt-in `slow` marker."""
+"""Shared test setup: quiet TensorFlow, a fresh Keras dtype policy per test.
+
+Tests marked ``slow`` (end-to-end runs of the command-line tools, multi-process training, long loops) run
+by default, as CI does; ``pytest -m "not slow"`` leaves them out for a quick loop."""
 
 import os
 
@@ -6,19 +9,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pytest
-
-
-def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
-
-
-def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
