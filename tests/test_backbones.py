@@ -168,6 +168,7 @@ def _compare_with_application(app, backbone, num_blocks4):
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-4 * np.abs(w).max(), err_msg=key)
 
 
+@pytest.mark.slow  # full-size ResNets built twice
 def test_resnet50_weight_transfer_from_weights_h5(tmp_path):
     app = keras.applications.ResNet50(weights=None, include_top=False)
     _randomise(app)
@@ -179,6 +180,7 @@ def test_resnet50_weight_transfer_from_weights_h5(tmp_path):
     build_backbone("resnet50", output_stride=8, weights=path)
 
 
+@pytest.mark.slow  # full-size ResNets built twice
 def test_resnet50_weight_transfer_from_keras_file(tmp_path):
     app = keras.applications.ResNet50(weights=None, include_top=False)
     _randomise(app, seed=1)
@@ -188,6 +190,7 @@ def test_resnet50_weight_transfer_from_keras_file(tmp_path):
     _compare_with_application(app, backbone, 6)
 
 
+@pytest.mark.slow  # full-size ResNets built twice
 def test_resnet101_weight_transfer(tmp_path):
     app = keras.applications.ResNet101(weights=None, include_top=False)
     _randomise(app, seed=2)

@@ -14,6 +14,9 @@ import tensorflow as tf
 
 from tests.cli_helpers import run_cli, stderr_lines, tiny_args
 
+# One training subprocess shared by the module, then each command run as a subprocess.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

@@ -7,6 +7,7 @@ import pytest
 from tests.cli_helpers import refused, run_cli, tiny_args
 
 
+@pytest.mark.slow  # a subprocess per case
 @pytest.mark.parametrize(
     "extra, words",
     [
@@ -37,6 +38,7 @@ def test_train_needs_model_dir(tmp_path):
     refused(run_cli("train", "--sources=synthetic"), "model_dir")
 
 
+@pytest.mark.slow  # three subprocesses
 def test_evaluate_export_predict_refuse_missing_dirs(tmp_path):
     missing = str(tmp_path / "missing")
     refused(run_cli("evaluate", f"--model_dir={missing}"), "missing")

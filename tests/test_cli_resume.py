@@ -7,10 +7,14 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from mgml_tf.training import checkpoints
 from tests.cli_helpers import REPO, env, run_cli, tiny_args
+
+# A training subprocess killed and rerun.
+pytestmark = pytest.mark.slow
 
 
 def test_kill_and_resume(tmp_path):

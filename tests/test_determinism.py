@@ -4,8 +4,12 @@ variables (weights, BatchNorm statistics, memory, dropout seed state, optimiser 
 import os
 
 import numpy as np
+import pytest
 
 from tests import reliability_runs as rr
+
+# Two full training runs compared bit for bit.
+pytestmark = pytest.mark.slow
 
 
 def test_two_deterministic_runs_are_bit_identical():

@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+# Each test trains a mirrored and a one-device model side by side (about a minute each).
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

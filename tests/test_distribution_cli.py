@@ -93,6 +93,7 @@ def reference(tmp_path_factory):
     return root, synth, model_dir
 
 
+@pytest.mark.slow  # two training subprocesses
 def test_mirrored_two_devices_equals_one_device(reference):
     root, synth, one = reference
     model_dir = root / "mirrored"
@@ -122,6 +123,7 @@ def test_mirrored_two_devices_equals_one_device(reference):
         assert diff < tol, (step, diff)
 
 
+@pytest.mark.slow  # two worker subprocesses
 def test_two_workers_equal_each_other_and_one_device(reference):
     root, synth, one = reference
     model_dir, dump = root / "multi", root / "multi_dump"
@@ -156,6 +158,7 @@ def test_two_workers_equal_each_other_and_one_device(reference):
         assert diff < tol, (step, diff)
 
 
+@pytest.mark.slow  # a subprocess per case
 @pytest.mark.parametrize(
     "extra, tf_config, words",
     [
@@ -194,6 +197,7 @@ def test_bad_distribution_input_refused(tmp_path, extra, tf_config, words):
     assert not model_dir.exists() and not synth.exists()
 
 
+@pytest.mark.slow  # a training subprocess
 def test_mixed_bfloat16_two_steps_finite(reference):
     root, synth, _ = reference
     model_dir = root / "bf16"

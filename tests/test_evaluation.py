@@ -119,6 +119,7 @@ def test_evaluate_targets_callbacks_and_table(tmp_path):
 
 
 # ------------------------------------------------------------------------- trainer vs evaluate command
+@pytest.mark.slow  # trains, then runs the evaluate command
 def test_trainer_and_evaluate_command_give_the_same_table(tmp_path):
     """The final evaluation of a tiny run (eval_results.json, sliding window + flip on every default
     target) and ``mgml_tf.evaluate`` on its newest checkpoint with the same settings: the same JSON."""

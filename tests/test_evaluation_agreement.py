@@ -17,6 +17,9 @@ import pytest
 
 from tests.cli_helpers import run_cli, tiny_args
 
+# A trained model evaluated at full resolution.
+pytestmark = pytest.mark.slow
+
 TARGET = "foggy"  # the synthetic target written in the Cityscapes layout
 
 

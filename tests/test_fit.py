@@ -11,9 +11,9 @@ from tests.helpers import episode_dataset, scene_batch, small_model
 METHODS = [
     dict(method="baseline"),
     dict(method="mldg", meta_order=1),
-    dict(method="memory_agg"),
+    pytest.param(dict(method="memory_agg"), marks=pytest.mark.slow),
     dict(method="mgml", meta_order=1),
-    dict(method="mgml", meta_order=2),
+    pytest.param(dict(method="mgml", meta_order=2), marks=pytest.mark.slow),  # second order: the longest
 ]
 
 

@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from mgml_tf.data import aggregated_batches
@@ -17,6 +18,7 @@ def _memory(model_dir, step):
     return checkpoints.read_variable(os.path.join(model_dir, "checkpoints", f"ckpt-{step}"), "model", "memory/memory")
 
 
+@pytest.mark.slow  # a training subprocess
 def test_rewrite_writes_class_means_of_the_trained_encoder(tmp_path):
     synth = str(tmp_path / "synth")
     common = ("--train_steps=3", "--checkpoint_every=2", "--deterministic", "--targets=")

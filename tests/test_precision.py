@@ -8,6 +8,7 @@ import tensorflow as tf
 from tests.helpers import episode, small_model
 
 
+@pytest.mark.slow  # mixed-precision steps traced on CPU
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_steps_are_finite_and_memory_float32(policy):
     keras.config.set_dtype_policy(policy)

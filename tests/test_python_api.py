@@ -1,12 +1,16 @@
 """The README's Python example, on a tiny synthetic set in two published layouts."""
 
 import numpy as np
+import pytest
 
 import mgml_tf
 from mgml_tf.data import load_domain
 from mgml_tf.data.augment import GEOMETRY_ONLY
 from mgml_tf.data.episodes import aggregated_batches, episodes
 from mgml_tf.synthetic.streets import write_dataset
+
+# The README's Python example, trained end to end.
+pytestmark = pytest.mark.slow
 
 
 def test_readme_python_example(tmp_path):

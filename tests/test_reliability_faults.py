@@ -94,6 +94,7 @@ def attempt(model_dir, resume_step, kill_after_step=None, delay=0.0, fault=None,
     return proc.returncode, lines, announced, err
 
 
+@pytest.mark.slow  # two training subprocesses
 def test_killed_and_restarted_run_ends_like_an_uninterrupted_one(tmp_path):
     reference = rr.reference()  # runs side by side with the killed one
     start_nonfinite_runs()  # so do these (for the tests below): both cores busy
@@ -163,6 +164,7 @@ def ckpt(run, step):
     return os.path.join(run.model_dir, "checkpoints", f"ckpt-{step}")
 
 
+@pytest.mark.slow  # two training subprocesses (shared)
 def test_nonfinite_loss_stops_with_one_line_naming_the_step(nonfinite_runs):
     run, (rc, out, err) = nonfinite_runs["stop"]
     assert rc == 1, out + err
@@ -176,6 +178,7 @@ def test_nonfinite_loss_stops_with_one_line_naming_the_step(nonfinite_runs):
     rr.assert_same_variables(ckpt(run, 2), ckpt(reference, 2))
 
 
+@pytest.mark.slow  # two training subprocesses (shared)
 def test_nonfinite_step_skipped_leaves_no_trace_and_is_counted(nonfinite_runs):
     run, (rc, out, err) = nonfinite_runs["skip"]
     assert "step 3: non-finite loss or gradients, step skipped (1 skipped in this run" in out

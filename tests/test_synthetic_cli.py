@@ -37,6 +37,7 @@ def _error_lines(stderr):
     return [ln for ln in stderr.splitlines() if "mgml_tf.synthetic: error" in ln]
 
 
+@pytest.mark.slow  # a generator subprocess per family
 @pytest.mark.parametrize("family, style", [("streets", "desert_toon"), ("towns", "neon_comic")])
 def test_cli_one_style(tmp_path, family, style):
     out = tmp_path / "idd"
