@@ -24,6 +24,8 @@ from mgml_tf.synthetic.families import FAMILIES
 
 # ------------------------------------------------------------------------------------ choices
 BACKBONES = ("resnet50", "resnet101", "resnet_small")
+# What of a keras-hub backbone trains (mgml_tf.models.foundation): all, nothing, LoRA updates, a token adapter.
+BACKBONE_TUNINGS = ("full", "frozen", "lora", "adapter")
 HEADS = ("deeplabv3plus", "deeplabv2")
 OUTPUT_STRIDES = (8, 16, 32)
 # Where memory_temperature T acts (the paper has no temperature: eqs. 4 and 6 read at T = 1): cohesion: the
@@ -208,7 +210,22 @@ class Section:
 class ModelConfig(Section):
     """The network of Sec. 3.2 (Fig. 3): backbone, heads, memory."""
 
-    backbone: str = option("resnet50", "Backbone network.", BACKBONES)
+    backbone: str = option(
+        "resnet50",
+        f"Backbone: a built-in ResNet ({', '.join(BACKBONES)}) or a keras-hub DINOv2/DINOv3 preset: a name "
+        "(dinov2_base; downloaded once, needs the network), a handle (kaggle://..., hf://...) or a local preset "
+        "directory.",
+        check=lambda v: None if isinstance(v, str) and v.strip() else "{name} must name a backbone or a preset",
+    )
+    backbone_tuning: str = option(
+        "full",
+        "What of a keras-hub backbone trains: full; frozen; lora (low-rank updates of the attention's query and "
+        "value); adapter (learnable tokens refining each layer, Rein-style). Built-in ResNets train fully.",
+        BACKBONE_TUNINGS,
+    )
+    lora_rank: int = option(8, "Rank of the LoRA updates (backbone_tuning=lora).", None, positive_int)
+    adapter_tokens: int = option(100, "Learnable tokens per layer (backbone_tuning=adapter).", None, positive_int)
+    adapter_rank: int = option(16, "Rank of each layer's adapter tokens (backbone_tuning=adapter).", None, positive_int)
     head: str = option("deeplabv3plus", "Segmentation head: deeplabv3plus (Tables 1-3) or deeplabv2 (Table 4).", HEADS)
     num_classes: int = option(19, "Number of classes (19 Cityscapes train ids).", check=at_least(2))
     output_stride: int | None = option(
@@ -274,6 +291,21 @@ class ModelConfig(Section):
         "What the update network U reads: normalized: normalize(F) (the paper, Sec. 3.2); raw: F (the reference).",
         UPDATE_NETWORK_INPUTS,
     )
+
+    def check(self):
+        hub = self.backbone not in BACKBONES
+        if hub and self.backbone_weights:
+            raise ConfigError(
+                "backbone_weights",
+                "a keras-hub preset carries its own weights: drop {name}",
+                "--backbone_weights is for the built-in ResNets; a keras-hub preset carries its own weights",
+            )
+        if not hub and self.backbone_tuning != "full":
+            raise ConfigError(
+                "backbone_tuning",
+                f"{{name}}={self.backbone_tuning!r} needs a keras-hub backbone; {self.backbone} trains fully",
+                f"--backbone_tuning={self.backbone_tuning} needs a keras-hub backbone; {self.backbone} trains fully",
+            )
 
     def resolved(self, method: MethodConfig | None = None) -> ModelConfig:
         """With implied values filled in: the head's output stride, no memory for a method without one."""
@@ -502,6 +534,10 @@ class DistributionConfig(Section):
 #: Options that fix the architecture or the method: a model directory made with other values is refused.
 ARCHITECTURE_KEYS = (
     "backbone",
+    "backbone_tuning",
+    "lora_rank",
+    "adapter_tokens",
+    "adapter_rank",
     "head",
     "num_classes",
     "output_stride",

@@ -1,5 +1,5 @@
-"""BatchNormalization's second-order gradient: Keras's is wrong on TF, ours is right
-(docs/DESIGN.md#second-order-gradients-through-batchnorm).
+"""BatchNormalization's and LayerNormalization's second-order gradients: Keras's are wrong on TF, ours are
+right (docs/DESIGN.md#second-order-gradients-through-batchnorm).
 
 The quantity checked is the one a meta step needs: ``phi(x) = <dL/dx, v>`` (a first derivative, which both
 layers get right) differentiated once more. Autodiff of ``phi`` is compared with float64 central finite
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mgml_tf.layers import MetaBatchNormalization
+from mgml_tf.layers import MetaBatchNormalization, MetaLayerNormalization, exact_layer_norms
 
 
 def second_order_relative_error(layer, seed=0):
@@ -49,6 +49,28 @@ def test_meta_batch_norm_second_order_is_exact(float64):
 def test_keras_batch_norm_second_order_is_wrong(float64):
     """Documents the trap; if this starts failing, Keras fixed it and the override can go."""
     assert second_order_relative_error(keras.layers.BatchNormalization(dtype="float64")) > 1e-4
+
+
+def test_meta_layer_norm_second_order_is_exact(float64):
+    assert second_order_relative_error(MetaLayerNormalization(epsilon=1e-6, dtype="float64")) < 1e-7
+
+
+def test_keras_layer_norm_second_order_is_wrong(float64):
+    """The same trap in LayerNormalization (every keras-hub ViT's); if this starts failing, Keras fixed it."""
+    assert second_order_relative_error(keras.layers.LayerNormalization(epsilon=1e-6, dtype="float64")) > 1e-4
+
+
+@pytest.mark.parametrize("axis", [-1, [1, 3]])
+def test_meta_layer_norm_forward_equals_keras_and_converts_in_place(axis):
+    x = tf.random.stateless_normal([2, 3, 4, 5], seed=[3, 4]) * 3 + 2
+    theirs = keras.layers.LayerNormalization(axis=axis, epsilon=1e-6)
+    model = keras.Sequential([keras.Input((3, 4, 5)), theirs])
+    theirs.gamma.assign(tf.random.stateless_normal(theirs.gamma.shape, seed=[5, 6]))
+    theirs.beta.assign(tf.random.stateless_normal(theirs.beta.shape, seed=[7, 8]))
+    expected, paths = model(x).numpy(), [v.path for v in model.weights]
+    exact_layer_norms(model)
+    assert type(theirs) is MetaLayerNormalization and [v.path for v in model.weights] == paths
+    np.testing.assert_allclose(model(x).numpy(), expected, atol=1e-5)
 
 
 def test_forward_equals_keras_batch_norm():

@@ -207,4 +207,11 @@ def validate_train_flags(fv):
     _need(bool(fv.model_dir), "--model_dir is required")
     check_writable("model_dir", fv.model_dir)
     _need(bool(fv.sources), "--sources is required (name:root comma list, or synthetic)")
-    return config_from_flags(fv)
+    config = config_from_flags(fv)
+    from mgml_tf.models import foundation  # a keras-hub preset checked before any download or data
+
+    try:
+        foundation.check_backbone_spec(config.model.backbone)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return config

@@ -3,7 +3,13 @@ block."""
 
 from mgml_tf.layers.convolution import Conv2D, dilated_convolution_path, set_dilated_convolution_mode
 from mgml_tf.layers.memory import CategoricalMemory, MemoryReadFuse, MemoryUpdateNetwork
-from mgml_tf.layers.normalization import MetaBatchNormalization, batch_norm_path, set_batch_norm_mode
+from mgml_tf.layers.normalization import (
+    MetaBatchNormalization,
+    MetaLayerNormalization,
+    batch_norm_path,
+    exact_layer_norms,
+    set_batch_norm_mode,
+)
 
 __all__ = [
     "CategoricalMemory",
@@ -11,8 +17,10 @@ __all__ = [
     "MemoryReadFuse",
     "MemoryUpdateNetwork",
     "MetaBatchNormalization",
+    "MetaLayerNormalization",
     "batch_norm_path",
     "dilated_convolution_path",
+    "exact_layer_norms",
     "set_batch_norm_mode",
     "set_dilated_convolution_mode",
 ]

@@ -18,7 +18,8 @@ def build_model(compile: bool = True, **options: Any) -> MemorySegmenter:
     ``RunConfig`` gives them as ``build_model(**config.model_options())``. ``model.fit`` on
     ``mgml_tf.data.episodes(...)`` then runs Algorithm 1.
     """
-    known = set(ModelConfig.names()) | set(MethodConfig.names()) | set(OptimizerConfig.names()) | {"name", "dtype"}
+    known = set(ModelConfig.names()) | set(MethodConfig.names()) | set(OptimizerConfig.names())
+    known |= {"name", "dtype", "backbone_architecture"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}; known options: {sorted(known)}")

@@ -17,6 +17,7 @@ from mgml_tf import config as config_lib
 from mgml_tf import memory as memory_ops
 from mgml_tf.layers.memory import CategoricalMemory, MemoryReadFuse, MemoryUpdateNetwork
 from mgml_tf.models import backbones as backbones_lib
+from mgml_tf.models import foundation
 from mgml_tf.models import heads as heads_lib
 from mgml_tf.models.meta_learning import MetaLearningTrainer
 from mgml_tf.ops import all_reduce_sum, resize_bilinear
@@ -38,10 +39,12 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
     ``model.forward(images, memory, training)`` returns every intermediate the training step needs.
 
     Args: the fields of ``mgml_tf.config.ModelConfig`` (network) and ``MethodConfig`` (the method and
-    Algorithm 1), checked there; their names are the command-line flag names.
+    Algorithm 1), checked there; their names are the command-line flag names. ``backbone_architecture``
+    (``mgml_tf.models.foundation.architecture_of``, kept in ``get_config`` and model directories) rebuilds a
+    keras-hub backbone without its preset: the weights then come from a checkpoint or a saved model.
     """
 
-    def __init__(self, **options):
+    def __init__(self, backbone_architecture=None, **options):
         model_names, method_names = config_lib.ModelConfig.names(), config_lib.MethodConfig.names()
         unknown = sorted(set(options) - set(model_names) - set(method_names) - {"name", "dtype", "trainable"})
         if unknown:
@@ -62,13 +65,27 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
         policy = self.dtype_policy
         c = int(config["feature_channels"])
 
-        self.backbone = backbones_lib.build_backbone(
-            config["backbone"],
-            output_stride=config["output_stride"],
-            weights=config["backbone_weights"],
-            dtype=policy,
-            **bn,
-        )
+        if foundation.is_foundation(config["backbone"]):
+            self.backbone = foundation.build_foundation_backbone(
+                config["backbone"],
+                output_stride=config["output_stride"],
+                tuning=config["backbone_tuning"],
+                lora_rank=config["lora_rank"],
+                adapter_tokens=config["adapter_tokens"],
+                adapter_rank=config["adapter_rank"],
+                architecture=backbone_architecture,
+                dtype=policy,
+            )
+            self.backbone_architecture = self.backbone.architecture
+        else:
+            self.backbone = backbones_lib.build_backbone(
+                config["backbone"],
+                output_stride=config["output_stride"],
+                weights=config["backbone_weights"],
+                dtype=policy,
+                **bn,
+            )
+            self.backbone_architecture = None
         rate_scale = 16 // config["output_stride"] if config["output_stride"] <= 16 else 1
         if config["head"] == "deeplabv3plus":
             self.encoder_head = heads_lib.ASPP(
@@ -300,6 +317,8 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
         config = {"name": self.name, **self.model_options, **self.training_options}
         config["aspp_rates"] = list(config["aspp_rates"])
         config["backbone_weights"] = None  # the weights travel with the model, not the path they came from
+        if self.backbone_architecture is not None:
+            config["backbone_architecture"] = self.backbone_architecture
         return config
 
     @classmethod

@@ -433,8 +433,10 @@ def run_training(config, log=print, strategy=None, given=()):
     keras.utils.set_random_seed(int(config.method.seed))
     if config.training.deterministic:
         enable_determinism(config.method.seed, log)
+    # A resumed run rebuilds a keras-hub backbone from the directory (its checkpoint holds the weights).
+    architecture = md.saved_backbone_architecture(model_dir) if saved is not None else None
     with strategy.scope():
-        model = mgml_tf.build_model(**options)
+        model = mgml_tf.build_model(**options, backbone_architecture=architecture)
         trainer = Trainer(config, model, sources, targets, log=log, strategy=strategy)
     if precision != "none":
         log(
@@ -455,6 +457,7 @@ def run_training(config, log=print, strategy=None, given=()):
         log("resuming with changed options: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
     if chief:
         md.write_config(model_dir, config, source_specs, target_specs, given)
+        md.write_backbone_architecture(model_dir, model)
     if restored:
         start = int(model.optimizer.iterations.numpy())
         log(f"resumed from {restored} (step {start})")

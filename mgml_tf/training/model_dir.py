@@ -3,6 +3,7 @@
 MODEL_DIR/
   flags.cfg            resolved flags of the last run (a flagfile: --flagfile=MODEL_DIR/flags.cfg resumes)
   flags.json           the same as JSON, plus the resolved domains and the build_model options
+  backbone.json        a keras-hub backbone's architecture (no weights): rebuilt without preset or network
   checkpoints/         ckpt-<step>.index / .data-*, the `checkpoint` state file (newest K kept)
   train/, eval/        TensorBoard event files
   eval_results.json    {target: {"mIoU", "IoU", "num_images", "protocol", "step"}} of the last evaluation
@@ -21,11 +22,19 @@ CONFIG_JSON = "flags.json"
 CONFIG_CFG = "flags.cfg"
 EVAL_JSON = "eval_results.json"
 EVAL_HISTORY = "eval_history.jsonl"
+BACKBONE_JSON = "backbone.json"
 
 
 def resolved_architecture(options):
     """The architecture keys with implied values filled in (output stride per head, memory per method)."""
     arch = {k: options.get(k) for k in config_lib.ARCHITECTURE_KEYS}
+    # Saved before the keras-hub backbones: their options at the defaults (a ResNet trains fully); the ranks
+    # and token counts matter only to the tuning that uses them.
+    arch["backbone_tuning"] = arch["backbone_tuning"] or "full"
+    if arch["backbone_tuning"] != "lora":
+        arch["lora_rank"] = None
+    if arch["backbone_tuning"] != "adapter":
+        arch["adapter_tokens"] = arch["adapter_rank"] = None
     if arch["output_stride"] is None:
         arch["output_stride"] = 16 if arch["head"] == "deeplabv3plus" else 8
     if arch["method"] in METHODS and not METHODS[arch["method"]].uses_memory:
@@ -50,6 +59,25 @@ def load_config(model_dir):
             return json.load(f)
     except (OSError, ValueError) as e:
         raise RunError(f"cannot read {path}: {e}") from None
+
+
+def write_backbone_architecture(model_dir, model):
+    """``backbone.json`` for a keras-hub backbone (``model.backbone_architecture``); nothing for a ResNet."""
+    if getattr(model, "backbone_architecture", None) is not None:
+        write_json(os.path.join(model_dir, BACKBONE_JSON), model.backbone_architecture)
+
+
+def saved_backbone_architecture(model_dir):
+    """The keras-hub backbone architecture ``model_dir`` was trained with, where a checkpoint holds its
+    weights (without one, the preset's weights are what a run starts from), else None."""
+    path = os.path.join(model_dir, BACKBONE_JSON)
+    if not os.path.exists(path) or latest_checkpoint(model_dir) is None:
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise RunError(f"cannot read {path}: {e}; restore the run's own {BACKBONE_JSON}") from None
 
 
 def latest_checkpoint(model_dir):
@@ -209,7 +237,8 @@ def check_sections_agree(model_dir, config, options):
         sections = _sections_options(config["config"])
         differ = sorted(k for k in options if _norm(options[k]) != _norm(sections[k]))
         if differ:
-            raise ValueError(f"its options and config sections disagree on {', '.join(differ)}")
+            values = ", ".join(f"{k} ({options[k]!r} in options, {sections[k]!r} in config)" for k in differ)
+            raise ValueError(f"its options and config sections disagree on {values}")
     except (KeyError, TypeError, ValueError) as e:
         raise _unreadable(path, e) from None
 
@@ -247,11 +276,12 @@ def build_from_dir(model_dir, log=print, restore=True):
         )
     check_sections_agree(model_dir, config, options)
     try:
-        model = mgml_tf.build_model(**options)
+        model = mgml_tf.build_model(**options, backbone_architecture=saved_backbone_architecture(model_dir))
     except (TypeError, ValueError) as e:
         raise RunError(
             f"{os.path.join(model_dir, CONFIG_JSON)} holds options build_model refuses ({e}); "
-            "restore the run's own flags.json"
+            f"restore the run's own {CONFIG_JSON}, or write its options as a flagfile and train into a new "
+            "--model_dir with --flagfile"
         ) from None
     checkpoint = checkpoints.checkpoint_object(model)
     ckpt_manager = checkpoints.manager(checkpoint, model_dir, keep=None)
