@@ -325,10 +325,11 @@ class MethodConfig(Section):
         "(memory on aggregated sources).",
         METHOD_NAMES,
     )
-    meta_order: int = option(
-        2,
+    meta_order: int | None = option(
+        None,
         "2: second-order meta-gradient (the paper); 1: first order (the reference code); 0: episodic, no inner "
-        "step (Table 7).",
+        "step (Table 7). Default: 2, or 1 for keras-hub backbones of more than 100M parameters "
+        "(docs/FOUNDATION.md, 'Second or first order').",
         META_ORDERS,
     )
     outer_objective: str = option(
@@ -459,6 +460,13 @@ class EvaluationConfig(Section):
     window_size: tuple[int, ...] = option((512, 1024), "Sliding window height,width (or one size).", None, sizes(32))
     window_overlap: float = option(1.0 / 3.0, "Sliding window overlap fraction, in [0, 1).", None, unit_interval)
     flip: bool = option(False, "Average the prediction with that of the mirrored image.")
+    eval_resize: tuple[int, ...] = option(
+        (),
+        "Resize each image to fit within height,width (aspect ratio kept) before inference, the probabilities "
+        "back to the label's size after (the foundation-model papers' test resize: 512,1024); empty: none.",
+        None,
+        lambda v: None if not v else sizes(32)(v),
+    )
     num_classes_protocol: str = option(
         "19",
         "mIoU over 19 classes, or the 16 classes shared with SYNTHIA (Table 4: terrain, truck, train dropped).",

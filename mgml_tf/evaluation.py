@@ -45,15 +45,18 @@ def parse_window_size(value) -> tuple[int, int]:
 @dataclasses.dataclass(frozen=True)
 class EvaluationSettings:
     """How an evaluation infers and scores (``--sliding_window``, ``--window_size``, ``--window_overlap``,
-    ``--flip``, ``--num_classes_protocol``, ``--max_eval_images`` and the model's ignore index).
+    ``--flip``, ``--eval_resize``, ``--num_classes_protocol``, ``--max_eval_images`` and the model's ignore
+    index).
 
-    ``window_size`` is normalised to ``(height, width)`` ints (one size means a square window).
+    ``window_size`` is normalised to ``(height, width)`` ints (one size means a square window), ``resize`` to
+    ``()`` (none) or ``(height, width)``.
     """
 
     sliding_window: bool = False
     window_size: tuple[int, int] = (512, 1024)
     window_overlap: float = 1.0 / 3.0
     flip: bool = False
+    resize: tuple = ()
     num_classes_protocol: int = 19
     max_images: int = 0  # per target; 0: all
     ignore_index: int = IGNORE_ID
@@ -66,6 +69,7 @@ class EvaluationSettings:
         set_("window_size", parse_window_size(self.window_size))
         set_("window_overlap", float(self.window_overlap))
         set_("flip", bool(self.flip))
+        set_("resize", parse_window_size(self.resize) if len(self.resize) else ())
         set_("num_classes_protocol", int(self.num_classes_protocol))
         set_("max_images", int(self.max_images))
         set_("ignore_index", int(self.ignore_index))
@@ -85,15 +89,17 @@ class EvaluationSettings:
             window_size=fv.window_size,
             window_overlap=fv.window_overlap,
             flip=fv.flip,
+            resize=tuple(getattr(fv, "eval_resize", ()) or ()),
             num_classes_protocol=int(fv.num_classes_protocol),
             max_images=fv.max_eval_images,
             ignore_index=ignore_index,
         )
 
     def describe(self):
-        """``whole image`` or ``sliding window (H, W)``, then `` + flip`` if flipping."""
+        """``whole image`` or ``sliding window (H, W)``, then `` + flip`` if flipping, `` at most (H, W)`` if
+        resizing."""
         mode = f"sliding window {self.window_size}" if self.sliding_window else "whole image"
-        return mode + (" + flip" if self.flip else "")
+        return mode + (" + flip" if self.flip else "") + (f" resized within {self.resize}" if self.resize else "")
 
 
 def _window_starts(size, window, stride):
@@ -107,12 +113,15 @@ class Predictor:
     """Class probabilities (and memory weights) of a ``MemorySegmenter`` for float images ``[1,H,W,3]``.
 
     ``sliding_window``: windows of ``window_size`` (padded when the image is smaller) with ``overlap``,
-    probabilities averaged where windows overlap; ``flip``: average with the mirrored image's prediction.
+    probabilities averaged where windows overlap; ``flip``: average with the mirrored image's prediction;
+    ``resize``: the image first resized (bilinear) to fit within ``(height, width)`` with its aspect ratio, the
+    probabilities resized back to the image's size.
     Runs in inference mode through one ``tf.function`` with a dynamic spatial shape.
     """
 
-    def __init__(self, model, sliding_window=False, window_size=(512, 1024), overlap=1.0 / 3.0, flip=False):
+    def __init__(self, model, sliding_window=False, window_size=(512, 1024), overlap=1.0 / 3.0, flip=False, resize=()):
         self.model = model
+        self.resize = tuple(int(r) for r in resize)
         self.sliding_window = bool(sliding_window)
         self.window = tuple(int(w) for w in window_size)
         self.overlap = float(overlap)
@@ -138,10 +147,26 @@ class Predictor:
     @classmethod
     def from_settings(cls, model, settings):
         """The predictor of ``EvaluationSettings``' inference fields."""
-        return cls(model, settings.sliding_window, settings.window_size, settings.window_overlap, settings.flip)
+        return cls(
+            model,
+            settings.sliding_window,
+            settings.window_size,
+            settings.window_overlap,
+            settings.flip,
+            settings.resize,
+        )
 
     def probabilities(self, images):
         images = tf.convert_to_tensor(images, tf.float32)
+        if not self.resize:
+            return self._probabilities(images)
+        h, w = int(images.shape[1]), int(images.shape[2])
+        scale = min(self.resize[0] / h, self.resize[1] / w)
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        p = self._probabilities(tf.image.resize(images, size, "bilinear"))
+        return tf.image.resize(p, (h, w), "bilinear").numpy()
+
+    def _probabilities(self, images):
         if not self.sliding_window:
             return self._probs(images).numpy()
         b, h, w = images.shape[0], images.shape[1], images.shape[2]

@@ -3,6 +3,10 @@
 Trains the same small model for a few steps of second-order MGML on one device and under a
 MirroredStrategy over 2 logical CPU devices, with the same global batches, and prints a JSON line with the
 largest differences of weights, BatchNorm statistics, memory and optimiser slots.
+
+    python tests/distributed_equivalence.py META_ORDER [float64|float32] [PRESET_DIR [TUNING]]
+
+With a keras-hub preset directory the backbone is that ViT (``TUNING``: full, frozen, lora or adapter).
 """
 
 import json
@@ -28,8 +32,16 @@ def build(float64):
     import mgml_tf
 
     keras.utils.set_random_seed(0)
+    vit = {}
+    if len(sys.argv) > 3:
+        tuning = sys.argv[4] if len(sys.argv) > 4 else "full"
+        vit = dict(backbone=sys.argv[3], backbone_tuning=tuning, lora_rank=2, adapter_tokens=4, adapter_rank=2)
     return mgml_tf.build_model(
-        **SMALL, synchronized_bn=True, meta_order=int(sys.argv[1]), learning_rate=0.05, lr_schedule="constant"
+        **{**SMALL, **vit},
+        synchronized_bn=True,
+        meta_order=int(sys.argv[1]),
+        learning_rate=0.05,
+        lr_schedule="constant",
     )
 
 

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 import mgml_tf
 from mgml_tf import memory as memory_ops
+from tools.tiny_vit_preset import tiny_vit_preset  # noqa: F401 (the tests' tiny keras-hub ViT)
 
 NUM_CLASSES = 4
 SMALL = dict(
@@ -78,21 +79,3 @@ def episode_dataset(seed, steps, batch=2, size=32, domains=(0, 1), vary_batch=Fa
         (tf.TensorSpec([None, size, size, 3], tf.float32), tf.TensorSpec([None, size, size], tf.int32)),
     )
     return tf.data.Dataset.from_generator(gen, output_signature=spec)
-
-
-def tiny_vit_preset(path, family="dinov2", registers=0, num_layers=4, patch_size=8, image_size=32, seed=0):
-    """A randomly initialised keras-hub DINOv2 or DINOv3 (width 16, 2 heads) saved as a local preset
-    directory, as ``Backbone.save_to_preset`` writes it; returns the path."""
-    from keras_hub.models import DINOV2Backbone, DINOV3Backbone
-
-    keras.utils.set_random_seed(seed)
-    common = dict(patch_size=patch_size, num_layers=num_layers, hidden_dim=16, num_heads=2, intermediate_dim=32)
-    shape = (image_size, image_size, 3)
-    if family == "dinov2":
-        hub = DINOV2Backbone(
-            **common, num_register_tokens=registers, image_shape=shape, position_embedding_shape=(48, 48, 3)
-        )
-    else:
-        hub = DINOV3Backbone(**common, num_register_tokens=registers, image_shape=shape)
-    hub.save_to_preset(str(path))
-    return str(path)

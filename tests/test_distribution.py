@@ -13,8 +13,12 @@ pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("meta_order", [1, 2])
-def test_mirrored_two_replicas_equal_one_device(meta_order):
+@pytest.mark.parametrize(
+    "meta_order, vit",
+    [(1, None), (2, None), (2, "lora")],
+    ids=["1", "2", "vit_lora-2"],
+)
+def test_mirrored_two_replicas_equal_one_device(meta_order, vit, tmp_path):
     """3 steps of first- or second-order MGML on 2 logical CPU replicas vs one device, same global batches.
 
     Run in float64: rounding noise is then ~1e-15 relative, so any real difference in the algorithm (a
@@ -22,8 +26,13 @@ def test_mirrored_two_replicas_equal_one_device(meta_order):
     weight decay counted per replica, BatchNorm statistics or memory drifting between replicas) shows up
     many orders of magnitude above the 1e-9 tolerance. (In float32 the same comparison differs by up to
     ~5e-3 relative after 3 steps: rounding differences of reduction order, amplified by training.)"""
+    extra = []
+    if vit:  # a tiny keras-hub DINOv2 with registers, tuned by LoRA
+        from tests.helpers import tiny_vit_preset
+
+        extra = [tiny_vit_preset(tmp_path / "preset", "dinov2", registers=2), vit]
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tests", "distributed_equivalence.py"), str(meta_order), "float64"],
+        [sys.executable, os.path.join(ROOT, "tests", "distributed_equivalence.py"), str(meta_order), "float64", *extra],
         capture_output=True,
         text=True,
         cwd=ROOT,

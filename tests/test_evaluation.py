@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mgml_tf.evaluation import EvaluatedImage, EvaluationSettings, parse_window_size
 from tests.cli_helpers import run_cli, tiny_args
@@ -139,3 +140,22 @@ def test_trainer_and_evaluate_command_give_the_same_table(tmp_path):
     table = format_table(trained)
     assert table in train.stdout and table in proc.stdout
     assert np.isfinite([r["mIoU"] for r in trained.values()]).all()
+
+
+@pytest.mark.parametrize("sliding_window", [False, True])
+def test_eval_resize_infers_at_the_reduced_size_and_answers_at_full_size(sliding_window):
+    """--eval_resize=32,48: a 64x128 image is inferred at 24x48 (ratio kept, within 32x48), whole or in
+    windows, and its probabilities resized back to 64x128."""
+    from mgml_tf.evaluation import Predictor
+    from tests.helpers import small_model
+
+    model = small_model()
+    image = np.random.default_rng(0).uniform(0, 255, (1, 64, 128, 3)).astype(np.float32)
+    predictor = Predictor(model, sliding_window=sliding_window, window_size=(32, 32), resize=(32, 48))
+    got = predictor.probabilities(image)
+    small = tf.image.resize(image, (24, 48), "bilinear")
+    inner = Predictor(model, sliding_window=sliding_window, window_size=(32, 32)).probabilities(small)
+    want = tf.image.resize(inner, (64, 128), "bilinear").numpy()
+    assert got.shape == (1, 64, 128, model.num_classes)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert EvaluationSettings(resize=["32", "48"]).resize == (32, 48) and EvaluationSettings().resize == ()

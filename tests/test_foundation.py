@@ -225,3 +225,81 @@ def test_preset_name_without_network_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="cannot load keras-hub preset 'dinov2_small'.*needs the network") as info:
         mgml_tf.build_model(backbone="dinov2_small", **HEADS)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["gs_dinov2_mgml", "g_dinov2_mgml", "dinov2_tiny"])
+def test_foundation_configs_parse_to_their_settings(name, monkeypatch):
+    """The flagfiles resolve (nested, relative to the repository root) to a checked configuration with the
+    foundation papers' crops and test resize; the real ones name a preset keras-hub knows (not downloaded)."""
+    from mgml_tf.cli import common
+    from mgml_tf.cli import flags as flags_lib
+    from mgml_tf.cli.train import make_flags
+    from tests.cli_helpers import REPO
+
+    monkeypatch.chdir(REPO)
+    fv = make_flags()
+    common.parse_flags(fv, ["prog", f"--flagfile=configs/{name}.cfg"], "test")
+    config = flags_lib.config_from_flags(fv)
+    assert config.model.backbone_tuning == "adapter" and config.method.meta_order in (None, 2)
+    if name != "dinov2_tiny":
+        foundation.check_backbone_spec(config.model.backbone)
+        assert config.training.crop_size == (512,) and config.evaluation.eval_resize == (512, 1024)
+        assert config.evaluation.sliding_window and config.method.meta_order is None
+
+
+@pytest.mark.parametrize(
+    "method, order", [("baseline", 2), ("memory_agg", 2), ("mldg", 1), ("mgml", 0), ("mgml", 1), ("mgml", 2)]
+)
+def test_every_method_and_meta_order_trains_a_vit(presets, method, order):
+    keras.utils.set_random_seed(0)
+    model = mgml_tf.build_model(
+        backbone=presets[("dinov2", 2)],
+        backbone_tuning="lora",
+        lora_rank=2,
+        method=method,
+        meta_order=order,
+        learning_rate=0.05,
+        **HEADS,
+    )
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    step = tf.function(model.train_step)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        logs = step(episode(rng))
+    assert all(np.isfinite(float(v)) for v in logs.values()), logs
+    moved = [not np.array_equal(v.numpy(), b) for v, b in zip(model.trainable_variables, before)]
+    assert sum(moved) >= len(moved) - 1  # every part trains (LoRA's query/value factors included)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_vit_steps_are_finite(presets, policy):
+    keras.config.set_dtype_policy(policy)
+    model = mgml_tf.build_model(
+        backbone=presets[("dinov3", 4)],
+        backbone_tuning="adapter",
+        adapter_tokens=4,
+        adapter_rank=2,
+        meta_order=2,
+        **HEADS,
+    )
+    step = tf.function(model.train_step)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        logs = step(episode(rng))
+    assert float(logs["nonfinite_steps"]) < 3 and np.isfinite(float(logs["loss"]))
+    assert model.memory.dtype == "float32" and model(episode(rng)[0][0]).dtype == tf.float32
+
+
+def test_fit_and_default_meta_order_on_a_vit(presets, monkeypatch):
+    """``fit`` runs the method on a ViT; ``meta_order`` left unset is 2 for a small backbone, 1 above
+    ``SECOND_ORDER_MAX_PARAMS`` (lowered here to the tiny ViT's size)."""
+    from tests.helpers import episode_dataset
+
+    model = mgml_tf.build_model(backbone=presets[("dinov2", 0)], backbone_tuning="frozen", **HEADS)
+    assert model.training_options.meta_order == 2
+    history = model.fit(episode_dataset(0, 3), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    monkeypatch.setattr(foundation, "SECOND_ORDER_MAX_PARAMS", 1000)
+    big = mgml_tf.build_model(backbone=presets[("dinov2", 0)], **HEADS)
+    assert big.training_options.meta_order == 1
+    assert mgml_tf.build_model(backbone=presets[("dinov2", 0)], meta_order=2, **HEADS).training_options.meta_order == 2

@@ -1,6 +1,6 @@
-"""A keras-hub ViT through the command line: ``--backbone=PATH`` (a local preset) with LoRA trains, resumes
-exactly, and evaluates and exports from its model directory with the preset gone; the export serves in a
-process without mgml_tf."""
+"""A keras-hub ViT through the command line: configs/dinov2_tiny.cfg (``--backbone=PATH``, a local preset,
+with the token adapter) trains, resumes exactly, and evaluates and exports from its model directory with the
+preset gone; the export serves in a process without mgml_tf."""
 
 import json
 import os
@@ -16,7 +16,19 @@ from tests.cli_helpers import refused, run_cli, tiny_args
 from tests.helpers import tiny_vit_preset
 
 pytestmark = pytest.mark.slow  # training subprocesses
-VIT = ("--backbone_tuning=lora", "--lora_rank=2", "--deterministic", "--checkpoint_every=2", "--targets=")
+
+
+def vit_args(model_dir, synthetic_root, preset, *extra):
+    return (
+        "--flagfile=configs/dinov2_tiny.cfg",
+        f"--backbone={preset}",
+        f"--model_dir={model_dir}",
+        f"--synthetic_root={synthetic_root}",
+        "--deterministic",
+        "--checkpoint_every=2",
+        "--targets=",
+        *extra,
+    )
 
 
 def _model_variables(model_dir):
@@ -29,12 +41,11 @@ def test_vit_preset_trains_resumes_exactly_and_serves_without_the_preset(tmp_pat
     preset = tiny_vit_preset(tmp_path / "preset", "dinov2", registers=2)
     synth = str(tmp_path / "synth")
     resumed, straight = str(tmp_path / "resumed"), str(tmp_path / "straight")
-    args = (f"--backbone={preset}", *VIT)
-    run_cli("train", *tiny_args(resumed, synth, *args, "--train_steps=2"), check=True)
-    run_cli("train", *tiny_args(resumed, synth, *args, "--train_steps=4"), check=True)
-    run_cli("train", *tiny_args(straight, synth, *args, "--train_steps=4"), check=True)
+    run_cli("train", *vit_args(resumed, synth, preset, "--train_steps=2"), check=True)
+    run_cli("train", *vit_args(resumed, synth, preset, "--train_steps=4"), check=True)
+    run_cli("train", *vit_args(straight, synth, preset, "--train_steps=4"), check=True)
     a, b = _model_variables(resumed), _model_variables(straight)
-    assert sorted(a) == sorted(b) and any("lora_kernel" in n for n in a)
+    assert sorted(a) == sorted(b) and any("token_a" in n for n in a)
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     with open(os.path.join(resumed, "backbone.json")) as f:

@@ -100,7 +100,7 @@ def validate_distribution_flags(fv):
     if (
         fv.jit_compile
         and fv.mixed_precision != "none"
-        and fv.meta_order == 2
+        and fv.meta_order in (None, 2)  # None: 2 for the ResNets (the flags cannot know a preset's size)
         and METHODS[fv.method].meta_learns
         and not _has_gpu()
     ):

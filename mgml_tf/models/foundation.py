@@ -43,6 +43,9 @@ from mgml_tf.ops import resize_bilinear
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SUPPORTED = ("DINOV2Backbone", "DINOV3Backbone")
+#: Above this many backbone parameters the meta step defaults to first order (docs/FOUNDATION.md, "Second or
+#: first order"): ViT-S and ViT-B (22M, 86M) keep the paper's second order, ViT-L (304M) and larger do not.
+SECOND_ORDER_MAX_PARAMS = 100_000_000
 
 
 def is_foundation(name: str) -> bool:
@@ -290,6 +293,14 @@ class FoundationBackbone(keras.layers.Layer):
     def from_config(cls, config):
         config = dict(config)
         return cls(from_architecture(config.pop("hub"), config.get("dtype")), **config)
+
+
+def default_meta_order(backbone) -> int:
+    """The meta order of ``meta_order=None``: 2 (the paper), or 1 for a keras-hub backbone of more than
+    ``SECOND_ORDER_MAX_PARAMS`` parameters."""
+    if isinstance(backbone, FoundationBackbone) and backbone.hub.count_params() > SECOND_ORDER_MAX_PARAMS:
+        return 1
+    return 2
 
 
 def build_foundation_backbone(

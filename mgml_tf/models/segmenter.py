@@ -86,6 +86,9 @@ class MemorySegmenter(MetaLearningTrainer, keras.Model):
                 **bn,
             )
             self.backbone_architecture = None
+        if training.meta_order is None:
+            training = training.replace(meta_order=foundation.default_meta_order(self.backbone))
+            self.training_options = training
         rate_scale = 16 // config["output_stride"] if config["output_stride"] <= 16 else 1
         if config["head"] == "deeplabv3plus":
             self.encoder_head = heads_lib.ASPP(
