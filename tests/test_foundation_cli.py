@@ -52,7 +52,11 @@ def test_vit_preset_trains_resumes_exactly_and_serves_without_the_preset(tmp_pat
         assert json.load(f)["class_name"] == "DINOV2Backbone"
 
     shutil.rmtree(preset)  # from here on the model directory alone must do
-    run_cli("evaluate", f"--model_dir={resumed}", "--targets=synthetic", f"--synthetic_root={synth}", check=True)
+    window = ("--sliding_window", "--window_size=32,48", "--eval_resize=48,96")  # non-square windows, resized
+    proc = run_cli(
+        "evaluate", f"--model_dir={resumed}", "--targets=synthetic", f"--synthetic_root={synth}", *window, check=True
+    )
+    assert "mIoU" in proc.stdout
     export_dir = str(tmp_path / "export")
     run_cli("export", f"--model_dir={resumed}", f"--export_dir={export_dir}", check=True)
     image = np.random.default_rng(0).integers(0, 256, size=(1, 40, 72, 3), dtype=np.uint8)
@@ -89,3 +93,41 @@ def test_bad_backbone_flags_are_one_line_and_write_nothing(tmp_path, extra, word
     proc = run_cli("train", *tiny_args(str(model_dir), str(tmp_path / "synth"), *extra))
     refused(proc, *words)
     assert not model_dir.exists()
+
+
+def test_two_workers_train_a_vit_to_the_same_state(tmp_path):
+    """Multi-worker training (2 processes on loopback ports) of the tiny ViT with the token adapter: both
+    workers end bit-identical; only the chief writes the model directory, backbone.json included."""
+    from tests.cli_helpers import REPO, env
+
+    preset = tiny_vit_preset(tmp_path / "preset", "dinov3", registers=4)
+    model_dir, dump = tmp_path / "multi", tmp_path / "dump"
+    e = env()
+    e.update(TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")  # 2 processes on 2 cores
+    # The synthetic domains first, by one process (workers starting together would race to write them).
+    run_cli("train", *vit_args(tmp_path / "first", tmp_path / "synth", preset, "--train_steps=1"), check=True)
+    args = vit_args(model_dir, tmp_path / "synth", preset, "--train_steps=2", "--batch_per_domain=2", "--dropout=0")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "launch_workers.py"),
+            "--num_workers=2",
+            f"--log_dir={tmp_path / 'worker_logs'}",
+            "--timeout=540",
+            "--",
+            *args,
+            f"--debug_dump_variables={dump}",
+        ],
+        cwd=REPO,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    w0, w1 = np.load(f"{dump}.worker_0.npz"), np.load(f"{dump}.worker_1.npz")
+    assert int(w0["__step__"]) == int(w1["__step__"]) == 2
+    assert any("token_a" in k for k in w0.files)
+    for k in w0.files:
+        np.testing.assert_array_equal(w0[k], w1[k], err_msg=k)
+    assert "backbone.json" in os.listdir(model_dir) and not any(n.startswith("worker") for n in os.listdir(model_dir))

@@ -116,6 +116,8 @@ def load_preset(spec: str, dtype=None) -> keras.Model:
     check_backbone_spec(spec)
     try:
         hub = keras_hub.models.Backbone.from_preset(spec, dtype=dtype)
+    except tf.errors.OpError:
+        raise  # TensorFlow's own (a lost worker while variables are broadcast): not the preset's fault
     except Exception as e:  # noqa: BLE001 (keras-hub and kagglehub raise many types: one line for all)
         raise ValueError(
             f"cannot load keras-hub preset {spec!r} as --backbone ({one_line(e)}); a preset name or handle is "
