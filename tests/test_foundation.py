@@ -247,6 +247,7 @@ def test_foundation_configs_parse_to_their_settings(name, monkeypatch):
         assert config.evaluation.sliding_window and config.method.meta_order is None
 
 
+@pytest.mark.slow  # six traced steps of a ViT model
 @pytest.mark.parametrize(
     "method, order", [("baseline", 2), ("memory_agg", 2), ("mldg", 1), ("mgml", 0), ("mgml", 1), ("mgml", 2)]
 )
@@ -271,6 +272,7 @@ def test_every_method_and_meta_order_trains_a_vit(presets, method, order):
     assert sum(moved) >= len(moved) - 1  # every part trains (LoRA's query/value factors included)
 
 
+@pytest.mark.slow  # mixed-precision steps traced on CPU
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_vit_steps_are_finite(presets, policy):
     keras.config.set_dtype_policy(policy)
