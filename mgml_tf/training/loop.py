@@ -20,7 +20,7 @@ from mgml_tf.methods import METHODS
 from mgml_tf.training import checkpoints as ckpt_lib
 from mgml_tf.training import data as data_lib
 from mgml_tf.training import model_dir as md
-from mgml_tf.training import summaries
+from mgml_tf.training import preemption, summaries
 
 _LOSS_ORDER = ("loss", "inner_loss", "outer_loss", "inner_seg", "outer_seg", "aux", "cohesion", "div_cls", "div_cos")
 _SHORT = {
@@ -254,6 +254,19 @@ class Trainer:
         )
         for tracker in model.metrics:
             tracker.reset_state()
+        with preemption.StopRequest() as stop:
+            stopped = self._train_steps(start_step, total, iterator, step_fn, per_step, train_writer, eval_writer, stop)
+        if self.targets and self.chief and not stopped:
+            self.evaluate(total, eval_writer)
+        train_writer.close()
+        eval_writer.close()
+
+    def _train_steps(self, start_step, total, iterator, step_fn, per_step, train_writer, eval_writer, stop):
+        """Steps ``start_step + 1 .. total``; returns True when a signal stopped them early (after a checkpoint)."""
+        from mgml_tf import distribution
+
+        training, model = self.config.training, self.model
+        multi_worker = distribution.is_multi_worker(self.strategy)
         step = start_step
         nan_steps = ckpt_lib.fault_injection().get("nan_input", set())
         if nan_steps and self.distributed:
@@ -333,13 +346,21 @@ class Trainer:
                 path = ckpt_lib.save(self.save_manager, step, list(model.variables) + list(model.optimizer.variables))
                 if self.chief:
                     self.log(f"checkpoint {path}")
+            if step < total and preemption.agreed_stop(self.strategy, stop.requested, multi_worker):
+                saved = ckpt_lib.checkpoint_step(self.save_manager.latest_checkpoint or "ckpt-0") == step
+                if not saved:
+                    path = ckpt_lib.save(
+                        self.save_manager, step, list(model.variables) + list(model.optimizer.variables)
+                    )
+                self.log(
+                    f"{stop.name or 'stop on another worker'}: stopped after step {step}/{total} with its checkpoint "
+                    f"{self.manager.latest_checkpoint if self.chief else ''}; run the same command to resume"
+                )
+                return True
             eval_every = training.eval_every
             if step < total and eval_every and step % eval_every == 0 and self.targets and self.chief:
                 self.evaluate(step, eval_writer)
-        if self.targets and self.chief:
-            self.evaluate(step, eval_writer)
-        train_writer.close()
-        eval_writer.close()
+        return False
 
 
 def create_strategy(config, log=print):
