@@ -266,7 +266,7 @@ class Trainer:
         from mgml_tf import distribution
 
         training, model = self.config.training, self.model
-        multi_worker = distribution.is_multi_worker(self.strategy)
+        agreed_stop = preemption.StopAgreement(self.strategy, distribution.is_multi_worker(self.strategy))
         step = start_step
         nan_steps = ckpt_lib.fault_injection().get("nan_input", set())
         if nan_steps and self.distributed:
@@ -346,7 +346,7 @@ class Trainer:
                 path = ckpt_lib.save(self.save_manager, step, list(model.variables) + list(model.optimizer.variables))
                 if self.chief:
                     self.log(f"checkpoint {path}")
-            if step < total and preemption.agreed_stop(self.strategy, stop.requested, multi_worker):
+            if step < total and agreed_stop(stop.requested):
                 saved = ckpt_lib.checkpoint_step(self.save_manager.latest_checkpoint or "ckpt-0") == step
                 if not saved:
                     path = ckpt_lib.save(

@@ -52,11 +52,23 @@ class StopRequest:
         return False
 
 
-def agreed_stop(strategy, local_request, multi_worker):
-    """Whether to stop now: this process's request, or under a multi-worker strategy any worker's (MAX of the
-    flags over all replicas, so every worker decides alike after the same step)."""
-    if not multi_worker:
-        return local_request
-    flag = tf.constant(1 if local_request else 0, tf.int32)
-    per_replica = strategy.run(lambda: tf.identity(flag))
-    return bool(strategy.reduce(tf.distribute.ReduceOp.MAX, per_replica, axis=None).numpy())
+class StopAgreement:
+    """Whether to stop after this step: this process's request, or under a multi-worker strategy any
+    worker's (the flags summed over all replicas by one compiled all-reduce, so every worker decides alike
+    after the same step)."""
+
+    def __init__(self, strategy, multi_worker):
+        self.multi_worker = multi_worker
+        if multi_worker:
+
+            @tf.function
+            def any_worker(flag):
+                per_replica = strategy.run(lambda: tf.identity(flag))
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+            self._any_worker = any_worker
+
+    def __call__(self, local_request):
+        if not self.multi_worker:
+            return local_request
+        return int(self._any_worker(tf.constant(1 if local_request else 0, tf.int32)).numpy()) > 0
