@@ -152,7 +152,7 @@ def test_two_workers_equal_each_other_and_one_device(reference):
     for k in w0.files:  # both workers end bit-identical
         np.testing.assert_array_equal(w0[k], w1[k], err_msg=k)
     # Only the chief wrote to model_dir; the other worker's scratch folder is gone.
-    assert sorted(os.listdir(model_dir)) == ["checkpoints", "eval", "flags.cfg", "flags.json", "train"]
+    assert sorted(os.listdir(model_dir)) == [".writer.lock", "checkpoints", "eval", "flags.cfg", "flags.json", "train"]
     for step, tol in ((1, STEP1_TOL), (2, TOL)):
         diff = _max_abs_diff(_checkpoint(one, step), _checkpoint(model_dir, step))
         assert diff < tol, (step, diff)

@@ -1,6 +1,7 @@
 """The training run behind ``python -m mgml_tf.train``: memory initialisation, Algorithm 1 steps with a
 progress line, checkpoints, TensorBoard summaries, periodic and final evaluation on the targets."""
 
+import contextlib
 import json
 import os
 import sys
@@ -20,7 +21,8 @@ from mgml_tf.methods import METHODS
 from mgml_tf.training import checkpoints as ckpt_lib
 from mgml_tf.training import data as data_lib
 from mgml_tf.training import model_dir as md
-from mgml_tf.training import preemption, summaries
+from mgml_tf.training import preemption, summaries, writer_lock
+from mgml_tf.training.writer_lock import WriterLock
 
 _LOSS_ORDER = ("loss", "inner_loss", "outer_loss", "inner_seg", "outer_seg", "aux", "cohesion", "div_cls", "div_cos")
 _SHORT = {
@@ -430,6 +432,8 @@ def run_training(config, log=print, strategy=None, given=()):
     if replicas > 1 or distribution.is_multi_worker(strategy):
         config = config.replace(synchronized_bn=True)  # two-pass global moments across replicas
     model_dir = config.training.model_dir
+    if chief:
+        writer_lock.refuse_if_held(model_dir)  # before any work; the lock itself is taken before the first write
     saved = md.check_compatible(model_dir, config.model_options()) if os.path.isdir(model_dir) else None
     legacy = {}
     if saved is not None and "config" not in saved:
@@ -473,6 +477,16 @@ def run_training(config, log=print, strategy=None, given=()):
     )
     restored = ckpt_lib.restore_latest(model, trainer.checkpoint, trainer.manager, log=log)
     # Only now (configuration compatible, checkpoint readable) is anything written to model_dir.
+    with WriterLock(model_dir, log) if chief else contextlib.nullcontext():
+        _train_and_finish(config, model, trainer, saved, options, restored, source_specs, target_specs, given, log)
+    return model
+
+
+def _train_and_finish(config, model, trainer, saved, options, restored, source_specs, target_specs, given, log):
+    """Under the writer lock: the configuration files, memory initialisation or resume, training, the dumps."""
+    from mgml_tf import distribution
+
+    model_dir, strategy, chief = config.training.model_dir, trainer.strategy, trainer.chief
     changes = md.changed_options(saved, options)
     if changes and restored:
         log("resuming with changed options: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
@@ -492,4 +506,3 @@ def run_training(config, log=print, strategy=None, given=()):
         dump_variables(model, strategy, prefix, "single" if kind is None else f"{kind}_{index}")
     distribution.remove_worker_dir(model_dir, strategy)
     sys.stdout.flush()
-    return model
