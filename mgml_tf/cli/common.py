@@ -2,6 +2,7 @@
 import, output-path checks."""
 
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -93,9 +94,10 @@ def _flagfile_name(arg, rest):
     return None, False
 
 
-def _read_flagfile(path, stack):
-    """Lines of one flagfile as absl reads them, each with its origin ``path:line``; nested flagfiles are
-    expanded. Raises ``UsageError`` naming the file when it is missing, a folder, unreadable or not text."""
+def _read_flagfile(path, stack, files=()):
+    """Lines of one flagfile as absl reads them, each as ``(line, origin, files)``: its origin ``path:line`` and
+    the flagfiles it is in, outermost first (``files[-1]`` holds the line); nested flagfiles are expanded.
+    Raises ``UsageError`` naming the file when it is missing, a folder, unreadable or not text."""
     where = f" (included from {stack[-1]})" if stack else ""
     if not path:
         raise UsageError(f"--flagfile needs a file name{where}")
@@ -114,6 +116,7 @@ def _read_flagfile(path, stack):
         raise UsageError(f"flagfile {path} is not UTF-8 text{where}; give a text file of --name=value lines") from None
     except OSError as e:
         raise UsageError(f"cannot read flagfile {path}{where}: {e.strerror or e}; check its permissions") from None
+    files = (*files, path)
     out = []
     for number, line in enumerate(lines, 1):
         if line.isspace() or line.startswith("#") or line.startswith("//"):
@@ -121,21 +124,27 @@ def _read_flagfile(path, stack):
         text = line.strip()
         nested, _ = _flagfile_name(text, [])
         if nested is not None:
-            out.extend(_read_flagfile(nested, stack + [f"{path}:{number}"]))
+            out.extend(_read_flagfile(nested, stack + [f"{path}:{number}"], files))
         else:
-            out.append((text, f"{path}:{number}"))
+            out.append((text, f"{path}:{number}", files))
     return out
 
 
 def _expand_args(argv):
     """``[(arg, origin)]`` of the command line with every flagfile expanded (origin: ``FILE:LINE`` or
     ``the command line``)."""
+    return [(arg, origin) for arg, origin, _ in _expand_args_in_files(argv)]
+
+
+def _expand_args_in_files(argv):
+    """``[(arg, origin, files)]``: ``_expand_args`` with, for each argument, the flagfiles it is in (outermost
+    first; empty for the command line)."""
     out, rest = [], list(argv)
     while rest:
         arg, rest = rest[0], rest[1:]
         name, consumed = _flagfile_name(arg, rest)
         if name is None:
-            out.append((arg, "the command line"))
+            out.append((arg, "the command line", ()))
             continue
         if consumed:
             rest = rest[1:]
@@ -180,13 +189,22 @@ def parse_flags(flag_values, argv, prog):
     Flagfiles are read once up front so that a missing, unreadable or non-text flagfile, a line that is
     not a flag, and an unknown or malformed flag are reported as one ``UsageError`` line naming the file
     and line they came from."""
-    from absl import flags
+    _print_help_if_asked(flag_values, argv, prog)
+    expanded = _expand_args(argv[1:])
+    return _parse(flag_values, argv, expanded)
 
+
+def _print_help_if_asked(flag_values, argv, prog):
     if any(a in ("-h", "--help", "--helpfull", "-help") for a in argv[1:]):
         print(f"usage: python -m {prog} [--flagfile=FILE] [--flag=value ...]\n")
         print(flag_values.get_help())
         sys.exit(0)
-    expanded = _expand_args(argv[1:])
+
+
+def _parse(flag_values, argv, expanded):
+    """absl's parse of ``argv`` (``expanded``: its arguments with their origins, for the messages)."""
+    from absl import flags
+
     try:
         rest = flag_values(argv)
     except flags.Error as e:
@@ -200,6 +218,104 @@ def parse_flags(flag_values, argv, prog):
             + (f" ({len(rest) - 2} more)" if len(rest) > 2 else "")
         )
     return rest
+
+
+# ------------------------------------------------------------------ one flagfile for every command
+# evaluate, export and predict read the training flagfile (docs/CLI.md, "One flagfile for every command").
+
+
+@dataclasses.dataclass
+class ParsedFlags:
+    """What ``parse_command_flags`` did besides parsing.
+
+    ``ignored``: the training flags the command does not define that flagfiles set (first appearance order);
+    ``ignored_files``: the flagfiles named on the command line that set them (themselves or by inclusion);
+    ``from_training``: ``{name: FILE:LINE}`` of the flags the command shares with ``mgml_tf.train`` whose value
+    a *training flagfile* gave (one that sets, itself or through the flagfiles it includes, a flag the command
+    ignores); ``rest``: absl's remaining arguments."""
+
+    rest: list
+    ignored: list = dataclasses.field(default_factory=list)
+    ignored_files: list = dataclasses.field(default_factory=list)
+    from_training: dict = dataclasses.field(default_factory=dict)
+
+
+def training_flags():
+    """``{name: is_boolean}`` of every ``mgml_tf.train`` flag."""
+    from mgml_tf.cli import train
+
+    fv = train.make_flags()
+    return {name: fv[name].boolean for name in fv}
+
+
+def _flag_name(arg):
+    """``(name, has_value)`` of a ``-name``/``--name[=value]`` argument as absl splits it, or ``(None, False)``."""
+    if not arg.startswith("-") or arg.strip("-") == "":
+        return None, False
+    bare = arg[2:] if arg.startswith("--") else arg[1:]
+    name, eq, _ = bare.partition("=")
+    return name, bool(eq)
+
+
+def _canonical(name, flag_values, training):
+    """The flag ``name`` (or ``noNAME`` of a boolean) refers to, as ``(name, where)``: ``where`` is ``"own"``
+    for a flag of the command, ``"training"`` for a training flag it does not define, else None."""
+    if name in flag_values:
+        return name, "own"
+    if name.startswith("no") and len(name) > 2 and name[2:] in flag_values and flag_values[name[2:]].boolean:
+        return name[2:], "own"
+    if name in training:
+        return name, "training"
+    if name.startswith("no") and training.get(name[2:]):
+        return name[2:], "training"
+    return name, None
+
+
+def parse_command_flags(flag_values, argv, prog):
+    """``parse_flags`` for evaluate, export and predict: they also read the training flagfile.
+
+    A flag of ``mgml_tf.train`` that ``flag_values`` does not define is dropped when a flagfile sets it (with
+    its value, also a ``--name value`` pair); on the command line it is refused as an unknown flag, as is a
+    flag no command knows, wherever it is. Returns a ``ParsedFlags``; ``report_ignored`` prints its line."""
+    _print_help_if_asked(flag_values, argv, prog)
+    expanded = _expand_args_in_files(argv[1:])
+    training = training_flags()
+    kept, ignored, given, training_files = [], {}, {}, set()
+    args = iter(expanded)
+    for arg, origin, files in args:
+        name, has_value = _flag_name(arg)
+        name, where = _canonical(name, flag_values, training) if name else (None, None)
+        if where != "training" or not files:
+            kept.append((arg, origin, files))
+            continue
+        ignored[name] = given[files[0]] = True  # the flagfile given on the command line is named
+        training_files.update(files)
+        if not training[name] and not has_value:
+            next(args, None)  # absl takes the next argument as the value of --name
+    parsed = ParsedFlags(rest=[], ignored=list(ignored), ignored_files=list(given))
+    for arg, origin, files in kept:
+        name, _ = _flag_name(arg)
+        name, where = _canonical(name, flag_values, training) if name else (None, None)
+        if where == "own" and name in training:
+            if files and files[-1] in training_files:
+                parsed.from_training[name] = origin
+            else:
+                parsed.from_training.pop(name, None)  # the last value counts, as in absl
+    if not ignored:  # exactly the arguments of before
+        parsed.rest = _parse(flag_values, argv, [(a, o) for a, o, _ in expanded])
+    else:
+        parsed.rest = _parse(flag_values, [argv[0], *(a for a, _, _ in kept)], [(a, o) for a, o, _ in expanded])
+    return parsed
+
+
+def report_ignored(prog, parsed, note=""):
+    """Prints, on stdout like the tools' other reports (stderr holds only errors), the one line naming the
+    training flags the command ignored, with ``note`` appended; nothing when it ignored none."""
+    if not parsed.ignored:
+        return
+    names = ", ".join(f"--{n}" for n in parsed.ignored)
+    line = f"{prog}: ignoring training flags it does not use: {names} (from {', '.join(parsed.ignored_files)})"
+    print(one_line(line + (f"; {note}" if note else "")), flush=True)
 
 
 def check_writable(flag, path, folder=True):

@@ -4,6 +4,9 @@
 Rebuilds the model from ``DIR/flags.json``, restores the newest checkpoint and prints, per target domain, a
 per-class IoU table and the mIoU (percent). Targets default to those of the training run. Prediction PNGs
 (``--save_predictions``) hold Cityscapes label ids, so ``cityscapesscripts`` can score them independently.
+
+``--flagfile`` may be the training flagfile: the training flags this command does not use are ignored, with one
+line naming them (docs/CLI.md, "One flagfile for every command").
 """
 
 import os
@@ -31,6 +34,57 @@ def make_flags():
     return fv
 
 
+def _same(a, b):
+    """Flag values equal as the run recorded them and as a flagfile gives them (lists of strings or integers,
+    numbers as text, an empty string for None)."""
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return [str(v) for v in a or ()] == [str(v) for v in b or ()]
+    if a in (None, "") or b in (None, ""):
+        return a in (None, "") and b in (None, "")
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def _take_recorded(fv, from_training):
+    """The run's record wins over a training flagfile (docs/CLI.md, "One flagfile for every command"): each flag
+    evaluate shares with training whose value a training flagfile gave takes the value ``MODEL_DIR/flags.json``
+    recorded (``--targets``: the run's resolved targets, as without the flag), before any check; a flag the run
+    did not record keeps the flagfile's value. Returns the note for the ignore line naming the values that
+    differed from the flagfile's, or ""."""
+    names = [n for n in from_training if n != "model_dir"]
+    if not names or not fv.model_dir or not os.path.isdir(fv.model_dir):
+        return ""
+    from mgml_tf.training import model_dir as md
+
+    try:
+        config = md.load_config(fv.model_dir)
+    except RunError:
+        return ""  # reported where the configuration is read below
+    saved = (config or {}).get("flags")
+    if not isinstance(saved, dict):
+        return ""
+    changed = []
+    for name in names:
+        if name not in saved:
+            continue
+        if not _same(fv[name].value, saved[name]):
+            changed.append(f"--{name}")
+        if name == "targets":
+            fv[name].value, fv[name].present = fv[name].default, 0
+        elif isinstance(saved[name], (list, tuple)):
+            fv[name].value = [str(v) for v in saved[name]]
+        else:
+            fv[name].value = saved[name]
+    if not changed:
+        return ""
+    where = os.path.join(fv.model_dir, md.CONFIG_JSON)
+    return f"{', '.join(changed)} as the run recorded them in {where}, not as the flagfile gives them"
+
+
 def _safe(label):
     return label.replace(":", "_").replace(os.sep, "_")
 
@@ -41,7 +95,8 @@ def main(argv):
     from mgml_tf.training import data as data_lib
 
     fv = make_flags()
-    common.parse_flags(fv, argv, PROG)
+    parsed = common.parse_command_flags(fv, argv, PROG)
+    common.report_ignored(PROG, parsed, _take_recorded(fv, parsed.from_training))
     if not fv.model_dir:
         raise UsageError("--model_dir is required")
     flags_lib.validate_eval_flags(fv)

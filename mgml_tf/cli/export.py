@@ -4,6 +4,9 @@ Rebuilds the model from ``DIR/flags.json``, restores the newest checkpoint, writ
 ``mgml_tf.serving`` (signatures ``serving_default`` and, with a memory, ``memory_weights``; uint8 images
 ``[B, H, W, 3]``; metadata in ``assets.extra/mgml_tf.json``; loadable with TensorFlow alone) and checks that
 the reloaded SavedModel agrees with the Keras model.
+
+``--flagfile`` may be the training flagfile: the training flags this command does not use are ignored, with one
+line naming them (docs/CLI.md, "One flagfile for every command").
 """
 
 import os
@@ -29,7 +32,7 @@ def make_flags():
 def main(argv):
     common.quiet_import()
     fv = make_flags()
-    common.parse_flags(fv, argv, PROG)
+    common.report_ignored(PROG, common.parse_command_flags(fv, argv, PROG))
     for name in ("model_dir", "export_dir"):
         if not fv[name].value:
             raise UsageError(f"--{name} is required")

@@ -11,6 +11,9 @@ input's sub-folders):
 
 Every input is decoded before anything is written: an unreadable image stops the run with a one-line
 error naming it and no output. Each output file is written atomically.
+
+``--flagfile`` may be the training flagfile: the training flags this command does not use are ignored, with one
+line naming them (docs/CLI.md, "One flagfile for every command").
 """
 
 import os
@@ -90,7 +93,14 @@ def read_image(path):
 def main(argv):
     common.quiet_import()
     fv = make_flags()
-    common.parse_flags(fv, argv, PROG)
+    parsed = common.parse_command_flags(fv, argv, PROG)
+    note = ""
+    if fv.export_dir and fv.model_dir and "model_dir" in parsed.from_training:
+        # A training flagfile's --model_dir yields to the --export_dir given for prediction (docs/CLI.md,
+        # "One flagfile for every command") instead of making the two conflict.
+        fv["model_dir"].value, fv["model_dir"].present = None, 0
+        note = "nor its --model_dir, as --export_dir is given"
+    common.report_ignored(PROG, parsed, note)
     if bool(fv.export_dir) == bool(fv.model_dir):
         raise UsageError("give exactly one of --export_dir and --model_dir")
     for name in ("input", "output_dir"):
