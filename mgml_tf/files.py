@@ -2,6 +2,7 @@
 predictions, evaluation results)."""
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -33,3 +34,11 @@ def atomic_write_bytes(path, data):
 def write_json(path, value):
     """``value`` as indented JSON (NaN refused) through ``atomic_write_text``."""
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def is_no_space(error):
+    """Whether ``error`` is a full disk: ``OSError(ENOSPC)`` or a TensorFlow error saying so (TensorFlow's
+    file writes raise ``ResourceExhaustedError: ...; No space left on device``)."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    return "No space left on device" in str(error) and type(error).__name__.endswith("Error")

@@ -30,7 +30,7 @@ import tensorflow as tf
 from mgml_tf import visualize as vis
 from mgml_tf.data.labels import CLASS_NAMES, TRAIN_ID_COLORS
 from mgml_tf.errors import RunError, one_line
-from mgml_tf.files import atomic_write_text
+from mgml_tf.files import atomic_write_text, is_no_space
 
 METADATA = os.path.join("assets.extra", "mgml_tf.json")
 
@@ -117,8 +117,14 @@ def export(model, export_dir, config=None, step=None):
         if os.path.exists(export_dir):
             shutil.rmtree(export_dir)
         os.rename(tmp, export_dir)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_no_space(e):
+            kept = " and the previous one kept" if os.path.exists(export_dir) else ""
+            raise RunError(
+                f"no space left on device while exporting to {export_dir}: the partial export is removed{kept}; "
+                "free some space and export again"
+            ) from None
         raise
     return meta
 

@@ -14,12 +14,13 @@ def env():
     return e
 
 
-def run_cli(module, *args, timeout=600, check=False):
-    """``python -m mgml_tf.<module> args`` in the repository root; returns the CompletedProcess."""
+def run_cli(module, *args, timeout=600, check=False, extra_env=None):
+    """``python -m mgml_tf.<module> args`` in the repository root (``extra_env`` added to the environment);
+    returns the CompletedProcess."""
     proc = subprocess.run(
         [sys.executable, "-m", f"mgml_tf.{module}", *args],
         cwd=REPO,
-        env=env(),
+        env={**env(), **(extra_env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -20,13 +20,17 @@ by a bad one.
 Fault injection (testing only): the environment variable ``MGML_TF_FAULT_INJECT`` holds comma-separated
 ``KIND:STEP`` items. ``kill_in_checkpoint_write:STEP``: while saving the checkpoint of ``STEP``, after its
 files are written and before the state file names it, truncate its data file to half (what a kill in the
-middle of the data write leaves) and SIGKILL the process. ``nan_input:STEP`` (read by the training loop):
+middle of the data write leaves) and SIGKILL the process. ``no_space_in_checkpoint_write:STEP``: at the same
+point, truncate the data file and fail with ``ENOSPC`` (a disk that filled up during the write).
+``nan_input:STEP`` (read by the training loop):
 the images of step ``STEP`` are multiplied by NaN, so that its loss and gradients are not finite.
 """
 
+import errno
 import glob
 import os
 import re
+import shutil
 import signal
 import sys
 
@@ -34,9 +38,10 @@ import numpy as np
 import tensorflow as tf
 
 from mgml_tf.errors import RunError
+from mgml_tf.files import is_no_space
 
 FAULT_ENV = "MGML_TF_FAULT_INJECT"
-FAULT_KINDS = ("kill_in_checkpoint_write", "nan_input")
+FAULT_KINDS = ("kill_in_checkpoint_write", "no_space_in_checkpoint_write", "nan_input")
 
 PREFIX = "ckpt"
 
@@ -164,6 +169,33 @@ def _kill_in_write(save_path):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _no_space_in_write(save_path):
+    """The ``no_space_in_checkpoint_write`` fault: the data file half written, then ENOSPC."""
+    for path in glob.glob(glob.escape(save_path) + ".data-*"):
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), save_path)
+
+
+def _remove_unlisted(ckpt_manager, step):
+    """Deletes the files of the checkpoint of ``step`` (and its ``_temp`` folder) unless the state file lists
+    it; returns how many paths went."""
+    prefix = os.path.join(ckpt_manager.directory, f"{PREFIX}-{step}")
+    if prefix in ckpt_manager.checkpoints:
+        return 0
+    paths = glob.glob(glob.escape(prefix) + ".data-*") + glob.glob(glob.escape(prefix) + ".index")
+    paths += glob.glob(glob.escape(prefix) + "_temp*")
+    for path in paths:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+    return len(paths)
+
+
 def nonfinite_variables(variables):
     """Paths of the floating-point variables holding a NaN or an infinity."""
     bad = []
@@ -184,9 +216,22 @@ def save(ckpt_manager, step, variables=()):
             f"(first: {bad[0]}); the newest checkpoint is still {ckpt_manager.latest_checkpoint}"
         )
     options = None
-    if step in fault_injection().get("kill_in_checkpoint_write", ()):
+    faults = fault_injection()
+    if step in faults.get("kill_in_checkpoint_write", ()):
         options = tf.train.CheckpointOptions(experimental_write_callbacks=[_kill_in_write])
-    return ckpt_manager.save(checkpoint_number=step, options=options)
+    elif step in faults.get("no_space_in_checkpoint_write", ()):
+        options = tf.train.CheckpointOptions(experimental_write_callbacks=[_no_space_in_write])
+    try:
+        return ckpt_manager.save(checkpoint_number=step, options=options)
+    except (OSError, tf.errors.OpError) as e:
+        if not is_no_space(e):
+            raise
+        _remove_unlisted(ckpt_manager, step)
+        raise RunError(
+            f"no space left on device while writing the checkpoint of step {step} in {ckpt_manager.directory}: "
+            f"its partial files are removed and the newest checkpoint is still {ckpt_manager.latest_checkpoint}; "
+            "free some space and run the same command to resume"
+        ) from None
 
 
 def checkpoint_step(path):
