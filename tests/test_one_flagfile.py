@@ -211,3 +211,14 @@ def test_help_lists_only_the_commands_own_flags(tool, capsys):
     listed = re.findall(r"^\s+--(?:\[no\])?(\w+):", capsys.readouterr().out, re.MULTILINE)
     assert e.value.code == 0 and "model_dir" in listed and "sources" not in listed
     assert sorted(set(listed) - {"flagfile", "undefok"}) == sorted(module.make_flags())  # absl adds those two
+
+
+def test_a_circular_include_is_ignored_as_absl_does(tmp_path):
+    """a.cfg includes b.cfg, which includes a.cfg again: read once each, no recursion."""
+    from mgml_tf.cli import common
+
+    a, b = tmp_path / "a.cfg", tmp_path / "b.cfg"
+    a.write_text(f"--flagfile={b}\n--learning_rate=0.5\n")
+    b.write_text(f"--flagfile={a}\n--train_steps=7\n")
+    lines = [line for line, _ in common._expand_args([f"--flagfile={a}"])]
+    assert lines == ["--train_steps=7", "--learning_rate=0.5"]

@@ -101,7 +101,7 @@ def _read_flagfile(path, stack, files=()):
     where = f" (included from {stack[-1]})" if stack else ""
     if not path:
         raise UsageError(f"--flagfile needs a file name{where}")
-    if path in stack:
+    if path in files:
         return []  # absl ignores a circular include (with a warning); so do we
     if not os.path.exists(path):
         raise UsageError(
