@@ -140,6 +140,19 @@ def export_difference(model, export_dir):
     return float(np.max(np.abs(got - want))), sorted(loaded.signatures)
 
 
+def served_version(export_dir):
+    """``export_dir`` if it holds a SavedModel, else its highest numbered subfolder that does (the version TF
+    Serving serves from a base folder), else ``export_dir``."""
+    if tf.saved_model.contains_saved_model(export_dir) or not os.path.isdir(export_dir):
+        return export_dir
+    versions = [
+        int(name)
+        for name in os.listdir(export_dir)
+        if name.isdigit() and tf.saved_model.contains_saved_model(os.path.join(export_dir, name))
+    ]
+    return os.path.join(export_dir, str(max(versions))) if versions else export_dir
+
+
 class ServedModel:
     """Uniform access to a SavedModel or a model_dir: ``run(uint8 [H,W,3]) -> (labels, weights|None)``.
 
@@ -157,6 +170,8 @@ class ServedModel:
 
     @classmethod
     def from_export_dir(cls, export_dir):
+        """The SavedModel in ``export_dir``, or in its highest numbered version folder (TF Serving's layout)."""
+        export_dir = served_version(export_dir)
         if not tf.saved_model.contains_saved_model(export_dir):
             raise RunError(
                 f"--export_dir={export_dir} holds no SavedModel (no saved_model.pb); write one with mgml_tf.export"

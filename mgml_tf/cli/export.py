@@ -5,6 +5,10 @@ Rebuilds the model from ``DIR/flags.json``, restores the newest checkpoint, writ
 ``[B, H, W, 3]``; metadata in ``assets.extra/mgml_tf.json``; loadable with TensorFlow alone) and checks that
 the reloaded SavedModel agrees with the Keras model.
 
+``--export_version=N`` (or ``step``: the checkpoint's step) writes it to ``--export_dir/N/`` instead, the layout
+TF Serving loads (a base folder of numbered versions, the highest served); other versions in the base folder
+are kept (docs/SERVING.md).
+
 ``--flagfile`` may be the training flagfile: the training flags this command does not use are ignored, with one
 line naming them (docs/CLI.md, "One flagfile for every command").
 """
@@ -26,7 +30,23 @@ def make_flags():
         "export_dir", None, "Output SavedModel folder (must not exist, or use --overwrite).", flag_values=fv
     )
     flags.DEFINE_boolean("overwrite", False, "Replace an existing --export_dir.", flag_values=fv)
+    flags.DEFINE_string(
+        "export_version",
+        None,
+        "Write the SavedModel to --export_dir/N/ for TF Serving: a version number N, or 'step' (the checkpoint's "
+        "step); empty: into --export_dir itself.",
+        flag_values=fv,
+    )
     return fv
+
+
+def _version(value):
+    """None, 'step' or a non-negative integer, from ``--export_version``."""
+    if not value:
+        return None
+    if value == "step" or (value.isdigit() and int(value) >= 0):
+        return value if value == "step" else int(value)
+    raise UsageError(f"--export_version={value!r} must be a version number (0, 1, ...) or 'step'")
 
 
 def main(argv):
@@ -38,8 +58,13 @@ def main(argv):
             raise UsageError(f"--{name} is required")
     if not os.path.isdir(fv.model_dir):
         raise UsageError(f"--model_dir={fv.model_dir} not found")
-    if os.path.exists(fv.export_dir) and not fv.overwrite:
+    version = _version(fv.export_version)
+    if version is None and os.path.exists(fv.export_dir) and not fv.overwrite:
         raise UsageError(f"--export_dir={fv.export_dir} exists; remove it or pass --overwrite")
+    if isinstance(version, int) and os.path.exists(os.path.join(fv.export_dir, str(version))) and not fv.overwrite:
+        raise UsageError(
+            f"version {version} exists in --export_dir={fv.export_dir}; pass --overwrite or another version"
+        )
     common.check_writable("export_dir", fv.export_dir)
 
     from mgml_tf import serving
@@ -47,13 +72,18 @@ def main(argv):
 
     model, config, path = md.build_from_dir(fv.model_dir)
     step = int(model.optimizer.iterations.numpy())
-    serving.export(model, fv.export_dir, config=config, step=step)
+    target = (
+        fv.export_dir if version is None else os.path.join(fv.export_dir, str(step if version == "step" else version))
+    )
+    if version == "step" and os.path.exists(target) and not fv.overwrite:
+        raise UsageError(f"version {step} (the step) exists in --export_dir={fv.export_dir}; pass --overwrite")
+    serving.export(model, target, config=config, step=step)
     # Self-check: the reloaded SavedModel agrees with the Keras model on a test image.
-    err, signatures = serving.export_difference(model, fv.export_dir)
+    err, signatures = serving.export_difference(model, target)
     if not err < 1e-4:
         raise RunError(f"the exported model disagrees with the Keras model (max |dp| = {err:.2e})")
     print(
-        f"exported {path} (step {step}) to {fv.export_dir}; signatures: "
+        f"exported {path} (step {step}) to {target}; signatures: "
         f"{', '.join(signatures)}; max |probability difference| vs Keras {err:.1e}"
     )
     return 0
