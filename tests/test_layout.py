@@ -70,7 +70,14 @@ def package_modules():
 
 
 #: ``python -m mgml_tf.<command>``: the only modules outside mgml_tf.cli that import it.
-ENTRY_POINTS = {"mgml_tf.train", "mgml_tf.evaluate", "mgml_tf.export", "mgml_tf.predict"}
+ENTRY_POINTS = {
+    "mgml_tf.train",
+    "mgml_tf.evaluate",
+    "mgml_tf.export",
+    "mgml_tf.predict",
+    "mgml_tf.data.check",  # the data tools are commands too (python -m mgml_tf.data.check)
+    "mgml_tf.data.gtav_split",
+}
 
 
 def test_only_the_entry_points_import_the_command_line_even_inside_functions():
