@@ -52,3 +52,26 @@ def refused(proc, *words):
     for w in words:
         assert w in lines[0], lines[0]
     return lines[0]
+
+
+def launch_workers(log_dir, *train_args, timeout=600):
+    """``tools/launch_workers.py``: two loopback workers of ``mgml_tf.train train_args``, one thread each (two
+    processes on two cores); returns the CompletedProcess."""
+    e = env()
+    e.update(TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+    return subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "launch_workers.py"),
+            "--num_workers=2",
+            f"--log_dir={log_dir}",
+            f"--timeout={timeout - 60}",
+            "--",
+            *train_args,
+        ],
+        cwd=REPO,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

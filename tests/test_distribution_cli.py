@@ -33,7 +33,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.cli_helpers import REPO, env, refused, run_cli, tiny_args
+from tests.cli_helpers import REPO, env, launch_workers, refused, run_cli, tiny_args
 
 # 2 images per domain (divisible by 2 replicas), no dropout (its masks are drawn per replica), a fixed
 # batch order, no evaluation (not what is compared), a checkpoint after every step.
@@ -127,23 +127,9 @@ def test_mirrored_two_devices_equals_one_device(reference):
 def test_two_workers_equal_each_other_and_one_device(reference):
     root, synth, one = reference
     model_dir, dump = root / "multi", root / "multi_dump"
-    e = env()
-    e.update(TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")  # 2 processes on 2 cores
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "tools", "launch_workers.py"),
-            "--num_workers=2",
-            f"--log_dir={root / 'worker_logs'}",
-            "--timeout=540",
-            "--",
-            *tiny_args(str(model_dir), str(synth), *COMMON, "--train_steps=2", f"--debug_dump_variables={dump}"),
-        ],
-        cwd=REPO,
-        env=e,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = launch_workers(
+        root / "worker_logs",
+        *tiny_args(str(model_dir), str(synth), *COMMON, "--train_steps=2", f"--debug_dump_variables={dump}"),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 replicas, task worker:0 (chief)" in proc.stdout

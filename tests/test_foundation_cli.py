@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.cli_helpers import refused, run_cli, tiny_args
+from tests.cli_helpers import launch_workers, refused, run_cli, tiny_args
 from tests.helpers import tiny_vit_preset
 
 pytestmark = pytest.mark.slow  # training subprocesses
@@ -98,32 +98,12 @@ def test_bad_backbone_flags_are_one_line_and_write_nothing(tmp_path, extra, word
 def test_two_workers_train_a_vit_to_the_same_state(tmp_path):
     """Multi-worker training (2 processes on loopback ports) of the tiny ViT with the token adapter: both
     workers end bit-identical; only the chief writes the model directory, backbone.json included."""
-    from tests.cli_helpers import REPO, env
-
     preset = tiny_vit_preset(tmp_path / "preset", "dinov3", registers=4)
     model_dir, dump = tmp_path / "multi", tmp_path / "dump"
-    e = env()
-    e.update(TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")  # 2 processes on 2 cores
     # The synthetic domains first, by one process (workers starting together would race to write them).
     run_cli("train", *vit_args(tmp_path / "first", tmp_path / "synth", preset, "--train_steps=1"), check=True)
     args = vit_args(model_dir, tmp_path / "synth", preset, "--train_steps=2", "--batch_per_domain=2", "--dropout=0")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "tools", "launch_workers.py"),
-            "--num_workers=2",
-            f"--log_dir={tmp_path / 'worker_logs'}",
-            "--timeout=540",
-            "--",
-            *args,
-            f"--debug_dump_variables={dump}",
-        ],
-        cwd=REPO,
-        env=e,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = launch_workers(tmp_path / "worker_logs", *args, f"--debug_dump_variables={dump}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     w0, w1 = np.load(f"{dump}.worker_0.npz"), np.load(f"{dump}.worker_1.npz")
     assert int(w0["__step__"]) == int(w1["__step__"]) == 2

@@ -179,11 +179,7 @@ class FoundationBackbone(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         kind = type(hub).__name__
-        if kind not in SUPPORTED:
-            raise ValueError(
-                f"keras-hub backbone {kind} is not supported as --backbone; supported: DINOv2 and DINOv3 "
-                f"presets ({', '.join(SUPPORTED)}), or a built-in ResNet ({', '.join(BACKBONES)})"
-            )
+        _check_kind(kind, hub.name)
         if output_stride not in (8, 16):
             raise ValueError(
                 f"a ViT backbone's output_stride is its patch grid (16) or the grid upsampled 2x (8), got "

@@ -158,12 +158,17 @@ def fault_injection(environ=None):
     return faults
 
 
-def _kill_in_write(save_path):
-    """The ``kill_in_checkpoint_write`` fault: called after the files of ``save_path`` are written, before
-    the state file is updated."""
+def _truncate_data_files(save_path):
+    """Cuts the data files of ``save_path`` to half: what a write interrupted in the middle leaves."""
     for path in glob.glob(glob.escape(save_path) + ".data-*"):
         with open(path, "r+b") as f:
             f.truncate(os.path.getsize(path) // 2)
+
+
+def _kill_in_write(save_path):
+    """The ``kill_in_checkpoint_write`` fault: called after the files of ``save_path`` are written, before
+    the state file is updated."""
+    _truncate_data_files(save_path)
     print(f"fault injection: SIGKILL while writing {save_path}", flush=True)
     sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)
@@ -171,9 +176,7 @@ def _kill_in_write(save_path):
 
 def _no_space_in_write(save_path):
     """The ``no_space_in_checkpoint_write`` fault: the data file half written, then ENOSPC."""
-    for path in glob.glob(glob.escape(save_path) + ".data-*"):
-        with open(path, "r+b") as f:
-            f.truncate(os.path.getsize(path) // 2)
+    _truncate_data_files(save_path)
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), save_path)
 
 

@@ -52,13 +52,15 @@ def resolved_architecture(options):
 def load_config(model_dir):
     """The saved configuration of ``model_dir`` or None when there is none."""
     path = os.path.join(model_dir, CONFIG_JSON)
-    if not os.path.exists(path):
-        return None
+    return _read_json(path) if os.path.exists(path) else None
+
+
+def _read_json(path, advice=""):
     try:
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError) as e:
-        raise RunError(f"cannot read {path}: {e}") from None
+        raise RunError(f"cannot read {path}: {e}{advice}") from None
 
 
 def write_backbone_architecture(model_dir, model):
@@ -73,11 +75,7 @@ def saved_backbone_architecture(model_dir):
     path = os.path.join(model_dir, BACKBONE_JSON)
     if not os.path.exists(path) or latest_checkpoint(model_dir) is None:
         return None
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise RunError(f"cannot read {path}: {e}; restore the run's own {BACKBONE_JSON}") from None
+    return _read_json(path, f"; restore the run's own {BACKBONE_JSON}")
 
 
 def latest_checkpoint(model_dir):
