@@ -687,3 +687,33 @@ def field_type(section: type[Section], name: str) -> type:
         inner = args[0]
         return tuple if typing.get_origin(inner) is tuple else inner
     return hint
+
+
+def check_json_types(section: type[Section], values: Mapping[str, Any]) -> None:
+    """Refuses (``ConfigError``, one line naming the option) a value read from JSON whose type is not its field's:
+    a string for an integer, a float for an integer, a number for a boolean, a list of non-integers for a size.
+    ``None`` is accepted where the field's default is ``None``; names the section does not know are left to
+    ``from_dict`` (which refuses them). The sections check ranges and choices, not types, because the Python API
+    passes NumPy integers and the flags are typed by absl; JSON (a saved configuration, a preset) is neither."""
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    expected = {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+        tuple: "a list of integers",
+    }
+    for name, value in values.items():
+        if name not in fields or (value is None and fields[name].default is None):
+            continue
+        kind = field_type(section, name)
+        if kind is tuple:
+            ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        elif kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            raise ConfigError(name, f"{{name}} must be {expected.get(kind, kind.__name__)}, got {value!r}")
