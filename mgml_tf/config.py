@@ -58,6 +58,37 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 SYNTHETIC_FAMILIES = tuple(FAMILIES)
 
+#: The largest image, in pixels (width x height), that is decoded: the loaders, the data checker and predict
+#: refuse a PNG or JPEG whose header declares more before decoding it (a few bytes can declare 10^10 pixels,
+#: which the decoder would allocate), and the image-size options (crop, window, resize, synthetic size) are
+#: checked against it. 100 megapixels decode to 300 MB of RGB (1.2 GB as the float32 the network reads); the
+#: datasets' images (Cityscapes: 2 megapixels) and phone photos fit many times over. ``MGML_TF_MAX_IMAGE_PIXELS``
+#: overrides it.
+MAX_IMAGE_PIXELS = 100_000_000
+MAX_IMAGE_PIXELS_VARIABLE = "MGML_TF_MAX_IMAGE_PIXELS"
+#: The most channels (or ranks, or tokens) a layer of the network may have: a width of 10^9 in a tampered
+#: configuration would be allocated when the model is built. ResNet-50's widest layer has 2048.
+MAX_WIDTH = 4096
+#: The most classes: labels are 8-bit PNGs whose value 255 is the ignore id.
+MAX_CLASSES = 255
+
+
+def max_image_pixels() -> int:
+    """``MAX_IMAGE_PIXELS``, or ``MGML_TF_MAX_IMAGE_PIXELS`` when set; a bad value raises ``ValueError`` (one line)."""
+    text = os.environ.get(MAX_IMAGE_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(
+            f"{MAX_IMAGE_PIXELS_VARIABLE}={text!r} is not a positive number of pixels; unset it (default "
+            f"{MAX_IMAGE_PIXELS}) or give e.g. {MAX_IMAGE_PIXELS_VARIABLE}=200000000"
+        )
+    return value
+
 
 class ConfigError(ValueError):
     """A configuration value out of range: one line. ``str()`` names the option as in Python
@@ -88,6 +119,21 @@ def at_least(n: int) -> Check:
     return lambda v: None if v >= n else f"{{name}} must be at least {n}, got {v}"
 
 
+def between(low: int, high: int, why: str = "") -> Check:
+    """``low <= v <= high``; the message says the bound that is crossed (and ``why`` for the upper one)."""
+
+    def check(v):
+        if v < low:
+            return f"{{name}} must be at least {low}, got {v}"
+        return None if v <= high else f"{{name}} must be at most {high}{why}, got {v}"
+
+    return check
+
+
+#: A number of channels, a rank or a token count.
+width = between(1, MAX_WIDTH)
+
+
 def non_negative_int(v):
     return None if v >= 0 else f"{{name}} must be >= 0, got {v}"
 
@@ -116,9 +162,26 @@ def sizes(minimum: int) -> Check:
             return f"{{name}} takes 1 or 2 value(s), got {len(v)}"
         if not all(s >= minimum for s in v):
             return f"{{name}} must be at least {minimum} pixels, got {','.join(map(str, v))}"
-        return None
+        return image_pixels_problem(v[0] * v[-1], ",".join(map(str, v)))
 
     return check
+
+
+def image_pixels_problem(pixels: int, shown: str) -> str | None:
+    """The message of a size of ``pixels`` pixels (given as ``shown``) over ``max_image_pixels()``, else None."""
+    limit = max_image_pixels()
+    if pixels <= limit:
+        return None
+    return (
+        f"{{name}}={shown} is {megapixels(pixels)} megapixels, more than the {megapixels(limit)}-megapixel limit "
+        f"of an image ({MAX_IMAGE_PIXELS_VARIABLE})"
+    )
+
+
+def megapixels(pixels: int) -> str:
+    """``pixels`` in megapixels as a message shows it: 3 significant digits, whole numbers above 1000."""
+    value = pixels / 1e6
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
 
 
 def positive_ints(v):
@@ -223,11 +286,15 @@ class ModelConfig(Section):
         "value); adapter (learnable tokens refining each layer, Rein-style). Built-in ResNets train fully.",
         BACKBONE_TUNINGS,
     )
-    lora_rank: int = option(8, "Rank of the LoRA updates (backbone_tuning=lora).", None, positive_int)
-    adapter_tokens: int = option(100, "Learnable tokens per layer (backbone_tuning=adapter).", None, positive_int)
-    adapter_rank: int = option(16, "Rank of each layer's adapter tokens (backbone_tuning=adapter).", None, positive_int)
+    lora_rank: int = option(8, "Rank of the LoRA updates (backbone_tuning=lora).", None, width)
+    adapter_tokens: int = option(100, "Learnable tokens per layer (backbone_tuning=adapter).", None, width)
+    adapter_rank: int = option(16, "Rank of each layer's adapter tokens (backbone_tuning=adapter).", None, width)
     head: str = option("deeplabv3plus", "Segmentation head: deeplabv3plus (Tables 1-3) or deeplabv2 (Table 4).", HEADS)
-    num_classes: int = option(19, "Number of classes (19 Cityscapes train ids).", check=at_least(2))
+    num_classes: int = option(
+        19,
+        "Number of classes (19 Cityscapes train ids).",
+        check=between(2, MAX_CLASSES, " (labels are 8-bit, 255 is ignore)"),
+    )
     output_stride: int | None = option(
         None,
         "Backbone output stride (default: 16 for deeplabv3plus, 8 for deeplabv2).",
@@ -238,11 +305,9 @@ class ModelConfig(Section):
     backbone_weights: str | None = option(
         None, "Backbone weights: 'imagenet' (needs network) or a .keras/.weights.h5 file; empty: random."
     )
-    feature_channels: int = option(
-        256, "Channels C of the encoder features F and of the memory rows.", None, positive_int
-    )
-    decoder_channels: int = option(256, "Channels of the DeepLabV3+ decoder and the aux head.", None, positive_int)
-    low_level_channels: int = option(48, "Channels of the DeepLabV3+ low-level projection.", None, positive_int)
+    feature_channels: int = option(256, "Channels C of the encoder features F and of the memory rows.", None, width)
+    decoder_channels: int = option(256, "Channels of the DeepLabV3+ decoder and the aux head.", None, width)
+    low_level_channels: int = option(48, "Channels of the DeepLabV3+ low-level projection.", None, width)
     aspp_rates: tuple[int, ...] = option(
         (6, 12, 18), "ASPP atrous rates at output stride 16 (doubled at 8).", None, positive_ints
     )
@@ -507,6 +572,14 @@ class SyntheticConfig(Section):
         "<root>/<style>_val; --targets=synthetic:in_domain evaluates on them.",
         check=non_negative_int,
     )
+
+    def check(self):
+        problem = image_pixels_problem(
+            self.synthetic_height * self.synthetic_width,
+            f"{self.synthetic_height} (x synthetic_width={self.synthetic_width})",
+        )
+        if problem:
+            raise ConfigError("synthetic_height", problem)
 
 
 @dataclasses.dataclass(frozen=True)
