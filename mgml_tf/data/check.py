@@ -87,7 +87,7 @@ class DomainSpec:
 
 def parse_domains(sources, targets, split=None, split_list=None):
     """The domains to check from the flag values; ``UsageError`` (one line) before anything is read."""
-    from mgml_tf.data.datasets import KNOWN_DATASETS
+    from mgml_tf.data.names import KNOWN_DATASETS
 
     known = ", ".join(KNOWN_DATASETS)
     if split is not None and (not split.strip() or "/" in split or os.sep in split):

@@ -20,9 +20,9 @@ import struct
 import tensorflow as tf
 
 from mgml_tf.data import labels as L
+from mgml_tf.data.names import KNOWN_DATASETS
 
 AUTOTUNE = tf.data.AUTOTUNE
-KNOWN_DATASETS = ("gtav", "synthia", "cityscapes", "bdd100k", "mapillary", "idd")
 
 _log = logging.getLogger("mgml_tf.data")
 _MAX_NAMED = 3  # how many file names an error message lists
