@@ -153,7 +153,7 @@ def expand(spec, role, fv, log=print):
     for item in items:
         name = item.split(":")[0]
         if name != "synthetic":
-            out.append(item)
+            out.append(_with_absolute_list(item, flag))
             continue
         if suite is None:
             synthetic = _generator(fv)
@@ -171,32 +171,74 @@ def expand(spec, role, fv, log=print):
     return out
 
 
+#: The split each flag's domains are read on (and so the split a ``split_list=published`` list is of).
+SPLIT_OF_FLAG = {"sources": "train", "targets": "val"}
+
+
+def _split_list(item, name, flag, split=None):
+    """The absolute path of the ``split_list=`` option of a ``name:root:split_list=LIST`` item (None without
+    one) for ``split`` (by default the split of ``flag``'s domains); a one-line usage error when there is no
+    such list."""
+    from mgml_tf.data import splits
+
+    value = splits.parse_spec(item)[2]
+    if value is None:
+        return None
+    try:
+        return splits.resolve(value, name, split or SPLIT_OF_FLAG[flag])
+    except ValueError as e:
+        raise UsageError(f"--{flag}: {item!r}: {e}") from None
+
+
 def check_specs(specs, flag):
-    """Syntax of ``name:root`` items (before any work)."""
-    from mgml_tf.data import KNOWN_DATASETS
+    """Syntax of ``name:root`` and ``name:root:split_list=LIST`` items, their roots and lists (before any
+    work)."""
+    from mgml_tf.data import splits
+    from mgml_tf.data.names import KNOWN_DATASETS
 
     for item in [s.strip() for s in (specs or "").split(",") if s.strip()]:
-        name = item.split(":")[0].lower()
+        name, root, split_list = splits.parse_spec(item)
         if name == "synthetic":
+            if split_list is not None:
+                raise UsageError(
+                    f"--{flag}: {item!r}: the synthetic domains are generated with their own splits; "
+                    "split_list= is for datasets given as name:root"
+                )
             continue
-        if ":" not in item or not item.split(":", 1)[1]:
-            raise UsageError(f"--{flag}: {item!r} is not name:root (e.g. gtav:/data/GTAV) or synthetic")
+        if not root:
+            raise UsageError(
+                f"--{flag}: {item!r} is not name:root (e.g. gtav:/data/GTAV, "
+                f"synthia:/data/SYNTHIA:split_list={splits.PUBLISHED}) or synthetic"
+            )
         if name not in KNOWN_DATASETS:
             raise UsageError(f"--{flag}: unknown dataset {name!r}; known: {', '.join(KNOWN_DATASETS)}, synthetic")
-        root = os.path.expanduser(item.split(":", 1)[1])
+        root = os.path.expanduser(root)
         if not os.path.isdir(root):
             raise UsageError(f"--{flag}: dataset root {root} of {name} not found")
+        _split_list(item, name, flag)
+
+
+def _with_absolute_list(item, flag):
+    """``item`` with a split list file made absolute (the run's record is read from other folders later);
+    ``published`` is kept as the word, resolved where it is read."""
+    from mgml_tf.data import splits
+
+    name, root, value = splits.parse_spec(item)
+    if value is None or value.strip() == splits.PUBLISHED:
+        return item
+    return f"{name}:{root}:split_list={_split_list(item, name, flag)}"
 
 
 def load(specs, split, flag):
-    """``Domain`` objects of resolved ``name:root`` items; dataset errors become one-line usage errors."""
-    from mgml_tf.data import DataError, load_domain
+    """``Domain`` objects of resolved ``name:root[:split_list=LIST]`` items; dataset errors become one-line
+    usage errors."""
+    from mgml_tf.data import DataError, load_domain, splits
 
     domains = []
     for item in specs:
-        name, root = item.split(":", 1)
+        name, root, _ = splits.parse_spec(item)
         try:
-            domains.append(load_domain(name, root, split=split))
+            domains.append(load_domain(name, root, split=split, split_list=_split_list(item, name, flag, split)))
         except DataError as e:
             raise UsageError(f"--{flag}: {e}") from None
     return domains
