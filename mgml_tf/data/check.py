@@ -214,6 +214,11 @@ def list_domain(spec):
                 ("layout", f"layout: folder {folder!r} not found; expected {D._layout(name, root, split)}")
             )
             return out
+    if pattern == "*/*":  # the pattern descends one level, into a link to the folder or above it too
+        for folder in (idir, ldir):
+            loop = D.symlink_loop(folder)
+            if loop:
+                out.faults.append(("symlink loop", D._loop_message(*loop)))
     flat = name in ("gtav", "synthia")
     images = {}
     for suffix in image_suffixes:
@@ -335,6 +340,17 @@ def _read_bytes(path, what, allow_jpeg):
     return data, None
 
 
+def _header_reason(path):
+    """None, or why `datasets.check_image_file` refuses the file (its header)."""
+    from mgml_tf.data import datasets as D
+
+    try:
+        D.check_image_file(path)
+    except D.CorruptFileError as e:
+        return str(e)
+    return None
+
+
 def _op_reason(error):
     """'cannot be decoded: ' and TensorFlow's message without its op and device decorations."""
     lines = (getattr(error, "message", None) or str(error)).strip().splitlines()
@@ -412,6 +428,9 @@ def check_pair(pair, scanner, decode_images=True):
     result = PairResult()
     image_size = label_size = None
     data, reason = _read_bytes(image_path, "image", allow_jpeg=True)
+    # The header first, as the loaders read it: a declared size over the pixel limit (or a PNG bigger than its
+    # pixels can need) is refused before anything is decoded.
+    reason = reason or _header_reason(image_path)
     if reason:
         result.bad_files.append((image_path, reason))
     elif decode_images:
@@ -420,11 +439,9 @@ def check_pair(pair, scanner, decode_images=True):
         except tf.errors.OpError as e:
             result.bad_files.append((image_path, _op_reason(e)))
     else:
-        try:
-            image_size = D.check_image_file(image_path)
-        except D.CorruptFileError as e:
-            result.bad_files.append((image_path, str(e)))
+        image_size = D.check_image_file(image_path)
     data, reason = _read_bytes(label_path, "label", allow_jpeg=False)
+    reason = reason or _header_reason(label_path)
     if reason:
         result.bad_files.append((label_path, reason))
     else:

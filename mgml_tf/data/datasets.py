@@ -19,6 +19,7 @@ import struct
 
 import tensorflow as tf
 
+from mgml_tf import config as config_lib
 from mgml_tf.data import labels as L
 from mgml_tf.data.names import KNOWN_DATASETS
 
@@ -59,6 +60,15 @@ class SizeMismatchError(DataError, ValueError):
 
 class CorruptFileError(DataError, ValueError):
     """A file cannot be decoded (corrupt, truncated, empty, 0x0 pixels, or not a PNG/JPEG)."""
+
+
+class ImageTooLargeError(CorruptFileError):
+    """A PNG or JPEG whose header declares more pixels than `config_lib.max_image_pixels()`, or a PNG larger
+    than its declared pixels can need (a decompression bomb): refused from its header, before decoding."""
+
+
+class SymlinkLoopError(DataError, ValueError):
+    """A symlink in a dataset or input tree points to a folder that contains it."""
 
 
 class UnknownLabelValueError(DataError, ValueError):
@@ -119,6 +129,35 @@ LABEL_FORMATS = {
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 _JPEG_SIG = b"\xff\xd8"
 _JPEG_TAIL = 4096  # bytes searched for the JPEG end marker
+# Samples per pixel of each PNG colour type (0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA; others invalid).
+_PNG_CHANNELS = (1, 0, 3, 1, 2, 0, 4)
+# Bytes a PNG may hold beyond twice its pixels' raw size (ancillary chunks: palette, ICC profile, text, EXIF).
+# Deflate never grows data by more than 0.1 %, so a file beyond the bound holds compressed data its image
+# cannot use: TensorFlow's decoder would inflate all of it (1 GiB of zeros, a 1 MB file, takes 8 s) into a
+# buffer of the declared size, and return the image.
+_PNG_SLACK = 64 << 10
+
+
+def _png_byte_limit(width, height, depth, colour_type):
+    """The largest PNG file a `width` x `height` image of this bit depth and colour type needs (see `_PNG_SLACK`)."""
+    channels = _PNG_CHANNELS[colour_type] if colour_type < len(_PNG_CHANNELS) else 4
+    raw = height * (1 + (width * max(channels, 1) * depth + 7) // 8)  # one filter byte per row
+    return 2 * raw + _PNG_SLACK
+
+
+def _too_large_message(path, width, height, limit):
+    return (
+        f"{path!r} declares {width}x{height} pixels (width x height), more than the limit of {limit} pixels "
+        f"({config_lib.MAX_IMAGE_PIXELS_VARIABLE}); refused before decoding: shrink the image, or raise "
+        f"{config_lib.MAX_IMAGE_PIXELS_VARIABLE} if it is meant to be that large"
+    )
+
+
+def _bomb_message(path, size, width, height, limit):
+    return (
+        f"{path!r} holds {size} bytes, more than a {width}x{height} PNG can need ({limit}): compressed data its "
+        "image cannot use (a decompression bomb, or a damaged file); refused before decoding: re-encode it or remove it"
+    )
 
 
 def _png_bit_depth(data):
@@ -150,21 +189,71 @@ def _structure_ok(data, allow_jpeg):
     return png_ok | jpeg_ok
 
 
+def _big_endian(data, offset, length):
+    """The unsigned big-endian integer of `length` bytes at `offset` of a string tensor, as int64 (0 past its end)."""
+    padded = tf.strings.join([data, b"\0" * (offset + length)])
+    digits = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, offset, length), tf.uint8), tf.int64)
+    return tf.reduce_sum(digits * tf.constant([256 ** (length - 1 - i) for i in range(length)], tf.int64))
+
+
+def _declared_size(data, allow_jpeg):
+    """int64 [height, width] that a PNG's IHDR or a JPEG's frame header declares, read without decoding (TF ops;
+    `tf.io.extract_jpeg_shape` reads the JPEG markers up to the frame header)."""
+    png = tf.stack([_big_endian(data, 20, 4), _big_endian(data, 16, 4)])
+    if not allow_jpeg:
+        return png
+    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_SIG)
+    return tf.cond(is_png, lambda: png, lambda: tf.cast(tf.io.extract_jpeg_shape(data)[:2], tf.int64))
+
+
+def _declared_size_check(data, path, size, allow_jpeg):
+    """An assertion that the declared `size` is within the pixel limit and, for a PNG, that the file is no larger
+    than its pixels can need (`_png_byte_limit`): TF ops, run before anything is decoded."""
+    limit = config_lib.max_image_pixels()
+    height, width = size[0], size[1]
+    # in float64: a hostile IHDR's (2^32 - 1)^2 overflows int64
+    within = tf.cast(height, tf.float64) * tf.cast(width, tf.float64) <= float(limit)
+    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_SIG)
+    depth = _big_endian(data, 24, 1)
+    channels = tf.gather(tf.constant(_PNG_CHANNELS + (4,), tf.int64), tf.minimum(_big_endian(data, 25, 1), 7))
+    # in float64: exact enough, and no overflow for a size beyond the limit (which is refused first)
+    raw = tf.cast(height, tf.float64) * (1.0 + tf.math.ceil(tf.cast(width * channels * depth, tf.float64) / 8.0))
+    byte_limit = 2.0 * raw + _PNG_SLACK
+    size_in_bytes = tf.cast(tf.strings.length(data), tf.float64)
+    not_bomb = tf.logical_not(is_png) | (size_in_bytes <= byte_limit)
+    declared = [tf.strings.as_string(width), "x", tf.strings.as_string(height)]
+    variable = config_lib.MAX_IMAGE_PIXELS_VARIABLE
+    too_large = tf.strings.join(
+        ["mgml_tf.data: '", path, "' declares ", *declared, " pixels (width x height), more than the limit of ",
+         str(limit), f" pixels ({variable}); refused before decoding: shrink the image, or raise {variable} if it is "
+         "meant to be that large"]
+    )  # fmt: skip
+    bomb = tf.strings.join(
+        ["mgml_tf.data: '", path, "' holds ", tf.strings.as_string(tf.strings.length(data)), " bytes, more than a ",
+         *declared, " PNG can need (", tf.strings.as_string(tf.cast(byte_limit, tf.int64)), "): compressed data its "
+         "image cannot use (a decompression bomb, or a damaged file); refused before decoding: re-encode it or "
+         "remove it"]
+    )  # fmt: skip
+    first = tf.debugging.Assert(within, [too_large], summarize=1)
+    with tf.control_dependencies([first]):
+        return tf.debugging.Assert(not_bomb, [bomb], summarize=1)
+
+
 def _read_checked(path, allow_jpeg):
+    """(bytes, int64 [height, width] declared) of an image or label file, checked before any decoding: its
+    structure (signature, end marker, not 0x0), then its declared size (`_declared_size_check`)."""
     data = tf.io.read_file(path)
     ok = _structure_ok(data, allow_jpeg)
     what = "PNG/JPEG" if allow_jpeg else "PNG"
-    check = tf.debugging.Assert(
-        ok,
-        [
-            f"mgml_tf.data: corrupt, truncated, empty or non-{what} file (re-extract it, or load the domain "
-            "with check_files=True / skip_bad=True):",
-            path,
-        ],
-        summarize=1,
-    )
-    with tf.control_dependencies([check]):
-        return tf.identity(data)
+    message = tf.strings.join(
+        [f"mgml_tf.data: corrupt, truncated, empty or non-{what} file '", path, "'; re-extract it, or load the domain "
+         "with check_files=True / skip_bad=True"]
+    )  # fmt: skip
+    with tf.control_dependencies([tf.debugging.Assert(ok, [message], summarize=1)]):
+        size = _declared_size(data, allow_jpeg)
+        size_check = _declared_size_check(data, path, size, allow_jpeg)
+    with tf.control_dependencies([size_check]):
+        return tf.identity(data), tf.identity(size)
 
 
 def decode_image(data):
@@ -237,52 +326,54 @@ def decode_label(data, fmt):
     return raw_to_train_ids(decode_label_raw(data, fmt), fmt)
 
 
-def _same_size(image, label, image_path, label_path):
-    ishape, lshape = tf.shape(image)[:2], tf.shape(label)[:2]
-    same = tf.reduce_all(tf.equal(ishape, lshape))
-    return tf.debugging.Assert(
-        same,
-        [
-            "mgml_tf.data: image and label sizes differ (fix or remove the pair, or load the domain with "
-            "skip_bad=True):",
-            image_path,
-            ishape,
-            label_path,
-            lshape,
-        ],
-        summarize=4,
-    )
+def _read_same_size(image_path, label_path):
+    """(image bytes, label bytes) of a pair whose files passed `_read_checked` and whose declared sizes agree;
+    a mismatch is refused from the headers, before either file is decoded, naming both files and sizes."""
+    image_data, image_size = _read_checked(image_path, allow_jpeg=True)
+    label_data, label_size = _read_checked(label_path, allow_jpeg=False)
+    same = tf.reduce_all(tf.equal(image_size, label_size))
+
+    def shown(size):
+        return [tf.strings.as_string(size[0]), "x", tf.strings.as_string(size[1])]
+
+    message = tf.strings.join(
+        ["mgml_tf.data: image and label sizes differ: image '", image_path, "' is ", *shown(image_size),
+         " but label '", label_path, "' is ", *shown(label_size), " (height x width); fix or remove the pair, or "
+         "load the domain with skip_bad=True"]
+    )  # fmt: skip
+    with tf.control_dependencies([tf.debugging.Assert(same, [message], summarize=1)]):
+        return tf.identity(image_data), tf.identity(label_data)
 
 
 def read_pair(image_path, label_path, fmt):
     """(uint8 image [H,W,3], uint8 train ids [H,W]) for one pair, in TF ops (usable inside tf.data).
 
-    Structural problems (truncation, wrong format) and a size mismatch raise `InvalidArgumentError`
-    naming the file(s).
+    Structural problems (truncation, wrong format), a declared size over the pixel limit, a PNG larger than its
+    pixels can need, and a size mismatch raise `InvalidArgumentError` naming the file(s), before decoding.
     """
-    image = decode_image(_read_checked(image_path, allow_jpeg=True))
-    label = decode_label(_read_checked(label_path, allow_jpeg=False), fmt)
-    with tf.control_dependencies([_same_size(image, label, image_path, label_path)]):
-        return tf.identity(image), tf.identity(label)
+    image_data, label_data = _read_same_size(image_path, label_path)
+    return decode_image(image_data), decode_label(label_data, fmt)
 
 
 def read_pair_raw(image_path, label_path, fmt):
     """(uint8 image [H,W,3], raw label [H,W,C] as stored) with the same checks as `read_pair`."""
-    image = decode_image(_read_checked(image_path, allow_jpeg=True))
-    raw = decode_label_raw(_read_checked(label_path, allow_jpeg=False), fmt)
-    with tf.control_dependencies([_same_size(image, raw, image_path, label_path)]):
-        return tf.identity(image), tf.identity(raw)
+    image_data, label_data = _read_same_size(image_path, label_path)
+    return decode_image(image_data), decode_label_raw(label_data, fmt)
 
 
 # ------------------------------------------------------------------------- cheap header checks (Python)
 def _header_size(path):
-    """(height, width) from a PNG/JPEG header and whether the file ends properly; raises CorruptFileError."""
+    """(height, width) from a PNG/JPEG header, checked as `_read_checked` checks it in the pipeline: readable, not
+    empty, complete, not 0x0, within the pixel limit, a PNG no larger than its pixels can need. Raises
+    `CorruptFileError` (`ImageTooLargeError` for the last two); reads the header and the last 4 KiB only."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             head = f.read(1 << 16)
             f.seek(max(size - _JPEG_TAIL, 0))
             tail = f.read()
+            if head.startswith(_JPEG_SIG) and b"\xff\xd9" in tail:
+                hw = _jpeg_frame_size(f, path)
     except OSError as e:
         reason = e.strerror or str(e)
         raise CorruptFileError(f"cannot read {path!r}: {reason}; check the file and its permissions") from None
@@ -291,38 +382,108 @@ def _header_size(path):
     if head.startswith(_PNG_SIG):
         if len(head) < 33 or head[12:16] != b"IHDR" or b"IEND" not in tail[-12:]:
             raise CorruptFileError(f"truncated or corrupt PNG {path!r}; re-extract or re-encode it, or remove it")
-        w, h = struct.unpack(">II", head[16:24])
+        w, h, depth, colour_type = struct.unpack(">IIBB", head[16:26])
         if not (w and h):
             raise CorruptFileError(f"{path!r} has no pixels ({w}x{h} PNG); re-encode it or remove it")
+        _check_pixels(path, w, h)
+        byte_limit = _png_byte_limit(w, h, depth, colour_type)
+        if size > byte_limit:
+            raise ImageTooLargeError(_bomb_message(path, size, w, h, byte_limit))
         return h, w
     if head.startswith(_JPEG_SIG):
         if b"\xff\xd9" not in tail:
             raise CorruptFileError(f"truncated JPEG {path!r} (no end marker); re-extract or re-encode it, or remove it")
-        i = 2
-        while i + 9 < len(head):
-            if head[i] != 0xFF:
-                i += 1
-                continue
-            marker = head[i + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-                i += 1 if marker == 0xFF else 2
-                continue
-            seg = struct.unpack(">H", head[i + 2 : i + 4])[0]
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                h, w = struct.unpack(">HH", head[i + 5 : i + 9])
-                if not (w and h):
-                    raise CorruptFileError(f"{path!r} has no pixels ({w}x{h} JPEG); re-encode it or remove it")
-                return h, w
-            i += 2 + seg
-        return None  # size not in the first 64 KiB: leave it to decoding
+        h, w = hw
+        if not (w and h):
+            raise CorruptFileError(f"{path!r} has no pixels ({w}x{h} JPEG); re-encode it or remove it")
+        _check_pixels(path, w, h)
+        return h, w
     raise CorruptFileError(f"{path!r} is neither PNG nor JPEG; convert it to PNG or remove it")
+
+
+def _check_pixels(path, width, height):
+    limit = config_lib.max_image_pixels()
+    if width * height > limit:
+        raise ImageTooLargeError(_too_large_message(path, width, height, limit))
+
+
+_JPEG_STANDALONE = {0x01, 0xD8, *range(0xD0, 0xD8)}  # markers without a length: TEM, SOI, RST0-7
+_JPEG_FRAMES = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-15 (not DHT, JPG, DAC)
+
+
+def _jpeg_frame_size(f, path):
+    """(height, width) of the JPEG frame header (SOFn) of the open file `f`, found by following the segment
+    lengths from the start (seeks, no reading of segment bodies: an EXIF block of any size is stepped over).
+    Bytes between segments are skipped as libjpeg skips them. Raises `CorruptFileError` when the image data
+    (SOS) or the end comes before a frame header."""
+    position = 2
+    while True:
+        f.seek(position)
+        head = f.read(9)
+        if len(head) < 4:
+            break
+        if head[0] != 0xFF:  # stray bytes: on to the next 0xFF
+            f.seek(position)
+            block = f.read(1 << 16)
+            skip = block.find(b"\xff")
+            if skip < 0:
+                position += len(block)
+                if len(block) < 1 << 16:
+                    break
+                continue
+            position += skip
+            continue
+        marker = head[1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+        elif marker in _JPEG_STANDALONE:
+            position += 2
+        elif marker in _JPEG_FRAMES:
+            if len(head) < 9:
+                break
+            height, width = struct.unpack(">HH", head[5:9])
+            return height, width
+        elif marker in (0xDA, 0xD9):  # image data or the end before any frame header
+            break
+        else:
+            length = struct.unpack(">H", head[2:4])[0]
+            if length < 2:
+                break
+            position += 2 + length
+    raise CorruptFileError(f"JPEG {path!r} has no frame header before its image data; re-encode it or remove it")
 
 
 def check_image_file(path):
     """Cheap check of one PNG/JPEG file without decoding it: readable, not empty, signature, end marker,
-    width and height not 0. Returns ``(height, width)`` (None when a JPEG's size is not in its first
-    64 KiB); raises `CorruptFileError` with a one-line message naming the file and what to do."""
+    width and height not 0, the declared width x height within `config.max_image_pixels()`, a PNG no larger than
+    its pixels can need. Returns ``(height, width)``; raises `CorruptFileError` (`ImageTooLargeError` for the
+    size limits) with a one-line message naming the file and what to do."""
     return _header_size(os.fspath(path))
+
+
+# ------------------------------------------------------------------------------------------ symlink loops
+def _loop_message(link, target):
+    return (
+        f"symlink loop: {link!r} points to {target!r}, a folder that contains it, so a listing that followed it "
+        "would never end; remove the link"
+    )
+
+
+def symlink_loop(folder):
+    """``(link, target)`` of the first entry of `folder` (sorted) that is a symlink to `folder` itself or to a
+    folder above it, or None. The loaders' patterns reach one folder level below a layout folder (Cityscapes'
+    cities, IDD's sequences) and refuse such a link there."""
+    real = os.path.realpath(folder)
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.is_symlink():
+            target = os.path.realpath(entry.path)
+            if real == target or real.startswith(target.rstrip(os.sep) + os.sep):
+                return entry.path, target
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- Domain
@@ -562,6 +723,10 @@ def _city_style(name, root, split, split_list, extra_image_suffixes=()):
     label_suffix, image_suffixes = fl.label_suffix, (fl.image_suffix, *extra_image_suffixes)
     _need_dir(name, root, split, idir)
     _need_dir(name, root, split, ldir)
+    for folder in (idir, ldir):  # the pattern descends one level: into a link to the folder or above it too
+        loop = symlink_loop(folder)
+        if loop:
+            raise SymlinkLoopError(f"{name}: {_loop_message(*loop)}")
     images = {}
     for suf in image_suffixes:
         images.update(_by_key(_glob(os.path.join(idir, "*", "*" + suf)), idir, suf))
@@ -630,15 +795,21 @@ _LISTERS = {
 
 # ------------------------------------------------------------------------------------ file checking
 def _check_header(pair):
+    """None, or (error class, reason) for a pair whose headers fail `_header_size` or declare different sizes."""
     image_path, label_path = pair
     try:
         isz = _header_size(image_path)
         lsz = _header_size(label_path)
     except CorruptFileError as e:
-        return str(e)
-    if isz is not None and lsz is not None and isz != lsz:
-        return f"image {image_path!r} is {isz[0]}x{isz[1]} but label {label_path!r} is {lsz[0]}x{lsz[1]}"
+        return type(e), str(e)
+    if isz != lsz:
+        return SizeMismatchError, _mismatch_message(image_path, isz, label_path, lsz)
     return None
+
+
+def _mismatch_message(image_path, image_size, label_path, label_size):
+    (ih, iw), (lh, lw) = image_size, label_size
+    return f"image {image_path!r} is {ih}x{iw} but label {label_path!r} is {lh}x{lw} (height x width)"
 
 
 _SHOWN_VALUES = 5  # how many unknown label values an error message lists
@@ -683,6 +854,9 @@ def _unknown_values_reason(name, path, fmt, values):
 
 def _check_decode(pair, fmt, name="this dataset"):
     image_path, label_path = pair
+    problem = _check_header(pair)  # the declared sizes first: nothing too large is decoded
+    if problem:
+        return problem
     decoded = []
     for kind, path in (("image", image_path), ("label", label_path)):
         try:
@@ -696,10 +870,7 @@ def _check_decode(pair, fmt, name="this dataset"):
             return f"corrupt {kind} {path!r}: " + e.message.strip().splitlines()[0]
     image, label = decoded
     if tuple(image.shape[:2]) != tuple(label.shape[:2]):
-        return (
-            f"image {image_path!r} is {image.shape[0]}x{image.shape[1]} but label {label_path!r} is "
-            f"{label.shape[0]}x{label.shape[1]}"
-        )
+        return SizeMismatchError, _mismatch_message(image_path, image.shape[:2], label_path, label.shape[:2])
     if unknown:
         return UnknownLabelValueError, _unknown_values_reason(name, label_path, fmt, unknown)
     return None
