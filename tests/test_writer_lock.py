@@ -85,3 +85,61 @@ def test_second_training_is_refused_in_one_line_and_writes_nothing(tmp_path):
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
+
+
+def _hold_lock_in_a_process(folder, path=None, what="mgml_tf.train"):
+    """A process holding the writer lock of ``folder`` (``path``: another lock file); returns the Popen."""
+    script = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {REPO!r})\n"
+        "from mgml_tf.training.writer_lock import WriterLock\n"
+        f"with WriterLock({folder!r}, what={what!r}, path={path!r}):\n"
+        "    print('locked', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_export_lock_refuses_a_folder_inside_a_held_model_dir_and_a_second_export(tmp_path):
+    model_dir = str(tmp_path / "run")
+    export_dir = os.path.join(model_dir, "export")
+    assert writer_lock.export_lock_path(export_dir) == os.path.join(model_dir, ".export.writer.lock")
+    with WriterLock(model_dir):
+        for inside in (model_dir, export_dir, os.path.join(export_dir, "1")):
+            with pytest.raises(RunError, match=r"is being written by mgml_tf.train \(pid \d+ .*another --export_dir"):
+                writer_lock.export_lock(inside, "mgml_tf.export")
+        assert not os.path.exists(writer_lock.export_lock_path(export_dir))  # refused: nothing written
+    other = str(tmp_path / "exports" / "model")
+    with writer_lock.export_lock(other, "mgml_tf.export"):
+        with pytest.raises(RunError, match=r"exports/model is being written by mgml_tf.export \(pid \d+"):
+            writer_lock.export_lock(other, "mgml_tf.export").__enter__()
+    with writer_lock.export_lock(other, "mgml_tf.export"):  # released: the next export takes it
+        pass
+
+
+@pytest.mark.slow  # two export subprocesses
+def test_export_into_a_training_model_dir_or_beside_another_export_is_refused(tmp_path):
+    """The CLI refuses before any work, in one line naming the holder's pid, and writes nothing."""
+    model_dir = str(tmp_path / "run")
+    os.makedirs(model_dir)
+    training = _hold_lock_in_a_process(model_dir)
+    try:
+        before = _listing(str(tmp_path))
+        proc = run_cli("export", f"--model_dir={model_dir}", f"--export_dir={model_dir}/export")
+        refused(proc, "is being written by mgml_tf.train", f"pid {training.pid}", "--export_dir")
+        assert _listing(str(tmp_path)) == before
+    finally:
+        training.kill()
+        training.wait()
+    export_dir = str(tmp_path / "exported")
+    exporting = _hold_lock_in_a_process(export_dir, writer_lock.export_lock_path(export_dir), "mgml_tf.export")
+    try:
+        before = _listing(str(tmp_path))
+        proc = run_cli("export", f"--model_dir={model_dir}", f"--export_dir={export_dir}")
+        refused(proc, f"{export_dir} is being written by mgml_tf.export", f"pid {exporting.pid}")
+        assert _listing(str(tmp_path)) == before
+    finally:
+        exporting.kill()
+        exporting.wait()

@@ -13,6 +13,7 @@ are kept (docs/SERVING.md).
 line naming them (docs/CLI.md, "One flagfile for every command").
 """
 
+import contextlib
 import os
 
 from mgml_tf.cli import common
@@ -50,6 +51,11 @@ def _version(value):
 
 
 def main(argv):
+    with contextlib.ExitStack() as held:  # the export's writer lock, released when it ends
+        return _export(argv, held)
+
+
+def _export(argv, held):
     common.quiet_import()
     fv = make_flags()
     common.report_ignored(PROG, common.parse_command_flags(fv, argv, PROG))
@@ -66,6 +72,9 @@ def main(argv):
             f"version {version} exists in --export_dir={fv.export_dir}; pass --overwrite or another version"
         )
     common.check_writable("export_dir", fv.export_dir)
+    from mgml_tf.training import writer_lock
+
+    held.enter_context(writer_lock.export_lock(fv.export_dir, PROG))
 
     from mgml_tf import serving
     from mgml_tf.training import model_dir as md
