@@ -14,7 +14,7 @@ from mgml_tf.errors import RunError, UsageError, one_line
 #: initialised); dropped by ``quiet_import``, every other line written during the import is replayed.
 _NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog|I0000 |W0000 |To enable the "
-    r"following instructions|E0000 .*(cuInit|cuda))"
+    r"following instructions|E0000 .*(cuInit|cuda)|INFO: Created TensorFlow Lite XNNPACK delegate for CPU)"
 )
 
 

@@ -9,6 +9,10 @@ the reloaded SavedModel agrees with the Keras model.
 TF Serving loads (a base folder of numbered versions, the highest served); other versions in the base folder
 are kept (docs/SERVING.md).
 
+``--format=onnx`` or ``--format=litert`` writes ``--export_dir/model.onnx`` or ``--export_dir/model.tflite`` (with
+``mgml_tf.json``) instead: the same inference graph and uint8 input through Keras's own export, checked by
+running the file with ONNX Runtime or the LiteRT interpreter (``mgml_tf.export_formats``, docs/EXPORT.md).
+
 ``--flagfile`` may be the training flagfile: the training flags this command does not use are ignored, with one
 line naming them (docs/CLI.md, "One flagfile for every command").
 """
@@ -31,6 +35,13 @@ def make_flags():
         "export_dir", None, "Output SavedModel folder (must not exist, or use --overwrite).", flag_values=fv
     )
     flags.DEFINE_boolean("overwrite", False, "Replace an existing --export_dir.", flag_values=fv)
+    flags.DEFINE_string(
+        "format",
+        "savedmodel",
+        "savedmodel (TensorFlow, TF Serving), onnx (--export_dir/model.onnx, pip extra [onnx]) or litert "
+        "(--export_dir/model.tflite, pip extra [litert]); docs/EXPORT.md.",
+        flag_values=fv,
+    )
     flags.DEFINE_string(
         "export_version",
         None,
@@ -65,6 +76,12 @@ def _export(argv, held):
     if not os.path.isdir(fv.model_dir):
         raise UsageError(f"--model_dir={fv.model_dir} not found")
     version = _version(fv.export_version)
+    from mgml_tf import export_formats
+
+    export_formats.check_format(fv.format)
+    if fv.format != "savedmodel" and version is not None:
+        raise UsageError(f"--export_version is TF Serving's SavedModel layout; leave it out with --format={fv.format}")
+    export_formats.check_dependencies(fv.format)
     if version is None and os.path.exists(fv.export_dir) and not fv.overwrite:
         raise UsageError(f"--export_dir={fv.export_dir} exists; remove it or pass --overwrite")
     if isinstance(version, int) and os.path.exists(os.path.join(fv.export_dir, str(version))) and not fv.overwrite:
@@ -81,6 +98,15 @@ def _export(argv, held):
 
     model, config, path = md.build_from_dir(fv.model_dir)
     step = int(model.optimizer.iterations.numpy())
+    if fv.format != "savedmodel":
+        with common.quiet_stderr():  # the converters' and runtimes' start-up chatter
+            meta = export_formats.export(model, fv.export_dir, fv.format, config=config, step=step)
+        runtime = "ONNX Runtime" if fv.format == "onnx" else "the LiteRT interpreter"
+        print(
+            f"exported {path} (step {step}) to {os.path.join(fv.export_dir, meta['file'])}; max |probability "
+            f"difference| vs Keras, run with {runtime}: {meta['max_probability_difference']:.1e}"
+        )
+        return 0
     target = (
         fv.export_dir if version is None else os.path.join(fv.export_dir, str(step if version == "step" else version))
     )
