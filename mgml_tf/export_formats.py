@@ -7,7 +7,8 @@ Both hold the inference graph of ``mgml_tf.serving``'s ``serving_default`` and i
 in inference mode (BatchNorm moving statistics, the memory read as it is), so the auxiliary head, the update
 network and the memory classifier, which only training uses, are not in the files. What differs from the
 SavedModel (docs/EXPORT.md): no ``memory_weights`` output, and the input's rank, channel count and dtype are
-checked by the runtime itself (its own error) rather than by the SavedModel's one-line check.
+checked by the runtime itself (its own error) rather than by the SavedModel's one-line check; the LiteRT
+interpreter checks the dtype only (``load`` checks the rest before either runtime runs).
 
 An export folder holds the model file and ``mgml_tf.json`` (class names, palette, step, training
 configuration, format, file name and the measured difference from the Keras model); the ONNX file carries the
@@ -233,9 +234,21 @@ def read_metadata(export_dir):
     return meta
 
 
+def checked_images(images):
+    """``images`` as a uint8 array ``[B, H, W, 3]`` with B, H, W >= 1, else ``ValueError`` (one line). The
+    SavedModel's check, for the runtimes: the LiteRT interpreter reshapes its input to any rank it is given."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 or min(images.shape[:3]) < 1:
+        raise ValueError(
+            "images must be uint8 [batch, height, width, 3] (RGB) with batch, height and width >= 1; "
+            f"got {images.dtype} {list(images.shape)}"
+        )
+    return images
+
+
 def load(export_dir):
     """``run(images uint8 [B, H, W, 3]) -> {"labels", "probabilities"}`` (NumPy) over the ONNX or LiteRT file in
-    ``export_dir``, run by ONNX Runtime or the LiteRT interpreter."""
+    ``export_dir``, run by ONNX Runtime or the LiteRT interpreter; ``images`` go through ``checked_images``."""
     meta = read_metadata(export_dir)
     check_dependencies(meta["format"])
     path = os.path.join(export_dir, FILE_NAMES[meta["format"]])
@@ -246,7 +259,7 @@ def load(export_dir):
         names = [o.name for o in session.get_outputs()]
 
         def run(images):
-            return dict(zip(names, session.run(names, {"images": np.asarray(images, np.uint8)})))
+            return dict(zip(names, session.run(names, {"images": checked_images(images)})))
 
         return run
     from ai_edge_litert.interpreter import Interpreter
@@ -254,7 +267,7 @@ def load(export_dir):
     runner = Interpreter(model_path=path).get_signature_runner("serving_default")
 
     def run(images):
-        return {k: np.asarray(v) for k, v in runner(images=np.asarray(images, np.uint8)).items()}
+        return {k: np.asarray(v) for k, v in runner(images=checked_images(images)).items()}
 
     return run
 

@@ -97,6 +97,20 @@ def test_dilated_same_padding_becomes_explicit_and_exact():
         np.testing.assert_allclose(got.transpose(0, 2, 3, 1), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "images",
+    [
+        np.zeros((8, 8, 3), np.uint8),  # the LiteRT interpreter would reshape its input to this and run
+        np.zeros((1, 8, 8, 4), np.uint8),
+        np.zeros((1, 8, 8, 3), np.float32),
+        np.zeros((1, 0, 8, 3), np.uint8),
+    ],
+)
+def test_runner_refuses_what_the_savedmodel_refuses(images):
+    with pytest.raises(ValueError, match=r"uint8 \[batch, height, width, 3\]"):
+        export_formats.checked_images(images)
+
+
 def run_export(capfd, *args):
     """``mgml_tf.export`` in this process: (exit status, stderr lines)."""
     from mgml_tf.cli import common
