@@ -4,6 +4,7 @@
 
 ``mgml_tf.build_model(**options)`` returns a ``MemorySegmenter`` whose ``fit`` runs Algorithm 1 on
 episodes from ``mgml_tf.data``; ``mgml_tf.memory`` holds the memory's maths as pure functions.
+``mgml_tf.from_preset(path)`` is the model of a preset folder written by ``python -m mgml_tf.preset``.
 """
 
 import os as _os
@@ -13,7 +14,11 @@ _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
 
-_LAZY = {"build_model": "mgml_tf.models.builder", "MemorySegmenter": "mgml_tf.models.segmenter"}
+_LAZY = {
+    "build_model": "mgml_tf.models.builder",
+    "MemorySegmenter": "mgml_tf.models.segmenter",
+    "from_preset": "mgml_tf.training.preset",
+}
 
 
 def __getattr__(name):
@@ -25,4 +30,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'mgml_tf' has no attribute {name!r}")
 
 
-__all__ = ["build_model", "MemorySegmenter", "__version__"]
+__all__ = ["build_model", "MemorySegmenter", "from_preset", "__version__"]

@@ -16,8 +16,8 @@ The loaded object also has ``class_names`` (string [N]), ``palette`` (uint8 [N, 
 
 * ``serving_module(model)``: the ``tf.Module``, its signatures and its metadata;
 * ``export(model, export_dir)``: the SavedModel on disk; ``export_difference``: how far it is from the model;
-* ``ServedModel`` (``load(export_dir=...)`` or ``load(model_dir=...)``): labels and memory weights of an
-  image through the same signatures, from either kind of folder.
+* ``ServedModel`` (``load(export_dir=...)``, ``load(preset=...)`` or ``load(model_dir=...)``): labels and memory
+  weights of an image through the same signatures, from any of the three kinds of folder.
 """
 
 import json
@@ -194,10 +194,27 @@ class ServedModel:
         from mgml_tf.training import model_dir as md
 
         model, _, path = md.build_from_dir(model_dir)
+        return cls.from_model(model, path)
+
+    @classmethod
+    def from_preset(cls, preset_dir):
+        """The model of a preset folder (``python -m mgml_tf.preset``), checked before it is built."""
+        from mgml_tf.training import preset
+
+        return cls.from_model(preset.from_preset(preset_dir), preset_dir)
+
+    @classmethod
+    def from_model(cls, model, source):
+        """A Keras ``model`` through the signatures of ``serving_module``; ``source`` names where it came from."""
         module, signatures, meta = serving_module(model)
         palette = np.asarray(meta["palette"], np.uint8)
         return cls(
-            meta["class_names"], palette, signatures["serving_default"], signatures.get("memory_weights"), path, module
+            meta["class_names"],
+            palette,
+            signatures["serving_default"],
+            signatures.get("memory_weights"),
+            source,
+            module,
         )
 
     def run(self, image, want_weights):
@@ -209,6 +226,8 @@ class ServedModel:
         return out["labels"][0].numpy(), None
 
 
-def load(export_dir=None, model_dir=None):
-    """The ``ServedModel`` of a SavedModel folder (``export_dir``) or else of a model_dir."""
-    return ServedModel.from_export_dir(export_dir) if export_dir else ServedModel.from_model_dir(model_dir)
+def load(export_dir=None, model_dir=None, preset=None):
+    """The ``ServedModel`` of a SavedModel folder (``export_dir``), else of a preset folder, else of a model_dir."""
+    if export_dir:
+        return ServedModel.from_export_dir(export_dir)
+    return ServedModel.from_preset(preset) if preset else ServedModel.from_model_dir(model_dir)

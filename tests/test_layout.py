@@ -75,6 +75,7 @@ ENTRY_POINTS = {
     "mgml_tf.evaluate",
     "mgml_tf.export",
     "mgml_tf.predict",
+    "mgml_tf.preset",
     "mgml_tf.data.check",  # the data tools are commands too (python -m mgml_tf.data.check)
     "mgml_tf.data.gtav_split",
 }

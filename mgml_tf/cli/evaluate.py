@@ -12,6 +12,7 @@ line naming them (docs/CLI.md, "One flagfile for every command").
 import os
 
 from mgml_tf.cli import common
+from mgml_tf.cli import preset as preset_cli
 from mgml_tf.errors import RunError, UsageError
 from mgml_tf.files import atomic_write_bytes, write_json
 
@@ -25,6 +26,7 @@ def make_flags():
 
     fv = flags.FlagValues()
     flags.DEFINE_string("model_dir", None, "Run directory written by mgml_tf.train.", flag_values=fv)
+    preset_cli.define_preset_flag(fv, "--model_dir")
     flags.DEFINE_string("output_json", None, "Write {target: {mIoU, IoU, num_images}} (percent) here.", flag_values=fv)
     flags.DEFINE_string(
         "save_predictions", None, "Write prediction PNGs (Cityscapes label ids) under DIR/<target>/.", flag_values=fv
@@ -49,21 +51,15 @@ def _same(a, b):
         return str(a) == str(b)
 
 
-def _take_recorded(fv, from_training):
+def _take_recorded(fv, from_training, config, where):
     """The run's record wins over a training flagfile (docs/CLI.md, "One flagfile for every command"): each flag
     evaluate shares with training whose value a training flagfile gave takes the value ``MODEL_DIR/flags.json``
-    recorded (``--targets``: the run's resolved targets, as without the flag), before any check; a flag the run
-    did not record keeps the flagfile's value. Returns the note for the ignore line naming the values that
-    differed from the flagfile's, or ""."""
-    names = [n for n in from_training if n != "model_dir"]
-    if not names or not fv.model_dir or not os.path.isdir(fv.model_dir):
+    (or the preset's ``training.json``: ``config``, read from ``where``) recorded (``--targets``: the run's resolved
+    targets, as without the flag), before any check; a flag the run did not record keeps the flagfile's value.
+    Returns the note for the ignore line naming the values that differed from the flagfile's, or ""."""
+    names = [n for n in from_training if n not in ("model_dir", "preset")]
+    if not names:
         return ""
-    from mgml_tf.training import model_dir as md
-
-    try:
-        config = md.load_config(fv.model_dir)
-    except RunError:
-        return ""  # reported where the configuration is read below
     saved = (config or {}).get("flags")
     if not isinstance(saved, dict):
         return ""
@@ -81,7 +77,6 @@ def _take_recorded(fv, from_training):
             fv[name].value = saved[name]
     if not changed:
         return ""
-    where = os.path.join(fv.model_dir, md.CONFIG_JSON)
     return f"{', '.join(changed)} as the run recorded them in {where}, not as the flagfile gives them"
 
 
@@ -93,16 +88,27 @@ def main(argv):
     common.quiet_import()
     from mgml_tf.cli import flags as flags_lib
     from mgml_tf.training import data as data_lib
+    from mgml_tf.training import model_dir as md
+    from mgml_tf.training import preset as preset_lib
 
     fv = make_flags()
     parsed = common.parse_command_flags(fv, argv, PROG)
-    common.report_ignored(PROG, parsed, _take_recorded(fv, parsed.from_training))
-    if not fv.model_dir:
-        raise UsageError("--model_dir is required")
+    source, note = preset_cli.one_model_source(fv, parsed, ("model_dir", "preset"))
+    preset = config = where = None
+    if source == "preset":  # checked (version, manifest, configuration) before anything else
+        preset = preset_lib.open_preset(fv.preset)
+        config, where = preset.training, os.path.join(fv.preset, preset_lib.TRAINING)
+    elif os.path.isdir(fv.model_dir):
+        try:
+            config, where = md.load_config(fv.model_dir), os.path.join(fv.model_dir, md.CONFIG_JSON)
+        except RunError:
+            pass  # reported where the configuration is read below
+    recorded = _take_recorded(fv, parsed.from_training, config, where)
+    common.report_ignored(PROG, parsed, "; ".join(n for n in (note, recorded) if n))
     flags_lib.validate_eval_flags(fv)
     flags_lib.validate_synthetic_flags(fv)
     data_lib.check_specs(fv.targets, "targets")
-    if not os.path.isdir(fv.model_dir):
+    if preset is None and not os.path.isdir(fv.model_dir):
         raise UsageError(f"--model_dir={fv.model_dir} not found")
     if fv.output_json:
         common.check_writable("output_json", fv.output_json, folder=False)
@@ -112,9 +118,9 @@ def main(argv):
     from mgml_tf import metrics as metrics_lib
     from mgml_tf import visualize as vis
     from mgml_tf.evaluation import EvaluationSettings, evaluate_targets
-    from mgml_tf.training import model_dir as md
 
-    config = md.load_config(fv.model_dir)
+    if preset is None:
+        config = md.load_config(fv.model_dir)
     if config is None:
         raise RunError(f"{fv.model_dir} has no {md.CONFIG_JSON}: not a model_dir written by mgml_tf.train")
     saved = config.get("flags", {})
@@ -139,9 +145,12 @@ def main(argv):
         raise UsageError("no targets: give --targets=name:root,... (the run had none)")
     targets = data_lib.load(specs, "val", "targets")
 
-    model, config, path = md.build_from_dir(fv.model_dir)
-    step = int(model.optimizer.iterations.numpy())
-    settings = EvaluationSettings.from_flags(fv, int(config["options"]["ignore_index"]))
+    if preset is None:
+        model, config, path = md.build_from_dir(fv.model_dir)
+        step, ignore_index = int(model.optimizer.iterations.numpy()), config["options"]["ignore_index"]
+    else:
+        model, path, step, ignore_index = preset.build_model(), fv.preset, preset.step, preset.options["ignore_index"]
+    settings = EvaluationSettings.from_flags(fv, int(ignore_index))
     protocol = settings.num_classes_protocol
     if protocol == 16 and model.num_classes != 19:
         raise UsageError(f"--num_classes_protocol=16 needs a 19-class model, this one has {model.num_classes}")

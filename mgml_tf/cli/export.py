@@ -21,6 +21,7 @@ import contextlib
 import os
 
 from mgml_tf.cli import common
+from mgml_tf.cli import preset as preset_cli
 from mgml_tf.errors import RunError, UsageError
 
 PROG = "mgml_tf.export"
@@ -31,6 +32,7 @@ def make_flags():
 
     fv = flags.FlagValues()
     flags.DEFINE_string("model_dir", None, "Run directory written by mgml_tf.train.", flag_values=fv)
+    preset_cli.define_preset_flag(fv, "--model_dir")
     flags.DEFINE_string(
         "export_dir", None, "Output SavedModel folder (must not exist, or use --overwrite).", flag_values=fv
     )
@@ -69,12 +71,18 @@ def main(argv):
 def _export(argv, held):
     common.quiet_import()
     fv = make_flags()
-    common.report_ignored(PROG, common.parse_command_flags(fv, argv, PROG))
-    for name in ("model_dir", "export_dir"):
-        if not fv[name].value:
-            raise UsageError(f"--{name} is required")
-    if not os.path.isdir(fv.model_dir):
+    parsed = common.parse_command_flags(fv, argv, PROG)
+    source, note = preset_cli.one_model_source(fv, parsed, ("model_dir", "preset"))
+    common.report_ignored(PROG, parsed, note)
+    if not fv.export_dir:
+        raise UsageError("--export_dir is required")
+    if source == "model_dir" and not os.path.isdir(fv.model_dir):
         raise UsageError(f"--model_dir={fv.model_dir} not found")
+    preset = None
+    if source == "preset":  # checked (version, manifest, configuration) before anything is written
+        from mgml_tf.training import preset as preset_lib
+
+        preset = preset_lib.open_preset(fv.preset)
     version = _version(fv.export_version)
     from mgml_tf import export_formats
 
@@ -96,8 +104,11 @@ def _export(argv, held):
     from mgml_tf import serving
     from mgml_tf.training import model_dir as md
 
-    model, config, path = md.build_from_dir(fv.model_dir)
-    step = int(model.optimizer.iterations.numpy())
+    if preset is not None:
+        model, config, path, step = preset.build_model(), preset.training, fv.preset, preset.step
+    else:
+        model, config, path = md.build_from_dir(fv.model_dir)
+        step = int(model.optimizer.iterations.numpy())
     if fv.format != "savedmodel":
         with common.quiet_stderr():  # the converters' and runtimes' start-up chatter
             meta = export_formats.export(model, fv.export_dir, fv.format, config=config, step=step)

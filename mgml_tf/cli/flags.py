@@ -202,12 +202,15 @@ def config_from_flags(fv):
     return _checked(lambda: config_lib.RunConfig(**sections))
 
 
-def validate_train_flags(fv):
-    """Every training flag value, before any work; returns the run's ``RunConfig``."""
+def validate_train_flags(fv, check_backbone=True):
+    """Every training flag value, before any work; returns the run's ``RunConfig``. ``check_backbone=False`` leaves
+    a keras-hub ``--backbone`` unchecked: a preset carries its architecture, the name is only a record."""
     _need(bool(fv.model_dir), "--model_dir is required")
     check_writable("model_dir", fv.model_dir)
     _need(bool(fv.sources), "--sources is required (name:root comma list, or synthetic)")
     config = config_from_flags(fv)
+    if not check_backbone:
+        return config
     from mgml_tf.models import foundation  # a keras-hub preset checked before any download or data
 
     try:

@@ -2,10 +2,12 @@
 
 Trains a ``MemorySegmenter`` with Algorithm 1 (or the baseline / MLDG rows) on the source domains,
 checkpointing into ``--model_dir`` and resuming from its newest checkpoint; evaluates on the targets every
-``--eval_every`` steps and at the end. ``--help`` lists every flag; docs/CLI.md describes them.
+``--eval_every`` steps and at the end. ``--preset=DIR`` fine-tunes a preset (``python -m mgml_tf.preset``) in a new
+``--model_dir``. ``--help`` lists every flag; docs/CLI.md describes them.
 """
 
 from mgml_tf.cli import common
+from mgml_tf.cli import preset as preset_cli
 from mgml_tf.errors import UsageError
 
 PROG = "mgml_tf.train"
@@ -20,6 +22,11 @@ def make_flags():
     flags_lib.define_model_flags(fv)
     flags_lib.define_train_flags(fv)
     flags_lib.define_distribution_flags(fv)
+    preset_cli.define_preset_flag(
+        fv,
+        "a fresh initialisation: fine-tuning starts from its weights and memory, and its network, method and "
+        "optimiser options are the defaults",
+    )
     return fv
 
 
@@ -31,7 +38,13 @@ def main(argv):
 
     fv = make_flags()
     common.parse_flags(fv, argv, PROG)
-    config = flags_lib.validate_train_flags(fv)
+    preset = None
+    if fv.preset:  # checked, and its network, method and optimiser options taken, before any other check
+        from mgml_tf.training import preset as preset_lib
+
+        preset = preset_lib.open_preset(fv.preset)
+        preset_cli.take_preset_options(fv, preset)
+    config = flags_lib.validate_train_flags(fv, check_backbone=preset is None)
     with common.quiet_stderr():  # counting GPUs probes CUDA, which logs an error line on CPU machines
         flags_lib.validate_distribution_flags(fv)
     data_lib.check_specs(fv.sources, "sources")
@@ -52,5 +65,5 @@ def main(argv):
         strategy = loop.create_strategy(config, log)
     common.quiet_initialize()
     given = {name for name in fv if fv[name].present}
-    loop.run_training(config, log=log, strategy=strategy, given=given)
+    loop.run_training(config, log=log, strategy=strategy, given=given, preset=preset)
     return 0

@@ -409,10 +409,12 @@ def dump_variables(model, strategy, prefix, tag):
     np.savez(f"{prefix}.{tag}.npz", **arrays)
 
 
-def run_training(config, log=print, strategy=None, given=()):
+def run_training(config, log=print, strategy=None, given=(), preset=None):
     """Everything after the configuration is checked: strategy, domains, model, model_dir, resume, memory
     init, training. ``config`` is the run's ``RunConfig``; ``given`` names the options set explicitly (on the
-    command line or in a flagfile), which a resumed run never replaces by the values of its time."""
+    command line or in a flagfile), which a resumed run never replaces by the values of its time. ``preset``
+    (a ``mgml_tf.training.preset.Preset`` of the configuration's architecture): a fresh run starts from its
+    weights and memory instead of initialising them; a run with a checkpoint resumes from that."""
     import keras
 
     import mgml_tf
@@ -460,6 +462,8 @@ def run_training(config, log=print, strategy=None, given=()):
         enable_determinism(config.method.seed, log)
     # A resumed run rebuilds a keras-hub backbone from the directory (its checkpoint holds the weights).
     architecture = md.saved_backbone_architecture(model_dir) if saved is not None else None
+    if architecture is None and preset is not None:
+        architecture = preset.backbone_architecture
     with strategy.scope():
         model = mgml_tf.build_model(**options, backbone_architecture=architecture)
         trainer = Trainer(config, model, sources, targets, log=log, strategy=strategy)
@@ -476,14 +480,21 @@ def run_training(config, log=print, strategy=None, given=()):
         f"{layers.batch_norm_path(model.compute_dtype, synchronized)}"
     )
     restored = ckpt_lib.restore_latest(model, trainer.checkpoint, trainer.manager, log=log)
+    if preset is not None and not restored:
+        preset.load_weights(model)  # the weights and the memory, before anything is written to model_dir
     # Only now (configuration compatible, checkpoint readable) is anything written to model_dir.
     with WriterLock(model_dir, log) if chief else contextlib.nullcontext():
-        _train_and_finish(config, model, trainer, saved, options, restored, source_specs, target_specs, given, log)
+        _train_and_finish(
+            config, model, trainer, saved, options, restored, source_specs, target_specs, given, log, preset
+        )
     return model
 
 
-def _train_and_finish(config, model, trainer, saved, options, restored, source_specs, target_specs, given, log):
-    """Under the writer lock: the configuration files, memory initialisation or resume, training, the dumps."""
+def _train_and_finish(
+    config, model, trainer, saved, options, restored, source_specs, target_specs, given, log, preset=None
+):
+    """Under the writer lock: the configuration files, memory initialisation (or the preset's weights) or
+    resume, training, the dumps."""
     from mgml_tf import distribution
 
     model_dir, strategy, chief = config.training.model_dir, trainer.strategy, trainer.chief
@@ -495,7 +506,10 @@ def _train_and_finish(config, model, trainer, saved, options, restored, source_s
         md.write_backbone_architecture(model_dir, model)
     if restored:
         start = int(model.optimizer.iterations.numpy())
-        log(f"resumed from {restored} (step {start})")
+        log(f"resumed from {restored} (step {start})" + (", not from the preset" if preset is not None else ""))
+    elif preset is not None:
+        start = 0  # the memory is the preset's: not initialised again
+        log(f"fine-tuning from the preset {preset.path} (trained {preset.step} steps): weights and memory loaded")
     else:
         start = 0
         trainer.initialize_memory()
