@@ -49,7 +49,7 @@ MANIFEST = "manifest.json"
 CONFIG_SECTIONS = config_lib.MODEL_SECTIONS
 #: Largest JSON file of a preset read (the configuration, labels and records are a few KB; a keras-hub
 #: architecture some tens of KB): anything bigger is refused before it is parsed.
-MAX_JSON_BYTES = 16 * 1024 * 1024
+MAX_JSON_BYTES = 1 << 20
 _HASH_CHUNK = 1 << 20
 
 
@@ -184,8 +184,9 @@ def _read_document(path, name, kind=dict):
             raise RunError(f"{full} is larger than {MAX_JSON_BYTES} bytes: not a preset file; pack the preset again")
         with open(full, encoding="utf-8") as f:
             value = json.load(f)
-    except (OSError, ValueError) as e:
-        raise RunError(f"cannot read {full}: {' '.join(str(e).split())}; pack the preset again") from None
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        raise RunError(f"cannot read {full}: {' '.join(reason.split())}; pack the preset again") from None
     if not isinstance(value, kind):
         raise RunError(f"{full} holds a JSON {type(value).__name__}, not an object; pack the preset again")
     return value
