@@ -2,6 +2,7 @@
 its checkpoint, says so in one line and exits 0; the same command resumes, and with --deterministic the run
 ends bit-identical to one never interrupted. A second signal exits at once."""
 
+import json
 import os
 import signal
 import subprocess
@@ -104,3 +105,69 @@ def test_stop_request_records_the_first_signal_and_restores_the_handlers():
         time.sleep(0.1)
         assert stop.requested and stop.name == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.slow  # three training subprocesses
+def test_signal_inside_an_evaluation_ends_it_and_the_rerun_evaluates_that_step(tmp_path):
+    """SIGTERM inside the periodic evaluation (fault hook) stops after it with the step's checkpoint and no
+    results of that step; the rerun evaluates the step first. SIGTERM inside the final evaluation: training
+    is complete, the evaluation is done by the rerun. Meanwhile an evaluation tool reads only complete
+    checkpoints: the debris of a write in progress is not what it restores."""
+    from mgml_tf.training import model_dir as md
+
+    model_dir, synth = str(tmp_path / "run"), str(tmp_path / "synth")
+    args = tiny_args(
+        model_dir, synth, "--train_steps=3", "--eval_every=2", "--checkpoint_every=5", "--memory_init_batches=1"
+    )
+    history = os.path.join(model_dir, md.EVAL_HISTORY)
+
+    def evaluated_steps():
+        if not os.path.exists(history):
+            return []
+        with open(history) as f:
+            return [json.loads(line)["step"] for line in f]
+
+    first = run_cli("train", *args, extra_env={checkpoints.FAULT_ENV: "sigterm_in_evaluation:2"})
+    assert first.returncode == 0, first.stderr
+    assert "SIGTERM: stopped after step 2/3 (its evaluation interrupted) with its checkpoint" in first.stdout
+    assert checkpoints.checkpoint_step(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))) == 2
+    assert evaluated_steps() == []
+
+    # A checkpoint write in progress (unlisted files, a _temp folder) is never what an evaluation restores.
+    folder = os.path.join(model_dir, "checkpoints")
+    os.makedirs(os.path.join(folder, "ckpt-3_temp"))
+    with open(os.path.join(folder, "ckpt-3.index"), "wb") as f:
+        f.write(b"half written")
+    _, _, path = md.build_from_dir(model_dir, log=lambda message: None)
+    assert path == os.path.join(folder, "ckpt-2")
+
+    second = run_cli("train", *args, extra_env={checkpoints.FAULT_ENV: "sigterm_in_evaluation:3"})
+    assert second.returncode == 0, second.stderr
+    assert "the evaluation of step 2 was interrupted; evaluating it first" in second.stdout
+    assert "SIGTERM: training ended at step 3 with its checkpoint; the final evaluation was interrupted" in (
+        second.stdout
+    )
+    assert evaluated_steps() == [2]
+    third = run_cli("train", *args, check=True)
+    assert "nothing to train" in third.stdout and "evaluation at step 3" in third.stdout
+    assert evaluated_steps() == [2, 3]
+
+
+def test_preemption_figures_draws_distinct_points_and_tabulates():
+    from tools import preemption_figures as figures
+
+    points = figures.draw_points(10, 8, seed=3)
+    assert [p.kind for p in points[:4]] == ["first_step", "checkpoint_write", "evaluation", "final_evaluation"]
+    assert len({(p.kind, p.step, p.delay) for p in points}) == 10
+    assert all(1 <= p.step <= 7 for p in points if p.kind == "after_step")
+    assert points[1].step % figures.CHECKPOINT_EVERY == 0
+    assert figures.draw_points(10, 8, seed=3) == points != figures.draw_points(10, 8, seed=4)
+    rows = [
+        dict(point=p.describe(), logged=s, checkpoint=s + 1, lost=0, seconds=2.0 + s, status=0, resumed=s + 1)
+        for s, p in enumerate(points[:3])
+    ]
+    for row in rows:
+        row["identical"] = True
+    text = figures.table(rows, 8, 3, 60.0)
+    assert text.count("| bit-identical |") == 3 and "Steps lost: 0 in 3 preemptions" in text
+    assert "median 3.0 s, largest 4.0 s" in text

@@ -76,6 +76,9 @@ def run(prog, main, argv=None):
         status = fail(prog, "interrupted", 130)
     except RunError as e:
         status = fail(prog, e, 1)
+        if getattr(e, "exit_at_once", False):  # a lost worker: TensorFlow's teardown would wait 30-60 s for it
+            sys.stdout.flush()
+            os._exit(status)
     except (ValueError, OSError, LookupError) as e:
         status = fail(prog, f"{type(e).__name__}: {e}" if type(e).__name__ not in str(e) else e, 1)
     except Exception as e:  # noqa: BLE001  (TensorFlow errors and the like: still one line)

@@ -22,6 +22,9 @@ Fault injection (testing only): the environment variable ``MGML_TF_FAULT_INJECT`
 files are written and before the state file names it, truncate its data file to half (what a kill in the
 middle of the data write leaves) and SIGKILL the process. ``no_space_in_checkpoint_write:STEP``: at the same
 point, truncate the data file and fail with ``ENOSPC`` (a disk that filled up during the write).
+``sigterm_in_checkpoint_write:STEP``: at the same point, send this process SIGTERM (a preemption during the
+write). ``sigterm_in_evaluation:STEP`` (read by the training loop): SIGTERM at the first image of the
+evaluation of ``STEP``.
 ``nan_input:STEP`` (read by the training loop):
 the images of step ``STEP`` are multiplied by NaN, so that its loss and gradients are not finite.
 """
@@ -41,7 +44,13 @@ from mgml_tf.errors import RunError
 from mgml_tf.files import is_no_space
 
 FAULT_ENV = "MGML_TF_FAULT_INJECT"
-FAULT_KINDS = ("kill_in_checkpoint_write", "no_space_in_checkpoint_write", "nan_input")
+FAULT_KINDS = (
+    "kill_in_checkpoint_write",
+    "no_space_in_checkpoint_write",
+    "sigterm_in_checkpoint_write",
+    "sigterm_in_evaluation",
+    "nan_input",
+)
 
 PREFIX = "ckpt"
 
@@ -180,6 +189,14 @@ def _no_space_in_write(save_path):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), save_path)
 
 
+def _sigterm_in_write(save_path):
+    """The ``sigterm_in_checkpoint_write`` fault: a preemption's SIGTERM after the files of ``save_path`` are
+    written, before the state file names it."""
+    from mgml_tf.training import preemption
+
+    preemption.signal_self()
+
+
 def _remove_unlisted(ckpt_manager, step):
     """Deletes the files of the checkpoint of ``step`` (and its ``_temp`` folder) unless the state file lists
     it; returns how many paths went."""
@@ -224,6 +241,8 @@ def save(ckpt_manager, step, variables=()):
         options = tf.train.CheckpointOptions(experimental_write_callbacks=[_kill_in_write])
     elif step in faults.get("no_space_in_checkpoint_write", ()):
         options = tf.train.CheckpointOptions(experimental_write_callbacks=[_no_space_in_write])
+    elif step in faults.get("sigterm_in_checkpoint_write", ()):
+        options = tf.train.CheckpointOptions(experimental_write_callbacks=[_sigterm_in_write])
     try:
         return ckpt_manager.save(checkpoint_number=step, options=options)
     except (OSError, tf.errors.OpError) as e:

@@ -20,8 +20,8 @@ from mgml_tf.files import write_json
 from mgml_tf.methods import METHODS
 from mgml_tf.training import checkpoints as ckpt_lib
 from mgml_tf.training import data as data_lib
+from mgml_tf.training import lost_worker, preemption, summaries, writer_lock
 from mgml_tf.training import model_dir as md
-from mgml_tf.training import preemption, summaries, writer_lock
 from mgml_tf.training.writer_lock import WriterLock
 
 _LOSS_ORDER = ("loss", "inner_loss", "outer_loss", "inner_seg", "outer_seg", "aux", "cohesion", "div_cls", "div_cos")
@@ -151,12 +151,21 @@ class Trainer:
         return self.strategy.experimental_distribute_dataset(dataset)
 
     # ------------------------------------------------------------------------------------- evaluation
-    def evaluate(self, step, writer):
+    def evaluate(self, step, writer, stop=None):
+        """Evaluates every target at ``step``; returns the results, or None when ``stop`` (a
+        ``preemption.StopRequest``) was requested during it: the evaluation ends at the next image and writes
+        no results (a preempted machine has seconds, and the evaluation of a real target set takes minutes)."""
         settings = EvaluationSettings.from_flags(self.config.evaluation, self.config.method.ignore_index)
         whole_image = Predictor(self.model)  # the memory weights of the summary images
         samples = {}
+        signal_here = [step in ckpt_lib.fault_injection().get("sigterm_in_evaluation", ())]
 
         def keep(sample):
+            if signal_here[0]:  # the fault hook: one SIGTERM at the first image
+                signal_here[0] = False
+                preemption.signal_self()
+            if stop is not None and stop.requested:
+                raise preemption.Interrupted
             if sample.index < self.config.training.summary_images:
                 samples.setdefault(sample.target, []).append(sample)
 
@@ -167,7 +176,13 @@ class Trainer:
                 self._image_summaries(label, samples.pop(label, []), whole_image)
 
         t0 = time.perf_counter()
-        results = evaluate_targets(self.model, self.targets, settings, step=step, on_image=keep, on_target=summarize)
+        try:
+            results = evaluate_targets(
+                self.model, self.targets, settings, step=step, on_image=keep, on_target=summarize
+            )
+        except preemption.Interrupted:
+            writer.flush()
+            return None
         writer.flush()
         dt = time.perf_counter() - t0
         self.log(f"evaluation at step {step} ({dt:.1f} s, {settings.num_classes_protocol}-class mIoU, percent):")
@@ -230,7 +245,34 @@ class Trainer:
             f"{time.perf_counter() - t0:.1f} s ({int(counts.sum())}/{self.num_classes} classes seen)"
         )
 
+    def _evaluated(self, step):
+        """Whether ``eval_history.jsonl`` records an evaluation at ``step`` (one a signal interrupted does not)."""
+        path = os.path.join(self.model_dir, md.EVAL_HISTORY)
+        if not os.path.exists(path):
+            return False
+        with open(path) as f:
+            for line in f:
+                try:
+                    if json.loads(line).get("step") == step:
+                        return True
+                except (ValueError, AttributeError):
+                    continue
+        return False
+
+    def _evaluation_due(self, step):
+        """Whether the periodic evaluation runs after ``step`` (the same answer on every worker)."""
+        every = self.config.training.eval_every
+        return bool(every and step % every == 0 and self.targets)
+
     def run(self, start_step):
+        """Trains from ``start_step`` to --train_steps and evaluates; a SIGTERM/SIGINT stops it after the step in
+        progress with a checkpoint, or ends an evaluation at its next image (``preemption``)."""
+        with preemption.StopRequest() as stop:
+            self._run(start_step, stop)
+
+    def _run(self, start_step, stop):
+        from mgml_tf import distribution
+
         training, model = self.config.training, self.model
         total = int(self.config.optimizer.train_steps)
         if self.chief:
@@ -240,8 +282,8 @@ class Trainer:
             train_writer = eval_writer = tf.summary.create_noop_writer()
         if start_step >= total:
             self.log(f"step {start_step} >= --train_steps={total}: nothing to train")
-            if self.chief and not os.path.exists(os.path.join(self.model_dir, md.EVAL_JSON)) and self.targets:
-                self.evaluate(start_step, eval_writer)
+            if self.chief and self.targets and not self._evaluated(start_step):
+                self._final_evaluation(start_step, eval_writer, stop)
             return
         method = self.config.method.method
         dataset = _input_pipeline(self.config, self.sources, start_step, num_replicas=self.replicas)
@@ -256,12 +298,35 @@ class Trainer:
         )
         for tracker in model.metrics:
             tracker.reset_state()
-        with preemption.StopRequest() as stop:
+        if start_step and self.chief and self._evaluation_due(start_step) and not self._evaluated(start_step):
+            # A signal ended this step's evaluation before the run stopped: it is done now, as it would have been.
+            self.log(f"the evaluation of step {start_step} was interrupted; evaluating it first")
+            if self.evaluate(start_step, eval_writer, stop) is None:
+                self.log(f"{stop.name}: stopped at step {start_step} before training; run the same command to resume")
+                return
+        try:
             stopped = self._train_steps(start_step, total, iterator, step_fn, per_step, train_writer, eval_writer, stop)
+        except lost_worker.PEER_ERRORS as e:
+            if not distribution.is_multi_worker(self.strategy):
+                raise
+            raise lost_worker.lost_worker_error(e, self.strategy, self.model_dir, self._completed_step()) from None
         if self.targets and self.chief and not stopped:
-            self.evaluate(total, eval_writer)
+            self._final_evaluation(total, eval_writer, stop)
         train_writer.close()
         eval_writer.close()
+
+    def _completed_step(self):
+        try:
+            return int(self.model.optimizer.iterations.numpy())
+        except tf.errors.OpError:  # the runtime is failing: the step is not known
+            return "?"
+
+    def _final_evaluation(self, step, eval_writer, stop):
+        if self.evaluate(step, eval_writer, stop) is None:
+            self.log(
+                f"{stop.name}: training ended at step {step} with its checkpoint; the final evaluation was "
+                "interrupted: run the same command to evaluate"
+            )
 
     def _train_steps(self, start_step, total, iterator, step_fn, per_step, train_writer, eval_writer, stop):
         """Steps ``start_step + 1 .. total``; returns True when a signal stopped them early (after a checkpoint)."""
@@ -348,20 +413,22 @@ class Trainer:
                 path = ckpt_lib.save(self.save_manager, step, list(model.variables) + list(model.optimizer.variables))
                 if self.chief:
                     self.log(f"checkpoint {path}")
+            interrupted = False
+            if step < total and self._evaluation_due(step) and self.chief:
+                # A signal during the evaluation ends it (no results written); the rerun evaluates this step first.
+                interrupted = self.evaluate(step, eval_writer, stop) is None
             if step < total and agreed_stop(stop.requested):
                 saved = ckpt_lib.checkpoint_step(self.save_manager.latest_checkpoint or "ckpt-0") == step
                 if not saved:
                     path = ckpt_lib.save(
                         self.save_manager, step, list(model.variables) + list(model.optimizer.variables)
                     )
+                during = " (its evaluation interrupted)" if interrupted else ""
                 self.log(
-                    f"{stop.name or 'stop on another worker'}: stopped after step {step}/{total} with its checkpoint "
-                    f"{self.manager.latest_checkpoint if self.chief else ''}; run the same command to resume"
+                    f"{stop.name or 'stop on another worker'}: stopped after step {step}/{total}{during} with its "
+                    f"checkpoint {self.manager.latest_checkpoint if self.chief else ''}; run the same command to resume"
                 )
                 return True
-            eval_every = training.eval_every
-            if step < total and eval_every and step % eval_every == 0 and self.targets and self.chief:
-                self.evaluate(step, eval_writer)
         return False
 
 

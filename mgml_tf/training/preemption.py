@@ -4,16 +4,28 @@ Cloud machines are preempted with SIGTERM and killed a few seconds later. ``Stop
 signal and lets the step in progress finish; the training loop then writes a checkpoint of that step, says
 so in one line and returns, and the process exits 0. Running the same command again resumes from that
 checkpoint (exactly: the input stream is a function of the step). A second signal exits at once, with the
-signal's own status. Under a multi-worker strategy every worker learns of a signal any worker received (one
-all-reduce per step), so all stop after the same step and save the same checkpoint.
+signal's own status. A signal during an evaluation ends it at the next image. Under a multi-worker strategy
+every worker learns of a signal any worker received (one all-reduce per step), so all stop after the same
+step and save the same checkpoint.
 """
 
+import os
 import signal
 import threading
 
 import tensorflow as tf
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Interrupted(Exception):
+    """Raised inside an evaluation that a stop request ends before its last image."""
+
+
+def signal_self(signum=signal.SIGTERM):
+    """Sends ``signum`` to this process: the ``sigterm_in_*`` fault hooks (a preemption at a chosen point)."""
+    print(f"fault injection: {signal.Signals(signum).name} to this process", flush=True)
+    os.kill(os.getpid(), signum)
 
 
 class StopRequest:
@@ -61,7 +73,7 @@ class StopAgreement:
         self.multi_worker = multi_worker
         if multi_worker:
 
-            @tf.function
+            @tf.function(autograph=False)  # plain ops: nothing to convert (AutoGraph warned it could not)
             def any_worker(flag):
                 per_replica = strategy.run(lambda: tf.identity(flag))
                 return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
