@@ -117,6 +117,34 @@ def explicit_dilated_padding(onnx_model):
     return rewritten
 
 
+def register_erfc_conversion():
+    """Teaches tf2onnx ``Erfc`` as ``1 - Erf`` (ONNX has Erf, opset 9, and no Erfc), unless it knows it already.
+
+    TensorFlow's exact GELU (``tf.nn.gelu(approximate=False)``, in the MLPs of keras-hub's DINOv2 and DINOv3) is
+    ``0.5 x erfc(-x / sqrt(2))``, and tf2onnx 1.17 has no Erfc: without this the ViT backbones do not export.
+    Registered through tf2onnx's own handler decorator; ``1 - erf`` loses the relative precision of erfc's far
+    tail only, where GELU's value is below 1e-7 |x|.
+    """
+    from tf2onnx import utils
+    from tf2onnx.handler import tf_op
+
+    if any("Erfc" in handlers for handlers in tf_op.get_opsets().get("", [])):
+        return
+
+    @tf_op("Erfc")
+    class Erfc:
+        @classmethod
+        def version_9(cls, ctx, node, **kwargs):
+            node.type = "Erf"
+            numpy_type = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+            one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, numpy_type))
+            complement = ctx.insert_new_node_on_output(
+                "Sub", node.output[0], name=utils.make_name(node.name), inputs=[one.output[0], node.output[0]]
+            )
+            ctx.copy_shape(node.output[0], complement.output[0])
+            ctx.set_dtype(complement.output[0], ctx.get_dtype(node.output[0]))
+
+
 @contextlib.contextmanager
 def _converter_quiet():
     # Keras's tf2onnx patch for NumPy 2 tests for np.object (a FutureWarning), and tf2onnx logs every
@@ -137,6 +165,7 @@ def _converter_quiet():
 def _write_onnx(wrapper, path, meta):
     import onnx
 
+    register_erfc_conversion()
     with _converter_quiet():
         wrapper.export(path, format="onnx", input_signature=_input_signature(), verbose=False)
     onnx_model = onnx.load(path)

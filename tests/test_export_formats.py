@@ -156,3 +156,25 @@ def test_cli_writes_each_format(tmp_path):
         images = np.random.default_rng(3).integers(0, 256, size=(1, 40, 56, 3), dtype=np.uint8)
         assert export_formats.load(out)(images)["labels"].shape == (1, 40, 56)
         assert export_formats.read_metadata(out)["num_classes"] == 19
+
+
+def test_erfc_converts_to_onnx_as_one_minus_erf():
+    """The exact GELU of the DINOv2/DINOv3 MLPs is 0.5 x erfc(-x / sqrt(2)); tf2onnx 1.17 alone has no Erfc."""
+    import onnxruntime
+    import tf2onnx
+
+    export_formats.register_erfc_conversion()
+    spec = [tf.TensorSpec([None], tf.float32, name="x")]
+
+    @tf.function(input_signature=spec)
+    def gelu_and_erfc(x):
+        return {"gelu": tf.nn.gelu(x, approximate=False), "erfc": tf.math.erfc(x)}
+
+    with export_formats._converter_quiet():
+        model, _ = tf2onnx.convert.from_function(gelu_and_erfc, input_signature=spec)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.linspace(-6, 6, 97).astype(np.float32)
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x})))
+    want = {k: v.numpy() for k, v in gelu_and_erfc(tf.constant(x)).items()}
+    np.testing.assert_allclose(got["gelu"], want["gelu"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got["erfc"], want["erfc"], rtol=0, atol=1e-6)
