@@ -191,19 +191,66 @@ def _structure_ok(data, allow_jpeg):
 
 def _big_endian(data, offset, length):
     """The unsigned big-endian integer of `length` bytes at `offset` of a string tensor, as int64 (0 past its end)."""
-    padded = tf.strings.join([data, b"\0" * (offset + length)])
-    digits = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, offset, length), tf.uint8), tf.int64)
+    offset = tf.minimum(tf.cast(offset, tf.int64), _length(data))
+    piece = tf.strings.join([tf.strings.substr(data, offset, tf.constant(length, tf.int64)), b"\0" * length])
+    digits = tf.cast(tf.io.decode_raw(tf.strings.substr(piece, 0, length), tf.uint8), tf.int64)
     return tf.reduce_sum(digits * tf.constant([256 ** (length - 1 - i) for i in range(length)], tf.int64))
 
 
+def _length(data):
+    return tf.cast(tf.strings.length(data), tf.int64)
+
+
+def _jpeg_frame_size_op(data):
+    """int64 [height, width] of a JPEG's frame header (SOFn), found by following the segment lengths from the start
+    as `_jpeg_frame_size` does, in TF ops (a few iterations: one per segment before the frame header); [-1, -1]
+    when the image data, the end of the file or bytes that are not a marker come first."""
+    n = _length(data)
+
+    def searching(position, size):
+        return size[0] == -2
+
+    def step(position, size):
+        marker, length = _big_endian(data, position + 1, 1), _big_endian(data, position + 2, 2)
+        standalone = (marker == 0x01) | (marker == 0xD8) | ((marker >= 0xD0) & (marker <= 0xD7))
+        fill = marker == 0xFF
+        frame = (marker >= 0xC0) & (marker <= 0xCF) & (marker != 0xC4) & (marker != 0xC8) & (marker != 0xCC)
+        lost = (
+            (position + 9 > n)
+            | (_big_endian(data, position, 1) != 0xFF)
+            | (marker == 0xDA)
+            | (marker == 0xD9)
+            | (~standalone & ~fill & ~frame & (length < 2))
+        )
+        found = tf.stack([_big_endian(data, position + 5, 2), _big_endian(data, position + 7, 2)])
+        size = tf.where(lost, tf.constant([-1, -1], tf.int64), tf.where(frame, found, size))
+        advance = tf.where(fill, tf.constant(1, tf.int64), tf.where(standalone, tf.constant(2, tf.int64), 2 + length))
+        return position + advance, size
+
+    start = (tf.constant(2, tf.int64), tf.constant([-2, -2], tf.int64))
+    return tf.while_loop(searching, step, start)[1]
+
+
 def _declared_size(data, allow_jpeg):
-    """int64 [height, width] that a PNG's IHDR or a JPEG's frame header declares, read without decoding (TF ops;
-    `tf.io.extract_jpeg_shape` reads the JPEG markers up to the frame header)."""
+    """int64 [height, width] that a PNG's IHDR or a JPEG's frame header declares, read without decoding (TF ops).
+    A JPEG whose frame header `_jpeg_frame_size_op` cannot reach is left to `tf.io.extract_jpeg_shape` (libjpeg's
+    header reader, which also allocates nothing but does not name the file when it fails)."""
     png = tf.stack([_big_endian(data, 20, 4), _big_endian(data, 16, 4)])
     if not allow_jpeg:
         return png
+
+    def jpeg():
+        size = _jpeg_frame_size_op(data)
+        return tf.cond(size[0] >= 0, lambda: size, lambda: tf.cast(tf.io.extract_jpeg_shape(data)[:2], tf.int64))
+
     is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_SIG)
-    return tf.cond(is_png, lambda: png, lambda: tf.cast(tf.io.extract_jpeg_shape(data)[:2], tf.int64))
+    return tf.cond(is_png, lambda: png, jpeg)
+
+
+def _assert(ok, message):
+    """``tf.debugging.Assert(ok, [message()])``: a plain op (string data needs no guarding `tf.cond`, which in a
+    tf.data function costs more than building the message for every file)."""
+    return tf.debugging.Assert(ok, [message()], summarize=1)
 
 
 def _declared_size_check(data, path, size, allow_jpeg):
@@ -219,24 +266,29 @@ def _declared_size_check(data, path, size, allow_jpeg):
     # in float64: exact enough, and no overflow for a size beyond the limit (which is refused first)
     raw = tf.cast(height, tf.float64) * (1.0 + tf.math.ceil(tf.cast(width * channels * depth, tf.float64) / 8.0))
     byte_limit = 2.0 * raw + _PNG_SLACK
-    size_in_bytes = tf.cast(tf.strings.length(data), tf.float64)
-    not_bomb = tf.logical_not(is_png) | (size_in_bytes <= byte_limit)
-    declared = [tf.strings.as_string(width), "x", tf.strings.as_string(height)]
+    not_bomb = tf.logical_not(is_png) | (tf.cast(_length(data), tf.float64) <= byte_limit)
     variable = config_lib.MAX_IMAGE_PIXELS_VARIABLE
-    too_large = tf.strings.join(
-        ["mgml_tf.data: '", path, "' declares ", *declared, " pixels (width x height), more than the limit of ",
-         str(limit), f" pixels ({variable}); refused before decoding: shrink the image, or raise {variable} if it is "
-         "meant to be that large"]
-    )  # fmt: skip
-    bomb = tf.strings.join(
-        ["mgml_tf.data: '", path, "' holds ", tf.strings.as_string(tf.strings.length(data)), " bytes, more than a ",
-         *declared, " PNG can need (", tf.strings.as_string(tf.cast(byte_limit, tf.int64)), "): compressed data its "
-         "image cannot use (a decompression bomb, or a damaged file); refused before decoding: re-encode it or "
-         "remove it"]
-    )  # fmt: skip
-    first = tf.debugging.Assert(within, [too_large], summarize=1)
-    with tf.control_dependencies([first]):
-        return tf.debugging.Assert(not_bomb, [bomb], summarize=1)
+
+    def declared():
+        return [tf.strings.as_string(width), "x", tf.strings.as_string(height)]
+
+    def too_large():
+        return tf.strings.join(
+            ["mgml_tf.data: '", path, "' declares ", *declared(), " pixels (width x height), more than the limit of ",
+             str(limit), f" pixels ({variable}); refused before decoding: shrink the image, or raise {variable} if it "
+             "is meant to be that large"]
+        )  # fmt: skip
+
+    def bomb():
+        return tf.strings.join(
+            ["mgml_tf.data: '", path, "' holds ", tf.strings.as_string(_length(data)), " bytes, more than a ",
+             *declared(), " PNG can need (", tf.strings.as_string(tf.cast(byte_limit, tf.int64)), "): compressed data "
+             "its image cannot use (a decompression bomb, or a damaged file); refused before decoding: re-encode it "
+             "or remove it"]
+        )  # fmt: skip
+
+    with tf.control_dependencies([_assert(within, too_large)]):
+        return _assert(not_bomb, bomb)
 
 
 def _read_checked(path, allow_jpeg):
@@ -245,11 +297,14 @@ def _read_checked(path, allow_jpeg):
     data = tf.io.read_file(path)
     ok = _structure_ok(data, allow_jpeg)
     what = "PNG/JPEG" if allow_jpeg else "PNG"
-    message = tf.strings.join(
-        [f"mgml_tf.data: corrupt, truncated, empty or non-{what} file '", path, "'; re-extract it, or load the domain "
-         "with check_files=True / skip_bad=True"]
-    )  # fmt: skip
-    with tf.control_dependencies([tf.debugging.Assert(ok, [message], summarize=1)]):
+
+    def message():
+        return tf.strings.join(
+            [f"mgml_tf.data: corrupt, truncated, empty or non-{what} file '", path, "'; re-extract it, or load the "
+             "domain with check_files=True / skip_bad=True"]
+        )  # fmt: skip
+
+    with tf.control_dependencies([_assert(ok, message)]):
         size = _declared_size(data, allow_jpeg)
         size_check = _declared_size_check(data, path, size, allow_jpeg)
     with tf.control_dependencies([size_check]):
@@ -336,12 +391,14 @@ def _read_same_size(image_path, label_path):
     def shown(size):
         return [tf.strings.as_string(size[0]), "x", tf.strings.as_string(size[1])]
 
-    message = tf.strings.join(
-        ["mgml_tf.data: image and label sizes differ: image '", image_path, "' is ", *shown(image_size),
-         " but label '", label_path, "' is ", *shown(label_size), " (height x width); fix or remove the pair, or "
-         "load the domain with skip_bad=True"]
-    )  # fmt: skip
-    with tf.control_dependencies([tf.debugging.Assert(same, [message], summarize=1)]):
+    def message():
+        return tf.strings.join(
+            ["mgml_tf.data: image and label sizes differ: image '", image_path, "' is ", *shown(image_size),
+             " but label '", label_path, "' is ", *shown(label_size), " (height x width); fix or remove the pair, "
+             "or load the domain with skip_bad=True"]
+        )  # fmt: skip
+
+    with tf.control_dependencies([_assert(same, message)]):
         return tf.identity(image_data), tf.identity(label_data)
 
 
