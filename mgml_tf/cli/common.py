@@ -60,6 +60,11 @@ def quiet_initialize():
         tf.constant(0) + 1
 
 
+#: The message of an assertion of `mgml_tf.data.datasets` (a bad file met in a tf.data pipeline) inside
+#: TensorFlow's error, which also names the dataset op and the graph node.
+_DATA_ASSERTION = re.compile(r"assertion failed: \[mgml_tf\.data: (.*?)\]\s*(?:\[\[|$)", re.S)
+
+
 def fail(prog, message, status):
     print(f"{prog}: error: {one_line(message)}", file=sys.stderr, flush=True)
     return status
@@ -82,7 +87,9 @@ def run(prog, main, argv=None):
     except (ValueError, OSError, LookupError) as e:
         status = fail(prog, f"{type(e).__name__}: {e}" if type(e).__name__ not in str(e) else e, 1)
     except Exception as e:  # noqa: BLE001  (TensorFlow errors and the like: still one line)
-        status = fail(prog, f"{type(e).__name__}: {getattr(e, 'message', None) or e}", 1)
+        message = str(getattr(e, "message", None) or e)
+        data = _DATA_ASSERTION.search(message)  # a data check in a tf.data pipeline: its message, not the graph's
+        status = fail(prog, data.group(1) if data else f"{type(e).__name__}: {message}", 1)
     sys.stdout.flush()
     sys.exit(status or 0)
 
