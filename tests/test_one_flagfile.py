@@ -1,13 +1,14 @@
-"""One flagfile for every command (docs/CLI.md): evaluate, export and predict read the training flagfile,
+"""One flagfile for every command (docs/CLI.md): evaluate, export, predict and preset read the training flagfile,
 ignore the training flags they do not use with one stdout line naming them, and give the same result as
 without it; a misspelled flag is still refused in one line naming the file and line; where a training
 flagfile sets a flag the command shares with training, the run's record (evaluate) and --export_dir
 (predict) win over it.
 
-One tiny training run (configs/demo_tiny.cfg, 1 step, no targets) is shared by the module; each command
-runs once with the flagfile as a subprocess (the user's path: real stdout and stderr) and once without it
-in-process, and the results are compared. About two minutes on 2 CPU cores, so the tests that need the run
-or a subprocess are marked slow; the parse and --help checks run in-process in seconds."""
+One tiny training run (configs/demo_tiny.cfg: the demo flagfile configs/demo.cfg with tiny overrides; 1 step,
+no targets) is shared by the module; each command runs once with the flagfile as a subprocess (the user's
+path: real stdout and stderr) and once without it in-process, and the results are compared. About two
+minutes on 2 CPU cores, so the tests that need the run or a subprocess are marked slow; the parse and --help
+checks run in-process in seconds."""
 
 import filecmp
 import glob
@@ -116,6 +117,23 @@ def test_predict_with_the_training_flagfile(run, tmp_path):
     assert not mismatch and not errors
 
 
+@pytest.mark.slow  # a subprocess, and the shared training subprocess
+def test_preset_with_the_training_flagfile(run, tmp_path):
+    """The preset command packs the run alike with and without the flagfile: the same files, the same
+    configuration, labels and training record."""
+    from mgml_tf.cli import preset
+
+    args = [f"--model_dir={run['model_dir']}"]
+    proc = run_cli("preset", f"--flagfile={FLAGFILE}", *args, f"--preset_dir={tmp_path / 'with'}")
+    assert proc.returncode == 0 and stderr_lines(proc) == [], proc.stderr
+    assert proc.stdout.splitlines()[0] == ignore_line(proc.stdout, "preset")
+    in_process(preset.main, *args, f"--preset_dir={tmp_path / 'without'}")
+    files = files_under(tmp_path / "with")
+    assert files == files_under(tmp_path / "without") and "config.json" in files
+    for name in ("config.json", "labels.json", "training.json"):
+        assert json.load(open(tmp_path / "with" / name)) == json.load(open(tmp_path / "without" / name)), name
+
+
 @pytest.mark.slow  # needs the shared training subprocess
 def test_predict_export_dir_wins_over_the_flagfiles_model_dir(run, exported, tmp_path, capsys):
     """An experiment's flagfile that names its --model_dir: predict --export_dir uses the export instead of
@@ -178,7 +196,7 @@ def test_misspelled_flag_in_a_flagfile_is_refused_in_one_line(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["bad.cfg"]
 
 
-@pytest.mark.parametrize("tool", ["evaluate", "export", "predict"])
+@pytest.mark.parametrize("tool", ["evaluate", "export", "predict", "preset"])
 def test_unknown_flags_are_still_errors(tmp_path, tool):
     """In-process parse: a flag no command knows, in a flagfile or included one; a training flag on the
     command line (it would do nothing there)."""
@@ -201,7 +219,7 @@ def test_unknown_flags_are_still_errors(tmp_path, tool):
         assert all(w in str(e.value) for w in words), str(e.value)
 
 
-@pytest.mark.parametrize("tool", ["evaluate", "export", "predict"])
+@pytest.mark.parametrize("tool", ["evaluate", "export", "predict", "preset"])
 def test_help_lists_only_the_commands_own_flags(tool, capsys):
     import importlib
 
