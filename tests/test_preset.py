@@ -119,6 +119,7 @@ def test_the_manifest_lists_every_file_with_its_size_and_sha256(run):
 
 
 # ------------------------------------------------------------------------------------------ the commands
+@pytest.mark.slow
 def test_evaluate_and_export_through_the_preset(run, tmp_path):
     """evaluate gives through --preset what it gives through the model directory; the export of the preset serves
     the preset's model."""
@@ -162,6 +163,23 @@ def test_fine_tuning_starts_from_exactly_the_preset(run, tmp_path, monkeypatch):
     # The new run records the preset's network: --flagfile=MODEL_DIR/flags.cfg resumes it without the preset.
     saved, theirs = md.load_config(model_dir), md.load_config(run["model_dir"])
     assert saved["resolved"]["architecture"] == theirs["resolved"]["architecture"]
+
+
+@pytest.mark.slow
+def test_predict_through_the_preset(run, tmp_path):
+    """predict writes through --preset the very files it writes through the model directory."""
+    from mgml_tf.cli import predict
+
+    for source in ("model_dir", "preset"):
+        predict.main(
+            ["prog", f"--{source}={run[source]}", f"--input={run['synth']}/foggy", f"--output_dir={tmp_path}/{source}"]
+        )
+    assert tree_hash(f"{tmp_path}/preset") == tree_hash(f"{tmp_path}/model_dir")
+    with pytest.raises(UsageError, match="--export_dir and --preset both name the model"):
+        predict.main(
+            ["prog", f"--export_dir={tmp_path}", f"--preset={run['preset']}", "--input=x", f"--output_dir={tmp_path}/o"]
+        )
+    assert sorted(os.listdir(tmp_path)) == ["model_dir", "preset"]
 
 
 # ---------------------------------------------------------------------------------------------- refusals

@@ -1,4 +1,4 @@
-"""``python -m mgml_tf.predict (--export_dir=DIR | --model_dir=DIR) --input=PATH --output_dir=DIR``
+"""``python -m mgml_tf.predict (--export_dir=DIR | --model_dir=DIR | --preset=DIR) --input=PATH --output_dir=DIR``
 
 ``--input`` is an image, a folder (every PNG/JPEG below it), a list file of image paths or a video
 (``mgml_tf.cli.predict_inputs``). For every image it writes into ``--output_dir`` (keeping the input's
@@ -24,6 +24,7 @@ line naming them (docs/CLI.md, "One flagfile for every command").
 import os
 
 from mgml_tf.cli import common, predict_inputs
+from mgml_tf.cli import preset as preset_cli
 from mgml_tf.cli.progress import Progress
 from mgml_tf.errors import RunError, UsageError, one_line
 from mgml_tf.files import atomic_write_bytes
@@ -39,6 +40,7 @@ def make_flags():
     flags.DEFINE_string(
         "model_dir", None, "Run directory written by mgml_tf.train (newest checkpoint).", flag_values=fv
     )
+    preset_cli.define_preset_flag(fv, "--export_dir or --model_dir")
     flags.DEFINE_string(
         "input",
         None,
@@ -100,17 +102,15 @@ def main(argv):
         # "One flagfile for every command") instead of making the two conflict.
         fv["model_dir"].value, fv["model_dir"].present = None, 0
         note = "nor its --model_dir, as --export_dir is given"
-    common.report_ignored(PROG, parsed, note)
-    if bool(fv.export_dir) == bool(fv.model_dir):
-        raise UsageError("give exactly one of --export_dir and --model_dir")
+    source, preset_note = preset_cli.one_model_source(fv, parsed, ("export_dir", "model_dir", "preset"))
+    common.report_ignored(PROG, parsed, note or preset_note)
     for name in ("input", "output_dir"):
         if not fv[name].value:
             raise UsageError(f"--{name} is required")
     if not 0.0 <= fv.overlay_alpha <= 1.0:
         raise UsageError(f"--overlay_alpha must be in [0, 1], got {fv.overlay_alpha}")
-    source = fv.export_dir or fv.model_dir
-    if not os.path.isdir(source):
-        raise UsageError(f"--{'export_dir' if fv.export_dir else 'model_dir'}={source} not found")
+    if not os.path.isdir(fv[source].value):
+        raise UsageError(f"--{source}={fv[source].value} not found")
     common.check_writable("output_dir", fv.output_dir)
     if predict_inputs.kind(fv.input) == "video":
         return _predict_video(fv)
@@ -133,7 +133,7 @@ def main(argv):
 def _load_model(fv):
     from mgml_tf import serving
 
-    return serving.load(export_dir=fv.export_dir, model_dir=fv.model_dir)
+    return serving.load(export_dir=fv.export_dir, model_dir=fv.model_dir, preset=fv.preset)
 
 
 def _memory_mode(fv, names=None):
