@@ -111,3 +111,30 @@ def test_train_cli_on_the_published_synthia_split(synthia_root, tmp_path):
     with open(os.path.join(model_dir, "flags.json")) as f:
         resolved = json.load(f)["resolved"]
     assert resolved["sources"] == [spec] and resolved["targets"] == [spec]
+
+
+# ------------------------------------------------------------------------------------- the data checker
+def test_the_checker_reads_the_same_domain_option(synthia_root, tmp_path, capsys):
+    """``python -m mgml_tf.data.check`` takes the domains as training does, split lists included, and
+    ``--split_list=published``."""
+    from mgml_tf.cli import common
+    from mgml_tf.data import check
+
+    published = f"synthia:{synthia_root}:split_list=published"
+    [source] = check.parse_domains(published, None)
+    [target] = check.parse_domains(None, published)
+    assert (source.split, source.split_list) == ("train", splits.path("synthia", "train"))
+    assert (target.split, target.split_list) == ("val", splits.path("synthia", "val"))
+    [flag] = check.parse_domains(None, f"synthia:{synthia_root}", split_list="published")
+    assert flag == target
+    with pytest.raises(UsageError, match="--split_list=published: no published split list for gtav/train"):
+        check.parse_domains(f"gtav:{synthia_root}", None, split_list="published")
+    with pytest.raises(UsageError, match="--sources: .*no published split list for gtav/train"):
+        check.parse_domains(f"gtav:{synthia_root}:split_list=published", None)
+    (tmp_path / "two.txt").write_text("0000004.png\n0000009.png\n")
+    with pytest.raises(SystemExit) as e:
+        common.run(
+            check.PROG, check.main, [check.PROG, f"--targets=synthia:{synthia_root}:split_list={tmp_path / 'two.txt'}"]
+        )
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "(the split list selects 2 images, 2 labels), 2 pairs" in out, out
