@@ -48,10 +48,9 @@ def run(tmp_path_factory):
 
 
 def values(model):
-    """Every variable's bytes in the model's order, but the dropout layers' random-number states: a preset holds
-    the network (weights, BatchNorm statistics, the memory), not where the training run's random streams were (a
-    fine-tuning run seeds its own from --seed); their paths are numbered per process, hence the order."""
-    return [v.numpy().tobytes() for v in model.variables if not v.path.endswith("seed_generator_state")]
+    """Every variable's bytes in the model's order (the paths of the dropout layers' random states are numbered
+    per process)."""
+    return [v.numpy().tobytes() for v in model.variables]
 
 
 def read_json(path):
@@ -235,9 +234,9 @@ def _config(change):
 
 
 DAMAGES = {
-    "truncated": (_truncated, "model.weights.h5 has .* bytes, the manifest lists .* \\(truncated\\)"),
+    "truncated": (_truncated, "variables.h5 has .* bytes, the manifest lists .* \\(truncated\\)"),
     "missing": (lambda p: os.remove(os.path.join(p, preset_lib.LABELS)), "incomplete: labels.json is missing"),
-    "altered": (_altered, "model.weights.h5 does not match its sha256"),
+    "altered": (_altered, "variables.h5 does not match its sha256"),
     "other format version": (_other_version, "format version 2 .* reads version 1"),
     "newer mgml_tf": (_newer_mgml_tf, "written by mgml_tf 9.0, newer than this"),
     "not a preset": (lambda p: os.remove(os.path.join(p, preset_lib.MANIFEST)), "is not a preset"),
@@ -279,3 +278,51 @@ def test_refused_commands_change_nothing(run, tmp_path):
             main(["prog", *argv])
     assert {p: tree_hash(p) for p in before} == before
     assert sorted(os.listdir(tmp_path)) == ["damaged"]
+
+
+def test_a_keras_hub_backbone_travels_as_its_architecture(tmp_path):
+    """A model directory on a local keras-hub preset (a tiny DINOv2, LoRA-tuned) packs with backbone.json: the
+    preset rebuilds it after the keras-hub preset is gone, bit-identical."""
+    import keras
+
+    from mgml_tf import config as config_lib
+    from mgml_tf.training import checkpoints
+    from tests.helpers import SMALL, tiny_vit_preset
+
+    hub = tiny_vit_preset(str(tmp_path / "hub"), "dinov2")
+    model_dir = str(tmp_path / "run")
+    options = {**SMALL, "backbone": hub, "backbone_tuning": "lora", "lora_rank": 2, "model_dir": model_dir}
+    config = config_lib.RunConfig.from_flat({**options, "sources": "synthetic"})
+    keras.utils.set_random_seed(0)
+    model = mgml_tf.build_model(**config.model_options())
+    model.memory.assign(np.random.default_rng(0).normal(size=model.memory.shape).astype(np.float32))
+    md.write_config(model_dir, config, [], [])
+    md.write_backbone_architecture(model_dir, model)
+    checkpoint = checkpoints.checkpoint_object(model)
+    checkpoints.save(checkpoints.manager(checkpoint, model_dir, keep=1), 1, model.variables)
+    shutil.rmtree(hub)  # neither packing nor loading needs the keras-hub preset
+
+    preset_dir = str(tmp_path / "preset")
+    preset_lib.pack(model_dir, preset_dir, **QUIET)
+    assert read_json(os.path.join(preset_dir, preset_lib.BACKBONE)) == model.backbone_architecture
+    loaded = mgml_tf.from_preset(preset_dir)
+    assert values(loaded) == values(model)
+    images = tf.constant(np.random.default_rng(2).uniform(0, 255, (1, 32, 48, 3)), tf.float32)
+    assert np.array_equal(loaded(images).numpy(), model(images).numpy())
+
+
+def test_variables_that_do_not_fit_the_configuration_are_refused(run, tmp_path):
+    """A variables file consistent with the manifest but not with the configuration (another model's, or edited
+    and re-listed) is refused in one line naming a variable, before anything is assigned."""
+    import h5py
+
+    path = damaged_copy(run, tmp_path)
+    weights = os.path.join(path, preset_lib.WEIGHTS)
+    with h5py.File(weights, "a") as f:
+        del f["memory/memory"]
+    manifest = read_json(os.path.join(path, preset_lib.MANIFEST))
+    manifest["files"][preset_lib.WEIGHTS] = {"size": os.path.getsize(weights), "sha256": preset_lib.sha256_of(weights)}
+    with open(os.path.join(path, preset_lib.MANIFEST), "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(RunError, match="has no variable memory/memory"):
+        mgml_tf.from_preset(path)

@@ -1,7 +1,7 @@
 """``python -m mgml_tf.preset --model_dir=DIR --preset_dir=OUT [--overwrite]``: a shareable preset.
 
 Packs the newest checkpoint of a model directory into a self-contained folder of plain files: the configuration
-that rebuilds the network, the weights with the memory (Keras ``.weights.h5``), the class names and palette, the
+that rebuilds the network, every variable with the memory (HDF5), the class names and palette, the
 training summary, the evaluation table when there is one, and a manifest of every file's size and sha256
 (``mgml_tf.training.preset``). ``--preset=OUT`` then serves evaluate, predict, export and train (fine-tuning);
 ``mgml_tf.from_preset(OUT)`` is the Keras model. docs/CLI.md, "Presets".

@@ -7,8 +7,9 @@ PRESET/
                        of the run's configuration (the backbone weights path dropped: the weights are here)
   backbone.json        a keras-hub backbone's architecture (no weights), as in a model directory; absent for
                        a ResNet
-  model.weights.h5     every model variable: weights, BatchNorm statistics, the memory (Keras's weights format,
-                       without the optimiser's slots)
+  variables.h5         every model variable (weights, BatchNorm statistics, the memory, LoRA factors, dropout
+                       random states; not the optimiser's slots): an HDF5 file of one dataset per variable, named
+                       by its Keras variable path as in the checkpoints
   labels.json          class names, palette, the ignored label, train id -> Cityscapes label id (19 classes)
   training.json        the training summary: step, checkpoint, the run's flags and its resolved domains
   evaluation.json      the model directory's eval_results.json, when it has one
@@ -39,7 +40,7 @@ FORMAT_VERSION = 1
 METADATA = "preset.json"
 CONFIG = "config.json"
 BACKBONE = "backbone.json"
-WEIGHTS = "model.weights.h5"
+WEIGHTS = "variables.h5"
 LABELS = "labels.json"
 TRAINING = "training.json"
 EVALUATION = "evaluation.json"
@@ -143,7 +144,7 @@ def pack(model_dir, preset_dir, overwrite=False, log=print):
         os.makedirs(tmp)
         for name, value in documents.items():
             write_json(os.path.join(tmp, name), value)
-        keras.saving.save_weights(model, os.path.join(tmp, WEIGHTS), objects_to_skip=[model.optimizer])
+        write_variables(model, os.path.join(tmp, WEIGHTS))
         readable = 0o666 & ~_umask()  # the atomic writes make private files; a preset is for sharing
         for name in os.listdir(tmp):
             os.chmod(os.path.join(tmp, name), readable)
@@ -344,15 +345,57 @@ class Preset:
     def load_weights(self, model):
         """Loads the preset's variables into ``model`` (built with the preset's architecture): fine-tuning starts
         from exactly them. The optimiser's state is not in a preset and is left as it is."""
-        import keras
+        read_variables(model, self.weights_path)
 
-        try:
-            keras.saving.load_weights(model, self.weights_path, objects_to_skip=[model.optimizer])
-        except (ValueError, OSError, KeyError) as e:
-            reason = " ".join(str(e).split())[:300]
-            raise RunError(
-                f"{self.weights_path} does not fit the preset's configuration ({reason}); pack the preset again"
-            ) from None
+
+def write_variables(model, path):
+    """Every variable of ``model`` into the HDF5 file ``path``, one dataset per variable named by its
+    process-independent Keras path (``checkpoints.model_variable_paths``, the checkpoints' keys). Keras's own
+    ``.weights.h5`` is not used: it saves a LoRA-tuned layer's kernel merged with its factors and loads the
+    factors back as zeros, so a LoRA preset would neither equal its model nor fine-tune (zero factors have zero
+    gradients)."""
+    import h5py
+    import numpy as np
+
+    from mgml_tf.training import checkpoints
+
+    with h5py.File(path, "w") as f:
+        for name, variable in checkpoints.model_variable_paths(model).items():
+            f.create_dataset(name, data=np.asarray(variable.numpy()))
+
+
+def read_variables(model, path):
+    """Assigns every variable of ``model`` from the HDF5 file ``path`` (``write_variables``), after checking that
+    the file holds exactly the model's variables with their shapes and dtypes (one ``RunError`` line naming the
+    first that differs; nothing assigned then). Numeric datasets only: h5py never unpickles."""
+    import h5py
+    import numpy as np
+
+    from mgml_tf.training import checkpoints
+
+    variables = checkpoints.model_variable_paths(model)
+    advice = "the preset does not fit its own configuration; pack the preset again"
+    try:
+        with h5py.File(path, "r") as f:
+            stored = {}
+            f.visititems(lambda name, item: stored.update({name: item}) if isinstance(item, h5py.Dataset) else None)
+            missing, extra = sorted(set(variables) - set(stored)), sorted(set(stored) - set(variables))
+            if missing or extra:
+                what = f"has no variable {missing[0]}" if missing else f"holds {extra[0]}, which the model has not"
+                raise RunError(f"{path} {what} ({len(missing)} missing, {len(extra)} unknown): {advice}")
+            values = {}
+            for name, variable in variables.items():
+                data, want = stored[name], (tuple(variable.shape), np.dtype(variable.dtype))
+                if (data.shape, data.dtype) != want:
+                    raise RunError(
+                        f"{path} holds {name} as {data.dtype} {data.shape}, the model needs {want[1]} {want[0]}: "
+                        f"{advice}"
+                    )
+                values[name] = data[()]
+    except OSError as e:
+        raise RunError(f"cannot read {path}: {' '.join(str(e).split())}; pack the preset again") from None
+    for name, variable in variables.items():
+        variable.assign(values[name])
 
 
 def open_preset(path, flag="preset"):
