@@ -1,6 +1,7 @@
 """Shared command-line plumbing: flag parsing with flagfiles, one-line errors and exit codes, a quiet TensorFlow
 import, output-path checks."""
 
+import codecs
 import contextlib
 import dataclasses
 import os
@@ -65,6 +66,15 @@ def quiet_initialize():
 _DATA_ASSERTION = re.compile(r"assertion failed: \[mgml_tf\.data: (.*?)\]\s*(?:\[\[|$)", re.S)
 
 
+def data_check_message(message):
+    """The message of a data check (`mgml_tf.data.datasets`) in the text of a TensorFlow error, as the check wrote
+    it (TensorFlow escapes its quotes), or None when the error is not one."""
+    found = _DATA_ASSERTION.search(str(message))
+    if found is None:
+        return None
+    return codecs.escape_decode(found.group(1).encode("utf-8"))[0].decode("utf-8", "replace")
+
+
 def fail(prog, message, status):
     print(f"{prog}: error: {one_line(message)}", file=sys.stderr, flush=True)
     return status
@@ -88,8 +98,8 @@ def run(prog, main, argv=None):
         status = fail(prog, f"{type(e).__name__}: {e}" if type(e).__name__ not in str(e) else e, 1)
     except Exception as e:  # noqa: BLE001  (TensorFlow errors and the like: still one line)
         message = str(getattr(e, "message", None) or e)
-        data = _DATA_ASSERTION.search(message)  # a data check in a tf.data pipeline: its message, not the graph's
-        status = fail(prog, data.group(1) if data else f"{type(e).__name__}: {message}", 1)
+        data = data_check_message(message)  # a data check in a tf.data pipeline: its message, not the graph's
+        status = fail(prog, data or f"{type(e).__name__}: {message}", 1)
     sys.stdout.flush()
     sys.exit(status or 0)
 

@@ -50,17 +50,97 @@ def resolved_architecture(options):
 
 
 def load_config(model_dir):
-    """The saved configuration of ``model_dir`` or None when there is none."""
+    """The saved configuration of ``model_dir`` (checked: `check_saved_config`) or None when there is none."""
     path = os.path.join(model_dir, CONFIG_JSON)
-    return _read_json(path) if os.path.exists(path) else None
+    if not os.path.exists(path):
+        return None
+    saved = _read_json(path, f"; restore the run's own {CONFIG_JSON}")
+    check_saved_config(saved, path)
+    return saved
+
+
+#: The largest flags.json or backbone.json read (this package writes a few KB): a bigger one is not the run's
+#: own, and is refused before it is parsed into memory.
+MAX_JSON_BYTES = 1 << 20
+#: The keys of a flags.json, as `write_config` writes them (a directory of a version before the typed
+#: configuration has "options" and "flags" only).
+CONFIG_JSON_KEYS = ("config", "options", "flags", "resolved", "mgml_tf_version")
 
 
 def _read_json(path, advice=""):
     try:
-        with open(path) as f:
+        size = os.path.getsize(path)
+        if size > MAX_JSON_BYTES:
+            raise RunError(f"{path} is {size} bytes, more than such a file can be ({MAX_JSON_BYTES}){advice}")
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except (OSError, ValueError) as e:
-        raise RunError(f"cannot read {path}: {e}{advice}") from None
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        raise RunError(f"cannot read {path}: {reason}{advice}") from None
+
+
+def check_saved_config(saved, path):
+    """Refuses a saved configuration (a ``flags.json``, read from ``path``) that this package would not have
+    written, before anything is built from it: one ``RunError`` line naming the file and the key. Checked: a
+    JSON object of the keys `CONFIG_JSON_KEYS` ("options" required); each section of "config", the flat
+    "options" (with `LEGACY_OPTIONS` for the options it predates) and "flags" by the typed configuration
+    (`config.check_json_types` for the types, the sections for names, choices and ranges: an unknown option,
+    a string for an integer, ``num_classes=10**9`` or a crop of 10^6 pixels is refused); "resolved" holds
+    lists of ``name:root`` strings."""
+
+    def refuse(where, problem):
+        raise _unreadable(path, f"{where}: {problem}")
+
+    if not isinstance(saved, dict):
+        refuse("the file", f"must hold a JSON object, not {type(saved).__name__}")
+    unknown = sorted(set(saved) - set(CONFIG_JSON_KEYS))
+    if unknown:
+        refuse(f"key {unknown[0]!r}", f"unknown; {CONFIG_JSON} holds {', '.join(CONFIG_JSON_KEYS)}")
+    if "options" not in saved:
+        refuse("key 'options'", "missing")
+    owner = {name: section for section in config_lib.SECTIONS.values() for name in section.names()}
+
+    def check_flat(key, values, legacy=False):
+        if not isinstance(values, dict):
+            refuse(f"key {key!r}", f"must be an object, not {type(values).__name__}")
+        for name in sorted(values):
+            if name not in owner:
+                refuse(f"{key}.{name}", "unknown option")
+            try:
+                config_lib.check_json_types(owner[name], {name: values[name]})
+            except ValueError as e:
+                refuse(f"{key}.{name}", e)
+        try:
+            config_lib.RunConfig.from_flat(config_lib.with_legacy_options(values) if legacy else values)
+        except config_lib.ConfigError as e:
+            refuse(f"{key}.{e.name}", e)
+        except (TypeError, ValueError) as e:
+            refuse(f"key {key!r}", e)
+
+    check_flat("options", saved["options"], legacy=True)
+    if "flags" in saved:
+        check_flat("flags", saved["flags"])
+    if "config" in saved:
+        sections = saved["config"]
+        if not isinstance(sections, dict):
+            refuse("key 'config'", f"must be an object, not {type(sections).__name__}")
+        for name in sorted(sections):
+            if name not in config_lib.SECTIONS:
+                refuse(f"config.{name}", f"unknown section; known: {', '.join(config_lib.SECTIONS)}")
+            check_flat(f"config.{name}", sections[name])
+        try:
+            config_lib.RunConfig.from_dict(sections)
+        except (TypeError, ValueError) as e:  # across sections (the method needs the memory, ...)
+            refuse("key 'config'", e)
+    resolved = saved.get("resolved", {})
+    if not isinstance(resolved, dict):
+        refuse("key 'resolved'", f"must be an object, not {type(resolved).__name__}")
+    for role in ("sources", "targets"):
+        specs = resolved.get(role, [])
+        if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
+            refuse(f"resolved.{role}", "must be a list of name:root strings")
+    if not isinstance(saved.get("mgml_tf_version", ""), str):
+        refuse("key 'mgml_tf_version'", "must be a string")
 
 
 def write_backbone_architecture(model_dir, model):
@@ -75,7 +155,69 @@ def saved_backbone_architecture(model_dir):
     path = os.path.join(model_dir, BACKBONE_JSON)
     if not os.path.exists(path) or latest_checkpoint(model_dir) is None:
         return None
-    return _read_json(path, f"; restore the run's own {BACKBONE_JSON}")
+    architecture = _read_json(path, f"; restore the run's own {BACKBONE_JSON}")
+    check_backbone_architecture(architecture, path)
+    return architecture
+
+
+#: The largest integer a keras-hub backbone's configuration holds (a width, a depth, an image side): DINOv3's
+#: ViT-7B is 4096 wide. A tampered 10^9 would be allocated when the backbone is built.
+MAX_ARCHITECTURE_INT = 65536
+#: The most parameters a saved backbone may declare (transformer layers of 4 h^2 + 2 h m weights): the
+#: largest DINOv3 (ViT-7B) has about 7 billion.
+MAX_BACKBONE_PARAMETERS = 10_000_000_000
+
+
+def check_backbone_architecture(architecture, path):
+    """Refuses a ``backbone.json`` (read from ``path``) that `write_backbone_architecture` would not have
+    written, before anything is deserialised or built from it: one ``RunError`` line naming the file and the
+    key. It must be a serialised DINOv2/DINOv3 keras-hub backbone (class, module and registered name), its
+    configuration's integers in 0..`MAX_ARCHITECTURE_INT`, and its layers at most `MAX_BACKBONE_PARAMETERS`."""
+    from mgml_tf.models.foundation import SUPPORTED
+
+    def refuse(where, problem):
+        raise RunError(f"{path}: {where}: {problem}; restore the run's own {BACKBONE_JSON}")
+
+    if not isinstance(architecture, dict):
+        refuse("the file", f"must hold a JSON object, not {type(architecture).__name__}")
+    kind = architecture.get("class_name")
+    if kind not in SUPPORTED:
+        refuse("class_name", f"{kind!r} is not a supported backbone ({', '.join(SUPPORTED)})")
+    module, registered = architecture.get("module"), architecture.get("registered_name")
+    if not (isinstance(module, str) and module.startswith("keras_hub.")):
+        refuse("module", f"{module!r} is not a keras_hub module")
+    if registered not in (None, f"keras_hub>{kind}"):
+        refuse("registered_name", f"{registered!r} is not keras_hub>{kind}")
+    config = architecture.get("config")
+    if not isinstance(config, dict):
+        refuse("config", "must be an object")
+
+    def integers(value, where):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield from integers(item, f"{where}.{key}")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from integers(item, f"{where}[{i}]")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            yield where, value
+
+    for where, value in integers(config, "config"):
+        if not 0 <= value <= MAX_ARCHITECTURE_INT:
+            refuse(where, f"{value} is outside 0..{MAX_ARCHITECTURE_INT}")
+    dtype = config.get("dtype")
+    if isinstance(dtype, dict) and not str(dtype.get("class_name", "")).endswith("DTypePolicy"):
+        refuse("config.dtype", f"{dtype.get('class_name')!r} is not a Keras dtype policy")
+    sizes = {k: config.get(k) for k in ("num_layers", "hidden_dim", "intermediate_dim")}
+    if all(isinstance(v, int) for v in sizes.values()):
+        layers, hidden, inner = sizes["num_layers"], sizes["hidden_dim"], sizes["intermediate_dim"]
+        parameters = layers * (4 * hidden * hidden + 2 * hidden * inner)
+        if parameters > MAX_BACKBONE_PARAMETERS:
+            refuse(
+                "config",
+                f"num_layers={layers}, hidden_dim={hidden}, intermediate_dim={inner} make about {parameters:.3g} "
+                f"parameters, more than {MAX_BACKBONE_PARAMETERS:.0e}",
+            )
 
 
 def latest_checkpoint(model_dir):
