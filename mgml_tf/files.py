@@ -20,6 +20,9 @@ def atomic_write_bytes(path, data):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        # mkstemp creates the file 0600; give it the mode open() would (0666 less the umask), so that a
+        # model served or read by another user (TF Serving's account, a shared cluster) can read it.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -29,6 +32,12 @@ def atomic_write_bytes(path, data):
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path, value):
