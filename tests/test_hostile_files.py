@@ -220,17 +220,12 @@ def test_symlink_loop_in_a_dataset_tree_is_named_in_one_line(tmp_path):
 SMALL = dict(backbone="resnet_small", num_classes=4, feature_channels=8, decoder_channels=8, low_level_channels=4)
 
 
-def saved_config():
-    config = config_lib.RunConfig().replace(**SMALL, crop_size=(64,), model_dir="/runs/x", sources="gtav:/d/g")
-    options = md.json_options(config.model_options())
-    flags = {k: v for section in config.to_dict().values() for k, v in section.items()}
-    return {
-        "config": config.to_dict(),
-        "options": options,
-        "flags": flags,
-        "resolved": {"sources": ["gtav:/d/g"], "targets": [], "architecture": md.resolved_architecture(options)},
-        "mgml_tf_version": mgml_tf.__version__,
-    }
+def write_saved_config(model_dir):
+    """The model directory's flags.json as training writes it (`model_dir.write_config`); returns its content."""
+    config = config_lib.RunConfig().replace(**SMALL, crop_size=(64,), model_dir=model_dir, sources="gtav:/d/g")
+    md.write_config(model_dir, config, ["gtav:/d/g"], [], given=("num_devices",))
+    with open(os.path.join(model_dir, md.CONFIG_JSON)) as f:
+        return json.load(f)
 
 
 def _set(saved, where, value):
@@ -264,11 +259,8 @@ TAMPERED = {  # case -> (key path and value, or the file's text; what the messag
 def test_tampered_flags_json_refused_naming_the_file_and_key_before_building(tmp_path, monkeypatch, case):
     change, named = TAMPERED[case]
     model_dir = str(tmp_path / "run")
-    os.makedirs(model_dir)
     path = os.path.join(model_dir, md.CONFIG_JSON)
-    saved = saved_config()
-    with open(path, "w") as f:
-        json.dump(saved, f)
+    saved = write_saved_config(model_dir)
     assert md.load_config(model_dir) == saved  # the untampered file passes
     if isinstance(change, tuple):
         _set(saved, *change)
