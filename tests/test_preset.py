@@ -233,6 +233,12 @@ def _config(change):
     return damage
 
 
+def _training_flags(path):
+    record = read_json(os.path.join(path, preset_lib.TRAINING))
+    record["flags"]["synthetic_num_val"] = "many"  # evaluate --preset reads these flags as the run's
+    rewrite(path, preset_lib.TRAINING, record)
+
+
 DAMAGES = {
     "truncated": (_truncated, "variables.h5 has .* bytes, the manifest lists .* \\(truncated\\)"),
     "missing": (lambda p: os.remove(os.path.join(p, preset_lib.LABELS)), "incomplete: labels.json is missing"),
@@ -243,6 +249,7 @@ DAMAGES = {
     "unknown option": (_config(lambda c: c["model"].update(colour="red")), "unknown option\\(s\\) \\['colour'\\]"),
     "wrong type": (_config(lambda c: c["model"].update(num_classes="19")), "num_classes must be an integer"),
     "unknown section": (_config(lambda c: c.update(training={})), "unknown section\\(s\\) \\['training'\\]"),
+    "training flag of the wrong type": (_training_flags, "training.json .*flags.synthetic_num_val"),
 }
 
 

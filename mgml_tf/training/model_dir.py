@@ -79,17 +79,18 @@ def _read_json(path, advice=""):
         raise RunError(f"cannot read {path}: {reason}{advice}") from None
 
 
-def check_saved_config(saved, path):
+def check_saved_config(saved, path, advice=None):
     """Refuses a saved configuration (a ``flags.json``, read from ``path``) that this package would not have
     written, before anything is built from it: one ``RunError`` line naming the file and the key. Checked: a
     JSON object of the keys `CONFIG_JSON_KEYS` ("options" required); each section of "config", the flat
     "options" (with `LEGACY_OPTIONS` for the options it predates) and "flags" by the typed configuration
     (`config.check_json_types` for the types, the sections for names, choices and ranges: an unknown option,
     a string for an integer, ``num_classes=10**9`` or a crop of 10^6 pixels is refused); "resolved" holds
-    lists of ``name:root`` strings."""
+    lists of ``name:root`` strings. ``advice`` replaces what the line tells to do (a preset's record:
+    ``mgml_tf.training.preset``)."""
 
     def refuse(where, problem):
-        raise _unreadable(path, f"{where}: {problem}")
+        raise _unreadable(path, f"{where}: {problem}", advice)
 
     if not isinstance(saved, dict):
         refuse("the file", f"must hold a JSON object, not {type(saved).__name__}")
@@ -168,15 +169,18 @@ MAX_ARCHITECTURE_INT = 65536
 MAX_BACKBONE_PARAMETERS = 10_000_000_000
 
 
-def check_backbone_architecture(architecture, path):
+def check_backbone_architecture(architecture, path, advice=None):
     """Refuses a ``backbone.json`` (read from ``path``) that `write_backbone_architecture` would not have
     written, before anything is deserialised or built from it: one ``RunError`` line naming the file and the
     key. It must be a serialised DINOv2/DINOv3 keras-hub backbone (class, module and registered name), its
-    configuration's integers in 0..`MAX_ARCHITECTURE_INT`, and its layers at most `MAX_BACKBONE_PARAMETERS`."""
+    configuration's integers in 0..`MAX_ARCHITECTURE_INT`, and its layers at most `MAX_BACKBONE_PARAMETERS`.
+    ``advice`` replaces what the line tells to do (a preset's ``backbone.json``)."""
     from mgml_tf.models.foundation import SUPPORTED
 
+    advice = advice or f"restore the run's own {BACKBONE_JSON}"
+
     def refuse(where, problem):
-        raise RunError(f"{path}: {where}: {problem}; restore the run's own {BACKBONE_JSON}")
+        raise RunError(f"{path}: {where}: {problem}; {advice}")
 
     if not isinstance(architecture, dict):
         refuse("the file", f"must hold a JSON object, not {type(architecture).__name__}")
@@ -383,11 +387,12 @@ def check_sections_agree(model_dir, config, options):
         raise _unreadable(path, e) from None
 
 
-def _unreadable(path, error):
-    return RunError(
-        f"{path} holds a configuration this version cannot read ({error}); restore the run's own {CONFIG_JSON}, "
-        "or write its options as a flagfile and train into a new --model_dir with --flagfile"
+def _unreadable(path, error, advice=None):
+    advice = advice or (
+        f"restore the run's own {CONFIG_JSON}, or write its options as a flagfile and train into a new --model_dir "
+        "with --flagfile"
     )
+    return RunError(f"{path} holds a configuration this version cannot read ({error}); {advice}")
 
 
 def _sections_options(sections):

@@ -48,10 +48,9 @@ MANIFEST = "manifest.json"
 
 #: Where the configuration of ``config.json`` comes from: the sections that ``build_model`` takes.
 CONFIG_SECTIONS = config_lib.MODEL_SECTIONS
-#: Largest JSON file of a preset read (the configuration, labels and records are a few KB; a keras-hub
-#: architecture some tens of KB): anything bigger is refused before it is parsed.
-MAX_JSON_BYTES = 1 << 20
 _HASH_CHUNK = 1 << 20
+#: What a refusal of a damaged preset file tells to do.
+_AGAIN = "pack the preset again"
 
 
 def sha256_of(path):
@@ -129,7 +128,7 @@ def pack(model_dir, preset_dir, overwrite=False, log=print):
             "checkpoint": os.path.basename(checkpoint),
             "flags": saved.get("flags", {}),
             "resolved": saved.get("resolved", {}),
-            "mgml_tf_version": saved.get("mgml_tf_version"),
+            **({"mgml_tf_version": saved["mgml_tf_version"]} if "mgml_tf_version" in saved else {}),
         },
     }
     if model.backbone_architecture is not None:
@@ -145,15 +144,11 @@ def pack(model_dir, preset_dir, overwrite=False, log=print):
         for name, value in documents.items():
             write_json(os.path.join(tmp, name), value)
         write_variables(model, os.path.join(tmp, WEIGHTS))
-        readable = 0o666 & ~_umask()  # the atomic writes make private files; a preset is for sharing
-        for name in os.listdir(tmp):
-            os.chmod(os.path.join(tmp, name), readable)
         files = {
             name: {"size": os.path.getsize(os.path.join(tmp, name)), "sha256": sha256_of(os.path.join(tmp, name))}
             for name in sorted(os.listdir(tmp))
         }
         atomic_write_text(os.path.join(tmp, MANIFEST), json.dumps({"files": files}, indent=1) + "\n")
-        os.chmod(os.path.join(tmp, MANIFEST), readable)
         if os.path.lexists(final):
             shutil.rmtree(final)
         os.rename(tmp, final)
@@ -170,24 +165,12 @@ def pack(model_dir, preset_dir, overwrite=False, log=print):
     return documents[METADATA]
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 # ------------------------------------------------------------------------------------------------ reading
 def _read_document(path, name, kind=dict):
-    """A JSON file of the preset at ``path``, refused in one line if it is too big, not JSON or not a ``kind``."""
+    """A JSON file of the preset at ``path``, read as a model directory's (refused in one line if it is too big
+    or not JSON: ``model_dir._read_json``), and refused if it is not a ``kind``."""
     full = os.path.join(path, name)
-    try:
-        if os.path.getsize(full) > MAX_JSON_BYTES:
-            raise RunError(f"{full} is larger than {MAX_JSON_BYTES} bytes: not a preset file; pack the preset again")
-        with open(full, encoding="utf-8") as f:
-            value = json.load(f)
-    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
-        raise RunError(f"cannot read {full}: {' '.join(reason.split())}; pack the preset again") from None
+    value = md._read_json(full, "; pack the preset again")
     if not isinstance(value, kind):
         raise RunError(f"{full} holds a JSON {type(value).__name__}, not an object; pack the preset again")
     return value
@@ -285,8 +268,11 @@ class Preset:
         self.training = _read_document(path, TRAINING)
         self.evaluation = _read_document(path, EVALUATION) if EVALUATION in files else None
         self.backbone_architecture = _read_document(path, BACKBONE) if BACKBONE in files else None
+        if self.backbone_architecture is not None:  # checked as a model directory's before anything is built
+            md.check_backbone_architecture(self.backbone_architecture, os.path.join(path, BACKBONE), _AGAIN)
         self.config = _read_document(path, CONFIG)
         self.options = self._options()
+        self._check_training_record()
 
     @property
     def step(self):
@@ -329,6 +315,17 @@ class Preset:
                 "pack the preset again"
             )
         return options
+
+    def _check_training_record(self):
+        """``training.json``'s flags and domains (evaluate reads them as a model directory's ``flags.json``) are
+        checked as those of a ``flags.json`` (``model_dir.check_saved_config``), its step and checkpoint by type."""
+        where = os.path.join(self.path, TRAINING)
+        record = self.training
+        if not isinstance(record.get("step"), int) or not isinstance(record.get("checkpoint"), str):
+            raise RunError(f"{where} needs an integer step and a checkpoint name; pack the preset again")
+        saved = {"options": md.json_options(self.options)}
+        saved.update({k: record[k] for k in ("flags", "resolved", "mgml_tf_version") if k in record})
+        md.check_saved_config(saved, where, _AGAIN)
 
     def build_model(self):
         """The ``MemorySegmenter`` of the preset: built from the configuration, every variable (the memory
