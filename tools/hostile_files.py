@@ -2,19 +2,19 @@
 
     python -m tools.hostile_files [--pairs=400] [--size=64] [--rounds=5]
 
-``memory``: a child process (its peak resident set size ``VmHWM`` is its own, not inherited) first reads a
-small image as every reader does (the loaders' tf.data pipeline, ``check_image_file``, predict's
-``read_image``): its normal size. It then gives the same readers files whose headers declare the largest sizes
-PNG and JPEG can (2^31-1 x 2^31-1 and 65535 x 65535 pixels), a valid PNG of 12000 x 12000 black pixels (0.4 MB
-on disk, 432 MB decoded) and a 6 x 4 PNG whose compressed data inflates to 256 MiB; each is refused in one
-line, and the peak after the refusals is compared with the normal size. Last, TensorFlow decodes the valid
-12000 x 12000 PNG and the 6 x 4 one directly, without the checks: the peak and the time they take show what
-the checks prevent.
+``memory``: a child process (its peak resident set size ``VmHWM`` is its own, not inherited) first reads a small
+image as every reader does (the loaders' tf.data pipeline, ``check_image_file``, predict's ``read_image``), a 64 x
+64 PNG or JPEG and a truncated copy of it (refused: the readers' error paths) for each hostile file below: its
+normal size. It then gives the same readers files whose headers declare the largest sizes PNG and JPEG can (2^31-1
+x 2^31-1 and 65535 x 65535 pixels), a valid PNG of 12000 x 12000 black pixels (0.4 MB on disk, 432 MB decoded) and
+a 6 x 4 PNG whose compressed data inflates to 256 MiB; each is refused in one line, and the peak after the refusals
+is compared with the normal size. Last, TensorFlow decodes the valid 12000 x 12000 PNG and the 6 x 4 one directly,
+without the checks: the peak and the time they take show what the checks prevent.
 
-``cost``: ``--pairs`` pairs of ``--size`` x ``--size`` PNGs in the GTAV layout, read ``--rounds`` times (interleaved)
-through ``Domain.as_dataset`` (every check: structure, declared size within the pixel limit, PNG bytes, size
-agreement, then decoding and the label map), through the same pipeline without the declared-size checks, and
-through one that only reads and decodes; the median CPU seconds (all threads) per pair of each.
+``cost``: ``--pairs`` pairs of ``--size`` x ``--size`` PNGs in the GTAV layout, read ``--rounds`` times
+(interleaved) through ``Domain.as_dataset`` (every check: structure, declared size within the pixel limit, PNG
+bytes, size agreement, then decoding and the label map), through the same pipeline without the declared-size
+checks, and through one that only reads and decodes; the median CPU seconds (all threads) per pair of each.
 
 The crafting functions (``png``, ``zeros_idat``, ``jpeg_declaring``) are what tests/test_hostile_files.py uses.
 """
@@ -139,13 +139,24 @@ def child_memory(folder):
 
     files = hostile_files(folder)
     label = os.path.join(folder, "label.png")
-    small = os.path.join(folder, "small.png")
     with open(label, "wb") as f:
         f.write(tf.io.encode_png(np.zeros((64, 64, 1), np.uint8)).numpy())
-    with open(small, "wb") as f:
-        f.write(tf.io.encode_png(np.full((64, 64, 3), 128, np.uint8)).numpy())
-    normal = _every_reader(small, label, os.path.join(folder, "tree_small"))
-    assert all(error is None for _, error in normal), normal
+    small = {}
+    for ext, encode in ((".png", tf.io.encode_png), (".jpg", tf.io.encode_jpeg)):
+        small[ext] = os.path.join(folder, "small" + ext)
+        with open(small[ext], "wb") as f:
+            f.write(encode(np.full((64, 64, 3), 128, np.uint8)).numpy())
+    truncated = {}
+    for ext, path in small.items():  # an ordinary bad file: the readers' error paths are part of the normal size
+        truncated[ext] = os.path.join(folder, "truncated" + ext)
+        with open(path, "rb") as f, open(truncated[ext], "wb") as out:
+            out.write(f.read()[: os.path.getsize(path) // 2])
+    for name, (path, _, _) in files.items():  # the same readers on the same kinds of file, as many times
+        ext = os.path.splitext(path)[1]
+        normal = _every_reader(small[ext], label, os.path.join(folder, f"tree_small_{name}"))
+        assert all(error is None for _, error in normal), normal
+        refused = _every_reader(truncated[ext], label, os.path.join(folder, f"tree_truncated_{name}"))
+        assert all(error is not None for _, error in refused), refused
     report = {"normal_peak_mb": _vm_hwm_mb(), "refused": {}}
     for name, (path, width, height) in files.items():
         lines = _every_reader(path, label, os.path.join(folder, "tree_" + name))
