@@ -161,15 +161,11 @@ def test_label_of_another_size_is_named_with_both_sizes_on_every_path(tmp_path, 
     before = tree_hash(root)
     expected = f"image {image!r} is 4x6 but label {label!r} is 5x6 (height x width)"
     domain = D.load_domain("gtav", root)
-    for name, dataset in (
-        ("training", aggregated_batches([domain], batch_per_domain=1, crop_size=4, seed=0)),
-        ("evaluation", evaluation_dataset(domain)),
-    ):
-        with pytest.raises(tf.errors.InvalidArgumentError) as e:
-            next(iter(dataset))
-        assert f"image and label sizes differ: {expected}" in common.data_check_message(e.value.message), name
+    with pytest.raises(tf.errors.InvalidArgumentError) as e:
+        next(iter(evaluation_dataset(domain)))
+    assert f"image and label sizes differ: {expected}" in common.data_check_message(e.value.message)
 
-    def train_like(argv):  # a command whose input pipeline meets the pair: the one line it prints
+    def train_like(argv):  # a command whose training pipeline meets the pair: the one line it prints
         next(iter(aggregated_batches([domain], batch_per_domain=1, crop_size=4, seed=0)))
 
     with pytest.raises(SystemExit) as e:
