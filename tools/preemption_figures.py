@@ -14,12 +14,15 @@ at a random delay after the progress line of a random step. Per point the table 
 before the signal, the step of the newest checkpoint after the exit, the steps lost (logged but not in a
 checkpoint; goal 0), the time from the signal to the exit, the exit status, the step the rerun resumed from
 and whether the rerun's final checkpoint is bit-identical to the uninterrupted run's. ``--parallel`` points
-run at a time (each one's run and rerun in turn). ``measure`` does the work; ``--doc`` writes the table into
-that file's generated block.
+run at a time (each one's run and rerun in turn). The measurement resumes: every finished point is kept in
+``--work_dir``/rows.jsonl and not run again, the uninterrupted run is reused, and ``--first_point`` leaves the
+points before it to another invocation on the same ``--work_dir``. ``measure`` does the work; ``--doc`` writes
+the table into that file's generated block once every point is recorded.
 """
 
 import argparse
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -210,23 +213,41 @@ def preempt(point, model_dir, synthetic_root, train_steps, timeout=1200):
     }
 
 
-def measure(points=10, seed=0, train_steps=8, work_dir=None, parallel=1, log=print):
-    """Runs the uninterrupted reference and every point (``parallel`` at a time); returns (rows, reference
-    seconds)."""
+def _recorded(path):
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {row["index"]: row for row in map(json.loads, filter(str.strip, f))}
+
+
+def measure(points=10, seed=0, train_steps=8, work_dir=None, parallel=1, first_point=0, log=print):
+    """Runs the uninterrupted reference (unless ``work_dir`` holds it) and every point from ``first_point`` on
+    that ``work_dir``/rows.jsonl does not record yet, ``parallel`` at a time; returns (rows of the points
+    recorded, in order; reference seconds)."""
     from concurrent.futures import ThreadPoolExecutor
 
     work_dir = work_dir or tempfile.mkdtemp(prefix="mgml_preemption_")
     synthetic_root = os.path.join(work_dir, "synth")
     straight = os.path.join(work_dir, "straight")
-    shutil.rmtree(straight, ignore_errors=True)
-    t0 = time.time()
-    reference = Run(train_args(straight, synthetic_root, train_steps))
-    reference.finish(1800)
-    if reference.proc.returncode:
-        raise RuntimeError(f"the uninterrupted run failed:\n{reference.output()}")
-    reference_seconds = time.time() - t0
-    final = checkpoint_variables(os.path.join(straight, "checkpoints", f"ckpt-{train_steps}"))
+    final_path = os.path.join(straight, "checkpoints", f"ckpt-{train_steps}")
+    reference_record = os.path.join(work_dir, "reference.json")
+    if os.path.exists(reference_record) and os.path.exists(final_path + ".index"):
+        with open(reference_record) as f:
+            reference_seconds = json.load(f)["seconds"]
+    else:
+        shutil.rmtree(straight, ignore_errors=True)
+        t0 = time.time()
+        reference = Run(train_args(straight, synthetic_root, train_steps))
+        reference.finish(1800)
+        if reference.proc.returncode:
+            raise RuntimeError(f"the uninterrupted run failed:\n{reference.output()}")
+        reference_seconds = time.time() - t0
+        with open(reference_record, "w") as f:
+            json.dump({"seconds": reference_seconds, "train_steps": train_steps}, f)
+    final = checkpoint_variables(final_path)
     log(f"uninterrupted run: {reference_seconds:.0f} s")
+    rows_path = os.path.join(work_dir, "rows.jsonl")
+    lock = threading.Lock()
 
     def one(i, point):
         model_dir = os.path.join(work_dir, f"point_{i}")
@@ -241,11 +262,18 @@ def measure(points=10, seed=0, train_steps=8, work_dir=None, parallel=1, log=pri
         )
         if row["output"]:
             log(row["output"])
+        row["index"] = i
+        with lock, open(rows_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
         return row
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        rows = list(pool.map(one, *zip(*enumerate(draw_points(points, train_steps, seed)))))
-    return rows, reference_seconds
+    drawn = draw_points(points, train_steps, seed)
+    todo = [(i, drawn[i]) for i in range(first_point, points) if i not in _recorded(rows_path)]
+    if todo:
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            list(pool.map(one, *zip(*todo)))
+    recorded = _recorded(rows_path)
+    return [recorded[i] for i in range(points) if i in recorded], reference_seconds
 
 
 def table(rows, train_steps, seed, reference_seconds):
@@ -280,12 +308,20 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="Seed of the points.")
     parser.add_argument("--train_steps", type=int, default=8, help="Steps of the run (>= 5).")
     parser.add_argument("--parallel", type=int, default=1, help="Points run at a time.")
+    parser.add_argument(
+        "--first_point", type=int, default=0, help="Run the points from this one (0-based) on; others are left."
+    )
     parser.add_argument("--work_dir", default=None, help="Where the runs go (default: a new temporary folder).")
     parser.add_argument("--doc", default=None, help="Markdown file whose generated block receives the table.")
     args = parser.parse_args(argv)
     if args.points < 1 or args.train_steps < 5:
         parser.error("--points must be >= 1 and --train_steps >= 5")
-    rows, reference_seconds = measure(args.points, args.seed, args.train_steps, args.work_dir, args.parallel)
+    rows, reference_seconds = measure(
+        args.points, args.seed, args.train_steps, args.work_dir, args.parallel, args.first_point
+    )
+    if len(rows) < args.points:
+        print(f"{len(rows)} of {args.points} points recorded in {args.work_dir}; run again for the others")
+        return 1
     info = machine.describe()
     block = (
         table(rows, args.train_steps, args.seed, reference_seconds)
