@@ -129,6 +129,11 @@ def main(argv):
     batches = [tf.nest.map_structure(lambda x: tf.cast(x, dtype) if x.dtype.is_floating else x, b) for b in stream]
     probe = tf.concat([x for x in tf.nest.flatten(batches[0]) if x.dtype.is_floating], axis=0)
 
+    def dynamic_batches():
+        """``batches`` as a dataset whose batch sizes are unknown (as the training stream's)."""
+        spec = tf.nest.map_structure(lambda x: tf.TensorSpec([None, *x.shape[1:]], x.dtype), batches[0])
+        return tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=spec)
+
     options = config.model_options()
     mirrored_strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
 
@@ -164,17 +169,21 @@ def main(argv):
         if strategy is None:
             step = tf.function(model.train_step)
         else:
+            # As the CLI traces it: once, with the distributed dataset's signature (batch sizes unknown).
+            signature = strategy.experimental_distribute_dataset(dynamic_batches()).element_spec
 
-            @tf.function
+            @tf.function(input_signature=[signature])
             def step(batch):
                 return strategy.run(model.train_step, args=(batch,))
 
         states, probabilities = [], []
+        if strategy is not None:
+            batches_in = iter(strategy.experimental_distribute_dataset(dynamic_batches()))
         for batch in batches:
             if name == "permuted":
                 batch = tf.nest.map_structure(lambda x: tf.reverse(x, [0]), batch)
             if strategy is not None:
-                batch = next(iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch))))
+                batch = next(batches_in)
             step(batch)
             states.append(snapshot(model, strategy))
             probabilities.append(model.predict_with_weights(probe)[0].numpy())
