@@ -432,6 +432,30 @@ def test_checkpoint_of_another_configuration_names_the_option(run, tmp_path):
         md.build_from_dir(copy)
 
 
+def test_a_checkpoint_being_written_is_never_read(run, tmp_path):
+    """evaluate/export/predict beside a training that is writing step 2: they rebuild from the newest checkpoint
+    the state file lists (step 1), and never read the write in progress (its _temp folder, an unlisted index)."""
+    from mgml_tf.training import model_dir as md
+
+    copy = str(tmp_path / "run")
+    shutil.copytree(run["model_dir"], copy)
+    clean, _, listed = md.build_from_dir(copy, log=lambda m: None)
+    folder = os.path.join(copy, "checkpoints")
+    os.makedirs(os.path.join(folder, "ckpt-2_temp"))
+    with open(os.path.join(folder, "ckpt-2_temp", "part-00000-of-00001.data-00000-of-00001"), "wb") as f:
+        f.write(b"\0" * 64)
+    for suffix in (".index", ".data-00000-of-00001"):
+        with open(os.path.join(folder, "ckpt-2" + suffix), "wb") as f:
+            f.write(b"half")
+    messages = []
+    model, _, path = md.build_from_dir(copy, log=messages.append)
+    assert path == listed and path.endswith("ckpt-1")
+    assert not [m for m in messages if "ckpt-2" in m]  # not tried and fallen back from: never looked at
+    assert int(model.optimizer.iterations.numpy()) == 1
+    for a, b in zip(model.weights, clean.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def test_checkpoint_architecture_of_deeplabv2(tmp_path):
     import mgml_tf
     from mgml_tf.training import checkpoints
